@@ -1,0 +1,12 @@
+//! The learner's world as pure code: validated names, error points, ranking
+//! and exercise selection. Nothing here does I/O.
+
+pub mod error_point;
+pub mod exercises;
+pub mod learner;
+pub mod ranking;
+
+pub use error_point::{report_fingerprint, ErrorKey, ErrorName, ErrorPoint, NameError};
+pub use exercises::{Exercise, ExerciseBank, ExerciseKind, ExerciseSource, OwnSentence};
+pub use learner::{Email, Username};
+pub use ranking::{ErrorFrequency, FrequencyTable};

@@ -1,0 +1,337 @@
+//! Error points: recording what the AI found, and reading a learner's
+//! frequencies and latest errors back.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, Detail, FieldError, ValidationDetail};
+use super::extract::{in_range, path_uuid, JsonBody, QueryParams};
+use super::AppState;
+use crate::domain::{report_fingerprint, ErrorFrequency, ErrorName, ErrorPoint};
+use crate::store::{ErrorReport, RecentError};
+
+/// Most error points accepted in one request.
+pub const MAX_POINTS: usize = 64;
+/// Longest accepted `Idempotency-Key` header.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/simulate-and-generate", post(record_errors))
+        .route(
+            "/utterances/{utterance_id}/errors",
+            post(record_utterance_errors),
+        )
+        .route("/users/{user_id}/errors", get(list_errors))
+        .route("/users/{user_id}/errors/recent", get(recent_errors))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ErrorPointBody {
+    #[serde(rename = "errorCategory")]
+    #[schema(example = "Grammar")]
+    pub error_category: String,
+    #[serde(rename = "errorSubCategory")]
+    #[schema(example = "Subject-Verb Agreement")]
+    pub error_sub_category: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RecordErrors {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+    /// At most 64 error points.
+    pub errors: Vec<ErrorPointBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RecordUtteranceErrors {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    /// Optional; when given it must match the path.
+    #[serde(default)]
+    pub utterance_id: Option<Uuid>,
+    pub errors: Vec<ErrorPointBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordedBody {
+    pub message: String,
+    /// Error points counted by this request (0 when it was a duplicate).
+    pub recorded: usize,
+    /// The same request had already been recorded; nothing was counted.
+    pub duplicate: bool,
+}
+
+/// Parses every error point, collecting all failures with their location.
+fn parse_points(errors: &[ErrorPointBody]) -> Result<Vec<ErrorPoint>, ApiError> {
+    if errors.len() > MAX_POINTS {
+        return Err(ApiError::invalid(
+            ["body", "errors"],
+            format!(
+                "List should have at most {MAX_POINTS} items after validation, not {}",
+                errors.len()
+            ),
+            "too_long",
+        ));
+    }
+    let mut points = Vec::with_capacity(errors.len());
+    let mut failures = Vec::new();
+    for (index, body) in errors.iter().enumerate() {
+        let category = ErrorName::parse(&body.error_category);
+        let subcategory = ErrorName::parse(&body.error_sub_category);
+        for (field, result) in [
+            ("errorCategory", &category),
+            ("errorSubCategory", &subcategory),
+        ] {
+            if let Err(e) = result {
+                failures.push(FieldError::new(
+                    [
+                        serde_json::Value::from("body"),
+                        "errors".into(),
+                        index.into(),
+                        field.into(),
+                    ],
+                    format!("{field} {e}"),
+                    "value_error",
+                ));
+            }
+        }
+        if let (Ok(category), Ok(subcategory)) = (category, subcategory) {
+            points.push(ErrorPoint {
+                category,
+                subcategory,
+            });
+        }
+    }
+    if failures.is_empty() {
+        Ok(points)
+    } else {
+        Err(ApiError::Validation(failures))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = |msg: &str| ApiError::invalid(["header", "idempotency-key"], msg, "value_error");
+    let key = value
+        .to_str()
+        .map_err(|_| invalid("must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(invalid("must be 1 to 255 characters"));
+    }
+    Ok(Some(key))
+}
+
+async fn record(
+    state: &AppState,
+    headers: &HeaderMap,
+    user_id: Uuid,
+    conversation_id: Uuid,
+    utterance_id: Uuid,
+    errors: &[ErrorPointBody],
+) -> Result<Json<RecordedBody>, ApiError> {
+    let points = parse_points(errors)?;
+    let key = idempotency_key(headers)?;
+    let fingerprint = report_fingerprint(utterance_id, &points, key);
+    let outcome = state
+        .store
+        .record_errors(ErrorReport {
+            user_id,
+            conversation_id,
+            utterance_id,
+            points,
+            fingerprint,
+            received_at: crate::store::now(),
+        })
+        .await?;
+    metrics::counter!("errata_error_points_recorded_total").increment(outcome.recorded as u64);
+    let message = if outcome.duplicate {
+        "Duplicate request: these errors were already recorded"
+    } else {
+        "Errors recorded"
+    };
+    Ok(Json(RecordedBody {
+        message: message.into(),
+        recorded: outcome.recorded,
+        duplicate: outcome.duplicate,
+    }))
+}
+
+/// Records the error points the AI found in one utterance. A retry of the
+/// same request (same utterance and error list, or same `Idempotency-Key`)
+/// counts once.
+#[utoipa::path(post, path = "/simulate-and-generate", tag = "errors",
+    request_body = RecordErrors,
+    params(("Idempotency-Key" = Option<String>, Header, description = "identifies a request across retries")),
+    responses(
+        (status = 200, body = RecordedBody),
+        (status = 404, description = "User, Conversation or Utterance not found", body = Detail),
+        (status = 422, body = ValidationDetail),
+    ))]
+#[tracing::instrument(name = "record_errors", skip_all, fields(user_id = %body.user_id))]
+pub async fn record_errors(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RecordErrors>,
+) -> Result<Json<RecordedBody>, ApiError> {
+    record(
+        &state,
+        &headers,
+        body.user_id,
+        body.conversation_id,
+        body.utterance_id,
+        &body.errors,
+    )
+    .await
+}
+
+/// The same as `POST /simulate-and-generate`, addressed by utterance.
+#[utoipa::path(post, path = "/utterances/{utterance_id}/errors", tag = "errors",
+    request_body = RecordUtteranceErrors,
+    params(("utterance_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "identifies a request across retries")),
+    responses(
+        (status = 200, body = RecordedBody),
+        (status = 404, description = "User, Conversation or Utterance not found", body = Detail),
+        (status = 422, body = ValidationDetail),
+    ))]
+#[tracing::instrument(name = "record_utterance_errors", skip_all, fields(user_id = %body.user_id))]
+pub async fn record_utterance_errors(
+    State(state): State<AppState>,
+    Path(utterance_id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<RecordUtteranceErrors>,
+) -> Result<Json<RecordedBody>, ApiError> {
+    let utterance_id = path_uuid("utterance_id", &utterance_id)?;
+    if body.utterance_id.is_some_and(|id| id != utterance_id) {
+        return Err(ApiError::invalid(
+            ["body", "utterance_id"],
+            "utterance_id in the body does not match the path",
+            "value_error",
+        ));
+    }
+    record(
+        &state,
+        &headers,
+        body.user_id,
+        body.conversation_id,
+        utterance_id,
+        &body.errors,
+    )
+    .await
+}
+
+/// One error type and how often the learner made it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FrequencyBody {
+    #[serde(rename = "errorCategory")]
+    pub error_category: String,
+    #[serde(rename = "errorSubCategory")]
+    pub error_sub_category: String,
+    #[serde(rename = "errorFrequency")]
+    pub error_frequency: i64,
+}
+
+impl From<&ErrorFrequency> for FrequencyBody {
+    fn from(e: &ErrorFrequency) -> Self {
+        Self {
+            error_category: e.category.clone(),
+            error_sub_category: e.subcategory.clone(),
+            error_frequency: e.frequency,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FrequenciesBody {
+    pub user_id: Uuid,
+    /// Most frequent first; ties go to the most recent, then to the name.
+    pub errors: Vec<FrequencyBody>,
+}
+
+/// Every error type the learner has made, with its frequency.
+#[utoipa::path(get, path = "/users/{user_id}/errors", tag = "errors",
+    params(("user_id" = Uuid, Path)),
+    responses((status = 200, body = FrequenciesBody), (status = 404, body = Detail), (status = 422, body = ValidationDetail)))]
+#[tracing::instrument(name = "list_errors", skip(state))]
+pub async fn list_errors(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<FrequenciesBody>, ApiError> {
+    let user_id = path_uuid("user_id", &user_id)?;
+    let table = state.store.frequencies(user_id).await?;
+    Ok(Json(FrequenciesBody {
+        user_id,
+        errors: table.ranked().iter().map(FrequencyBody::from).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecentQuery {
+    /// How many events, 1 to 100 (default 20).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentErrorBody {
+    #[serde(rename = "errorCategory")]
+    pub error_category: String,
+    #[serde(rename = "errorSubCategory")]
+    pub error_sub_category: String,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+    /// What the learner said, when the utterance had text.
+    pub utterance: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl From<RecentError> for RecentErrorBody {
+    fn from(e: RecentError) -> Self {
+        Self {
+            error_category: e.category,
+            error_sub_category: e.subcategory,
+            conversation_id: e.conversation_id,
+            utterance_id: e.utterance_id,
+            utterance: e.utterance,
+            occurred_at: e.occurred_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecentErrorsBody {
+    pub user_id: Uuid,
+    /// Newest first.
+    pub errors: Vec<RecentErrorBody>,
+}
+
+/// The learner's latest error points, newest first, with the utterance text.
+#[utoipa::path(get, path = "/users/{user_id}/errors/recent", tag = "errors",
+    params(("user_id" = Uuid, Path), RecentQuery),
+    responses((status = 200, body = RecentErrorsBody), (status = 404, body = Detail), (status = 422, body = ValidationDetail)))]
+#[tracing::instrument(name = "recent_errors", skip(state, query))]
+pub async fn recent_errors(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    QueryParams(query): QueryParams<RecentQuery>,
+) -> Result<Json<RecentErrorsBody>, ApiError> {
+    let user_id = path_uuid("user_id", &user_id)?;
+    let limit = in_range(["query", "limit"], query.limit.unwrap_or(20), 1, 100)?;
+    let recent = state.store.recent_errors(user_id, limit as usize).await?;
+    Ok(Json(RecentErrorsBody {
+        user_id,
+        errors: recent.into_iter().map(Into::into).collect(),
+    }))
+}

@@ -1,0 +1,105 @@
+//! Learners' accounts.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::{ApiError, Detail, FieldError, ValidationDetail};
+use super::extract::{path_uuid, JsonBody};
+use super::AppState;
+use crate::domain::{Email, Username};
+use crate::store::{NewUser, User};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users/", post(create_user))
+        .route("/users", post(create_user))
+        .route("/users/{user_id}", get(get_user))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateUser {
+    #[schema(example = "ana")]
+    pub username: String,
+    #[schema(example = "ana@example.com")]
+    pub email: String,
+}
+
+impl TryFrom<CreateUser> for NewUser {
+    type Error = ApiError;
+
+    fn try_from(body: CreateUser) -> Result<Self, ApiError> {
+        let username = Username::parse(&body.username);
+        let email = Email::parse(&body.email);
+        match (username, email) {
+            (Ok(username), Ok(email)) => Ok(NewUser { username, email }),
+            (username, email) => {
+                let mut errors = Vec::new();
+                if let Err(msg) = username {
+                    errors.push(FieldError::new(["body", "username"], msg, "value_error"));
+                }
+                if let Err(msg) = email {
+                    errors.push(FieldError::new(["body", "email"], msg, "value_error"));
+                }
+                Err(ApiError::Validation(errors))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserBody {
+    pub user_id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserBody {
+    fn from(user: User) -> Self {
+        Self {
+            user_id: user.user_id,
+            username: user.username,
+            email: user.email,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// Registers a learner. E-mail addresses are unique, case-insensitively.
+#[utoipa::path(post, path = "/users/", tag = "users", request_body = CreateUser,
+    responses(
+        (status = 201, body = UserBody),
+        (status = 400, description = "Email already registered", body = Detail),
+        (status = 422, body = ValidationDetail),
+    ))]
+#[tracing::instrument(name = "create_user", skip_all)]
+pub async fn create_user(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateUser>,
+) -> Result<(StatusCode, Json<UserBody>), ApiError> {
+    let user = state.store.create_user(body.try_into()?).await?;
+    tracing::info!(user_id = %user.user_id, "user created");
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// One learner's account.
+#[utoipa::path(get, path = "/users/{user_id}", tag = "users",
+    params(("user_id" = Uuid, Path)),
+    responses((status = 200, body = UserBody), (status = 404, body = Detail), (status = 422, body = ValidationDetail)))]
+#[tracing::instrument(name = "get_user", skip(state))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserBody>, ApiError> {
+    let user_id = path_uuid("user_id", &user_id)?;
+    match state.store.user(user_id).await? {
+        Some(user) => Ok(Json(user.into())),
+        None => Err(ApiError::NotFound("User not found".into())),
+    }
+}

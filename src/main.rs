@@ -1,0 +1,65 @@
+//! The `errata` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use errata::config::Config;
+use errata::startup::{shutdown_signal, Application};
+use errata::{store, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "errata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Create the keyspace and tables (cql mode).
+    Migrate,
+    /// Recompute frequencies from the event log and correct the counts.
+    Repair {
+        /// Repair one learner only.
+        #[arg(long)]
+        user: Option<Uuid>,
+    },
+    /// Make every buffered write durable now (cql mode).
+    Flush,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let cli = Cli::parse();
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(&config).await?;
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let store = store::migrate(&config).await.context("migrating")?;
+            println!("{store}");
+            Ok(())
+        }
+        Command::Repair { user } => {
+            let store = store::open(&config).await?;
+            let corrected = store.repair(user).await?;
+            println!("repair done: {corrected} counts corrected");
+            Ok(())
+        }
+        Command::Flush => {
+            let store = store::open(&config).await?;
+            let flushed = store.flush().await?;
+            store.shutdown().await?;
+            println!("flush done: {flushed} learners flushed");
+            Ok(())
+        }
+    }
+}

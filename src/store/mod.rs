@@ -1,0 +1,189 @@
+//! The storage seam. Handlers talk to a [`Store`]; which backend runs behind
+//! it (the embedded SQLite file or ScyllaDB/Cassandra with a Redis buffer) is
+//! decided once, at start-up, from the configuration.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::config::{Config, StoreKind};
+use crate::domain::{Email, ErrorKey, ErrorPoint, FrequencyTable, Username};
+
+/// The current time at the precision every backend keeps (milliseconds, as
+/// CQL timestamps), so a value reads back exactly as it was answered.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(3)
+}
+
+/// A learner's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub user_id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Utterance {
+    pub utterance_id: Uuid,
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    pub content: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUtterance {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    pub content: Option<String>,
+}
+
+/// The error points the AI found in one utterance, as one request.
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+    pub points: Vec<ErrorPoint>,
+    /// The request's identity: a retry with the same fingerprint counts once.
+    pub fingerprint: Uuid,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Error points counted by this request (0 for a duplicate).
+    pub recorded: usize,
+    /// The request had already been recorded.
+    pub duplicate: bool,
+}
+
+/// One recorded error point, newest first in listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentError {
+    pub key: ErrorKey,
+    pub category: String,
+    pub subcategory: String,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+    /// The utterance's text (or the stored snippet of it), when it had any.
+    pub utterance: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What a backend can fail with. The HTTP layer maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Email already registered")]
+    EmailTaken,
+    #[error("User not found")]
+    UserNotFound,
+    #[error("Conversation not found")]
+    ConversationNotFound,
+    #[error("Utterance not found")]
+    UtteranceNotFound,
+    /// A backend is unreachable or overloaded; the request may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Everything errata keeps, behind one interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError>;
+
+    async fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError>;
+
+    /// Fails with `UserNotFound` when the learner does not exist.
+    async fn create_conversation(&self, user_id: Uuid) -> Result<Conversation, StoreError>;
+
+    /// Fails with `ConversationNotFound` when the conversation does not exist
+    /// or belongs to another learner.
+    async fn create_utterance(&self, new: NewUtterance) -> Result<Utterance, StoreError>;
+
+    /// Counts the report's error points once, however often it is retried.
+    /// Fails, counting nothing, when the learner, the conversation or the
+    /// utterance is missing or they do not belong together.
+    async fn record_errors(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError>;
+
+    /// Every error frequency of the learner, including acknowledged ones not
+    /// yet made durable. Fails with `UserNotFound` for an unknown learner.
+    async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError>;
+
+    /// The learner's latest error points, newest first. Fails with
+    /// `UserNotFound` for an unknown learner.
+    async fn recent_errors(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<RecentError>, StoreError>;
+
+    /// A number that grows with each call for the learner: it moves the
+    /// exercise rotation along.
+    async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError>;
+
+    /// `Ok` when every backend answers.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+
+    /// Makes every acknowledged write durable in the primary store now.
+    /// Returns how many learners it flushed.
+    async fn flush(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    /// Recomputes frequencies from the event log and corrects the counts;
+    /// `None` repairs every learner. Returns how many counts it corrected.
+    async fn repair(&self, _user_id: Option<Uuid>) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    /// Stops background work after draining what is buffered.
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        self.flush().await.map(|_| ())
+    }
+}
+
+/// Opens the backend the configuration names.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match config.store {
+        StoreKind::Embedded => Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir).await?)),
+        StoreKind::Cql => anyhow::bail!("the cql store is not available in this build"),
+    }
+}
+
+/// Creates what the configured backend needs before serving; returns a line
+/// saying what was done.
+pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+    match config.store {
+        StoreKind::Embedded => {
+            sqlite::SqliteStore::open(&config.data_dir).await?;
+            Ok(format!(
+                "embedded store: the schema in {} is up to date (it is also created at start-up)",
+                config.data_dir.display()
+            ))
+        }
+        StoreKind::Cql => anyhow::bail!("the cql store is not available in this build"),
+    }
+}

@@ -1,0 +1,585 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Every write goes through a single writer thread that group-commits: it
+//! takes whatever requests are queued, applies each in its own savepoint
+//! inside one transaction, commits once (one fsync for the whole group) and
+//! only then answers the callers. Error events and frequencies change in the
+//! same transaction, so the counts are exact and an acknowledged request
+//! survives a crash. Reads run on a pool of read-only connections and, thanks
+//! to WAL, never wait for the writer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use r2d2::Pool;
+use r2d2_sqlite::rusqlite::{
+    self, params, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
+};
+use r2d2_sqlite::SqliteConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    Conversation, ErrorReport, NewUser, NewUtterance, RecentError, RecordOutcome, Store,
+    StoreError, User, Utterance,
+};
+use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
+
+const DATABASE_FILE: &str = "errata.db";
+const SCHEMA: &str = include_str!("sqlite_schema.sql");
+/// Most write requests committed in one transaction.
+const MAX_GROUP: usize = 512;
+/// Queued write requests before callers wait (back-pressure, bounded memory).
+const QUEUE_DEPTH: usize = 4096;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriteRequest>,
+    readers: Pool<SqliteConnectionManager>,
+    /// Exercise rotation is a presentation nicety, not data: it lives in
+    /// memory and starts over when the process restarts.
+    rounds: Mutex<HashMap<Uuid, u64>>,
+}
+
+enum WriteOp {
+    CreateUser(NewUser),
+    CreateConversation(Uuid),
+    CreateUtterance(NewUtterance),
+    RecordErrors(ErrorReport),
+}
+
+enum Written {
+    User(User),
+    Conversation(Conversation),
+    Utterance(Utterance),
+    Recorded(RecordOutcome),
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `data_dir/errata.db` and starts the writer.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let data_dir = data_dir.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir))
+            .await
+            .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))?
+    }
+
+    fn open_blocking(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
+        let path: PathBuf = data_dir.join(DATABASE_FILE);
+        let conn = Connection::open(&path).map_err(internal)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(internal)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(internal)?;
+        // FULL: the WAL is synced at every commit, so an acknowledged write
+        // survives power loss too, not only a process crash.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(internal)?;
+        conn.execute_batch(SCHEMA).map_err(internal)?;
+
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|c| c.busy_timeout(BUSY_TIMEOUT));
+        let readers = Pool::builder()
+            .max_size(8)
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .build(manager)
+            .map_err(internal)?;
+
+        let (writer, queue) = mpsc::channel(QUEUE_DEPTH);
+        thread::Builder::new()
+            .name("errata-sqlite-writer".into())
+            .spawn(move || run_writer(conn, queue))
+            .map_err(internal)?;
+        Ok(Self {
+            writer,
+            readers,
+            rounds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| StoreError::Internal("the database writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("the database writer has stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+fn uuid_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(index)?;
+    Uuid::parse_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// The writer thread: drains the queue in groups, one transaction each.
+fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriteRequest>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let results = commit_group(&mut conn, &mut group);
+        for (request, result) in group.drain(..).zip(results) {
+            // The caller may have gone away (client disconnected); the write
+            // stands either way.
+            let _ = request.reply.send(result);
+        }
+    }
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    group: &mut [WriteRequest],
+) -> Vec<Result<Written, StoreError>> {
+    let attempt = (|| {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(group.len());
+        for request in group.iter_mut() {
+            let op = std::mem::replace(&mut request.op, WriteOp::CreateConversation(Uuid::nil()));
+            let mut savepoint = tx.savepoint()?;
+            let result = apply(&savepoint, op);
+            if result.is_ok() {
+                savepoint.commit()?;
+            } else {
+                savepoint.rollback()?;
+            }
+            results.push(result);
+        }
+        tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+        tx.commit()?;
+        Ok::<_, rusqlite::Error>(results)
+    })();
+    match attempt {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, requests = group.len(), "database commit failed");
+            group
+                .iter()
+                .map(|_| Err(StoreError::Internal(format!("database commit failed: {e}"))))
+                .collect()
+        }
+    }
+}
+
+fn apply(tx: &Connection, op: WriteOp) -> Result<Written, StoreError> {
+    match op {
+        WriteOp::CreateUser(new) => insert_user(tx, new).map(Written::User),
+        WriteOp::CreateConversation(user_id) => {
+            insert_conversation(tx, user_id).map(Written::Conversation)
+        }
+        WriteOp::CreateUtterance(new) => insert_utterance(tx, new).map(Written::Utterance),
+        WriteOp::RecordErrors(report) => record(tx, report).map(Written::Recorded),
+    }
+}
+
+fn user_exists(conn: &Connection, user_id: Uuid) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")
+        .and_then(|mut s| s.exists([user_id.to_string()]))
+        .map_err(internal)
+}
+
+fn conversation_owner(
+    conn: &Connection,
+    conversation_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    conn.prepare_cached("SELECT user_id FROM conversations WHERE conversation_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([conversation_id.to_string()], |r| uuid_column(r, 0))
+                .optional()
+        })
+        .map_err(internal)
+}
+
+fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreError> {
+    let user = User {
+        user_id: Uuid::now_v7(),
+        username: new.username.as_str().to_owned(),
+        email: new.email.as_str().to_owned(),
+        created_at: super::now(),
+    };
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO users (user_id, username, email, email_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email_key) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                user.user_id.to_string(),
+                user.username,
+                user.email,
+                new.email.key(),
+                micros(user.created_at)
+            ])
+        })
+        .map_err(internal)?;
+    if inserted == 0 {
+        return Err(StoreError::EmailTaken);
+    }
+    Ok(user)
+}
+
+fn insert_conversation(tx: &Connection, user_id: Uuid) -> Result<Conversation, StoreError> {
+    if !user_exists(tx, user_id)? {
+        return Err(StoreError::UserNotFound);
+    }
+    let conversation = Conversation {
+        conversation_id: Uuid::now_v7(),
+        user_id,
+        started_at: super::now(),
+    };
+    tx.prepare_cached(
+        "INSERT INTO conversations (conversation_id, user_id, started_at) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            conversation.conversation_id.to_string(),
+            user_id.to_string(),
+            micros(conversation.started_at)
+        ])
+    })
+    .map_err(internal)?;
+    Ok(conversation)
+}
+
+fn insert_utterance(tx: &Connection, new: NewUtterance) -> Result<Utterance, StoreError> {
+    if conversation_owner(tx, new.conversation_id)? != Some(new.user_id) {
+        return Err(StoreError::ConversationNotFound);
+    }
+    let utterance = Utterance {
+        utterance_id: Uuid::now_v7(),
+        conversation_id: new.conversation_id,
+        user_id: new.user_id,
+        content: new.content,
+        created_at: super::now(),
+    };
+    tx.prepare_cached(
+        "INSERT INTO utterances (utterance_id, conversation_id, user_id, content, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            utterance.utterance_id.to_string(),
+            utterance.conversation_id.to_string(),
+            utterance.user_id.to_string(),
+            utterance.content,
+            micros(utterance.created_at)
+        ])
+    })
+    .map_err(internal)?;
+    Ok(utterance)
+}
+
+fn record(tx: &Connection, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
+    if !user_exists(tx, report.user_id)? {
+        return Err(StoreError::UserNotFound);
+    }
+    if conversation_owner(tx, report.conversation_id)? != Some(report.user_id) {
+        return Err(StoreError::ConversationNotFound);
+    }
+    let utterance_owner = tx
+        .prepare_cached("SELECT conversation_id, user_id FROM utterances WHERE utterance_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([report.utterance_id.to_string()], |r| {
+                Ok((uuid_column(r, 0)?, uuid_column(r, 1)?))
+            })
+            .optional()
+        })
+        .map_err(internal)?;
+    if utterance_owner != Some((report.conversation_id, report.user_id)) {
+        return Err(StoreError::UtteranceNotFound);
+    }
+
+    let user_id = report.user_id.to_string();
+    let at = micros(report.received_at);
+    let first_time = tx
+        .prepare_cached(
+            "INSERT INTO ingest_requests (user_id, fingerprint, received_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id, fingerprint) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![user_id, report.fingerprint.to_string(), at]))
+        .map_err(internal)?
+        == 1;
+    if !first_time {
+        return Ok(RecordOutcome {
+            recorded: 0,
+            duplicate: true,
+        });
+    }
+
+    // One upsert per distinct error; it returns the spelling the learner's
+    // table shows (the first one seen), which the events then carry too.
+    let mut deltas: HashMap<ErrorKey, (usize, &str, &str)> = HashMap::new();
+    for point in &report.points {
+        deltas
+            .entry(point.key())
+            .or_insert((0, point.category.as_str(), point.subcategory.as_str()))
+            .0 += 1;
+    }
+    let mut shown: HashMap<ErrorKey, (String, String)> = HashMap::with_capacity(deltas.len());
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO error_counts
+                   (user_id, category_key, subcategory_key, category, subcategory, frequency, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (user_id, category_key, subcategory_key) DO UPDATE SET
+                   frequency = frequency + excluded.frequency,
+                   last_seen = max(last_seen, excluded.last_seen)
+                 RETURNING category, subcategory",
+            )
+            .map_err(internal)?;
+        for (key, (count, category, subcategory)) in deltas {
+            let spelling = upsert
+                .query_row(
+                    params![
+                        user_id,
+                        key.category,
+                        key.subcategory,
+                        category,
+                        subcategory,
+                        count as i64,
+                        at
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(internal)?;
+            shown.insert(key, spelling);
+        }
+    }
+    let mut insert_event = tx
+        .prepare_cached(
+            "INSERT INTO error_events
+               (user_id, conversation_id, utterance_id, category_key, subcategory_key,
+                category, subcategory, occurred_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(internal)?;
+    let (conversation_id, utterance_id) = (
+        report.conversation_id.to_string(),
+        report.utterance_id.to_string(),
+    );
+    for point in &report.points {
+        let key = point.key();
+        let (category, subcategory) = &shown[&key];
+        insert_event
+            .execute(params![
+                user_id,
+                conversation_id,
+                utterance_id,
+                key.category,
+                key.subcategory,
+                category,
+                subcategory,
+                at
+            ])
+            .map_err(internal)?;
+    }
+    Ok(RecordOutcome {
+        recorded: report.points.len(),
+        duplicate: false,
+    })
+}
+
+fn unexpected(written: Written) -> StoreError {
+    let what = match written {
+        Written::User(_) => "a user",
+        Written::Conversation(_) => "a conversation",
+        Written::Utterance(_) => "an utterance",
+        Written::Recorded(_) => "a record outcome",
+    };
+    StoreError::Internal(format!("the writer answered with {what} unexpectedly"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        match self.write(WriteOp::CreateUser(new)).await? {
+            Written::User(user) => Ok(user),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT username, email, created_at FROM users WHERE user_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([user_id.to_string()], |r| {
+                        Ok(User {
+                            user_id,
+                            username: r.get(0)?,
+                            email: r.get(1)?,
+                            created_at: from_micros(r.get(2)?),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(internal)
+        })
+        .await
+    }
+
+    async fn create_conversation(&self, user_id: Uuid) -> Result<Conversation, StoreError> {
+        match self.write(WriteOp::CreateConversation(user_id)).await? {
+            Written::Conversation(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn create_utterance(&self, new: NewUtterance) -> Result<Utterance, StoreError> {
+        match self.write(WriteOp::CreateUtterance(new)).await? {
+            Written::Utterance(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn record_errors(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
+        match self.write(WriteOp::RecordErrors(report)).await? {
+            Written::Recorded(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
+        self.read(move |conn| {
+            let table: FrequencyTable = conn
+                .prepare_cached(
+                    "SELECT category_key, subcategory_key, category, subcategory, frequency, last_seen
+                     FROM error_counts WHERE user_id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_map([user_id.to_string()], |r| {
+                        Ok(ErrorFrequency {
+                            key: ErrorKey {
+                                category: r.get(0)?,
+                                subcategory: r.get(1)?,
+                            },
+                            category: r.get(2)?,
+                            subcategory: r.get(3)?,
+                            frequency: r.get(4)?,
+                            last_seen: Some(from_micros(r.get(5)?)),
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(internal)?;
+            if table.is_empty() && !user_exists(conn, user_id)? {
+                return Err(StoreError::UserNotFound);
+            }
+            Ok(table)
+        })
+        .await
+    }
+
+    async fn recent_errors(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<RecentError>, StoreError> {
+        self.read(move |conn| {
+            let recent: Vec<RecentError> = conn
+                .prepare_cached(
+                    "SELECT e.category, e.subcategory, e.conversation_id, e.utterance_id,
+                            u.content, e.occurred_at, e.category_key, e.subcategory_key
+                     FROM error_events e LEFT JOIN utterances u ON u.utterance_id = e.utterance_id
+                     WHERE e.user_id = ?1 ORDER BY e.event_id DESC LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![user_id.to_string(), limit as i64], |r| {
+                        Ok(RecentError {
+                            key: ErrorKey {
+                                category: r.get(6)?,
+                                subcategory: r.get(7)?,
+                            },
+                            category: r.get(0)?,
+                            subcategory: r.get(1)?,
+                            conversation_id: uuid_column(r, 2)?,
+                            utterance_id: uuid_column(r, 3)?,
+                            utterance: r.get(4)?,
+                            occurred_at: from_micros(r.get(5)?),
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(internal)?;
+            if recent.is_empty() && !user_exists(conn, user_id)? {
+                return Err(StoreError::UserNotFound);
+            }
+            Ok(recent)
+        })
+        .await
+    }
+
+    async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError> {
+        let mut rounds = self
+            .rounds
+            .lock()
+            .map_err(|_| StoreError::Internal("exercise rotation state is poisoned".into()))?;
+        let round = rounds.entry(user_id).or_insert(0);
+        let current = *round;
+        *round += 1;
+        Ok(current)
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Unavailable(
+                "the database writer has stopped".into(),
+            ));
+        }
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+                .map_err(|e| StoreError::Unavailable(format!("database: {e}")))
+        })
+        .await
+    }
+}

@@ -1,0 +1,59 @@
+-- The embedded store's schema. Ids are UUID text, times are microseconds
+-- since the Unix epoch (UTC); category and subcategory keys are the
+-- case-folded names errors are counted under.
+
+CREATE TABLE IF NOT EXISTS users (
+    user_id     TEXT PRIMARY KEY,
+    username    TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    email_key   TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS conversations (
+    conversation_id TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    started_at      INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS utterances (
+    utterance_id    TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    content         TEXT,
+    created_at      INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Append-only log of every recorded error point: the source of truth.
+CREATE TABLE IF NOT EXISTS error_events (
+    event_id        INTEGER PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    utterance_id    TEXT NOT NULL,
+    category_key    TEXT NOT NULL,
+    subcategory_key TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    subcategory     TEXT NOT NULL,
+    occurred_at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS error_events_by_user ON error_events (user_id, event_id);
+
+-- Frequencies, updated in the same transaction as the events they count.
+CREATE TABLE IF NOT EXISTS error_counts (
+    user_id         TEXT NOT NULL,
+    category_key    TEXT NOT NULL,
+    subcategory_key TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    subcategory     TEXT NOT NULL,
+    frequency       INTEGER NOT NULL,
+    last_seen       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, category_key, subcategory_key)
+) WITHOUT ROWID;
+
+-- Fingerprints of recorded error reports, so that a retry counts once.
+CREATE TABLE IF NOT EXISTS ingest_requests (
+    user_id     TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, fingerprint)
+) WITHOUT ROWID;

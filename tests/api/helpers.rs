@@ -1,0 +1,277 @@
+//! One way to get a running errata for a test: [`spawn_app`] starts the real
+//! server on port 0 with a fresh store and returns a client for it.
+//!
+//! The backend is chosen by configuration, so the same suite runs against
+//! every store: `ERRATA_TEST_STORE=embedded` (the default) gives each test a
+//! temporary SQLite file.
+
+use std::net::SocketAddr;
+
+use errata::config::{Config, StoreKind};
+use errata::startup::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _data: TempDir,
+}
+
+/// A learner with one conversation and one utterance, ready to record errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Learner {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+}
+
+fn test_store() -> StoreKind {
+    match std::env::var("ERRATA_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => StoreKind::Embedded,
+        Ok("cql") => StoreKind::Cql,
+        Ok(other) => panic!("ERRATA_TEST_STORE={other:?}: expected embedded or cql"),
+    }
+}
+
+fn base_config(data: &TempDir) -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        store: test_store(),
+        data_dir: data.path().to_owned(),
+        cql_nodes: vec!["127.0.0.1:9042".into()],
+        cql_keyspace: "errata".into(),
+        redis_url: "redis://127.0.0.1:6379".into(),
+        flush_interval_ms: 50,
+        api_tokens: Vec::new(),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts errata with the test configuration, adjusted by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data = tempfile::tempdir().expect("a temporary data folder");
+    let mut config = base_config(&data);
+    adjust(&mut config);
+    let app = Application::build(&config)
+        .await
+        .expect("errata failed to start");
+    let address = app.local_addr().unwrap();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stop.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _data: data,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET failed")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST failed")
+    }
+
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST failed")
+    }
+
+    pub async fn create_user(&self) -> Uuid {
+        let email = format!("{}@example.com", Uuid::new_v4());
+        let response = self
+            .post("/users/", &json!({"username": "learner", "email": email}))
+            .await;
+        let body = expect_status(response, StatusCode::CREATED).await;
+        id(&body, "user_id")
+    }
+
+    pub async fn create_conversation(&self, user_id: Uuid) -> Uuid {
+        let response = self
+            .post("/conversations/", &json!({"user_id": user_id}))
+            .await;
+        let body = expect_status(response, StatusCode::CREATED).await;
+        id(&body, "conversation_id")
+    }
+
+    pub async fn create_utterance(
+        &self,
+        user_id: Uuid,
+        conversation_id: Uuid,
+        content: &str,
+    ) -> Uuid {
+        let response = self
+            .post(
+                "/utterances/",
+                &json!({"user_id": user_id, "conversation_id": conversation_id, "content": content}),
+            )
+            .await;
+        let body = expect_status(response, StatusCode::CREATED).await;
+        id(&body, "utterance_id")
+    }
+
+    pub async fn learner(&self) -> Learner {
+        let user_id = self.create_user().await;
+        let conversation_id = self.create_conversation(user_id).await;
+        let utterance_id = self
+            .create_utterance(user_id, conversation_id, "He go to school every days.")
+            .await;
+        Learner {
+            user_id,
+            conversation_id,
+            utterance_id,
+        }
+    }
+
+    /// Another utterance in the learner's conversation.
+    pub async fn say(&self, learner: &Learner, content: &str) -> Learner {
+        let utterance_id = self
+            .create_utterance(learner.user_id, learner.conversation_id, content)
+            .await;
+        Learner {
+            utterance_id,
+            ..*learner
+        }
+    }
+
+    pub async fn record(&self, learner: &Learner, errors: &[(&str, &str)]) -> Response {
+        self.post("/simulate-and-generate", &report(learner, errors))
+            .await
+    }
+
+    pub async fn record_with_key(
+        &self,
+        learner: &Learner,
+        errors: &[(&str, &str)],
+        key: &str,
+    ) -> Response {
+        self.client
+            .post(self.url("/simulate-and-generate"))
+            .header("Idempotency-Key", key)
+            .json(&report(learner, errors))
+            .send()
+            .await
+            .expect("POST failed")
+    }
+
+    /// The learner's frequencies as (category, subcategory, frequency), ranked.
+    pub async fn frequencies(&self, user_id: Uuid) -> Vec<(String, String, i64)> {
+        let response = self.get(&format!("/users/{user_id}/errors")).await;
+        let body = expect_status(response, StatusCode::OK).await;
+        body["errors"]
+            .as_array()
+            .expect("errors is a list")
+            .iter()
+            .map(|e| {
+                (
+                    e["errorCategory"].as_str().unwrap().to_owned(),
+                    e["errorSubCategory"].as_str().unwrap().to_owned(),
+                    e["errorFrequency"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn total_frequency(&self, user_id: Uuid) -> i64 {
+        self.frequencies(user_id).await.iter().map(|e| e.2).sum()
+    }
+
+    /// Stops the server the way a SIGTERM would, draining buffers.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task panicked")
+                .expect("server failed");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn report(learner: &Learner, errors: &[(&str, &str)]) -> Value {
+    json!({
+        "user_id": learner.user_id,
+        "conversation_id": learner.conversation_id,
+        "utterance_id": learner.utterance_id,
+        "errors": errors
+            .iter()
+            .map(|(c, s)| json!({"errorCategory": c, "errorSubCategory": s}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Asserts the status (showing the body when it differs) and returns the JSON body.
+pub async fn expect_status(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.expect("a response body");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"))
+}
+
+/// Asserts a `{"detail": "..."}` error with this status and text.
+pub async fn expect_detail(response: Response, status: StatusCode, detail: &str) {
+    let body = expect_status(response, status).await;
+    assert_eq!(body, json!({ "detail": detail }));
+}
+
+/// Asserts a 422 whose detail list has an entry at `loc`; returns that entry.
+pub async fn expect_invalid(response: Response, loc: Value) -> Value {
+    let body = expect_status(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let errors = body["detail"].as_array().expect("detail is a list");
+    errors
+        .iter()
+        .find(|e| e["loc"] == loc)
+        .unwrap_or_else(|| panic!("no error at {loc}: {body}"))
+        .clone()
+}
+
+pub fn id(body: &Value, field: &str) -> Uuid {
+    body[field]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .unwrap_or_else(|| panic!("{field} is not a UUID in {body}"))
+}

@@ -1,0 +1,10 @@
+//! The HTTP contract suite: every endpoint of the product contract, over
+//! real HTTP, against whichever store `ERRATA_TEST_STORE` names.
+
+mod concurrency;
+mod exercises;
+mod helpers;
+mod limits;
+mod ops;
+mod recording;
+mod resources;
