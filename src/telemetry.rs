@@ -1,6 +1,8 @@
 //! Structured logs. Handlers log ids, never e-mail addresses or what
 //! learners said.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber, filtered by `RUST_LOG` (default `info`).
@@ -9,5 +11,6 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .try_init();
 }
