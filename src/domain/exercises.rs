@@ -276,7 +276,15 @@ fn own_exercise(sentence: &OwnSentence, error: &ErrorFrequency) -> Exercise {
         text
     };
     Exercise {
-        exercise_id: format!("utterance-{}", sentence.utterance_id),
+        // One sentence can carry several errors: the id names both, so it is
+        // unique within a response and stable across calls.
+        exercise_id: format!(
+            "utterance-{}-{}",
+            sentence.utterance_id,
+            &Uuid::new_v5(&sentence.utterance_id, error.key.encode().as_bytes())
+                .simple()
+                .to_string()[..8]
+        ),
         error_category: error.category.clone(),
         error_sub_category: error.subcategory.clone(),
         kind: ExerciseKind::CorrectTheSentence,
