@@ -400,10 +400,16 @@ mod tests {
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0].kind, ExerciseKind::CorrectTheSentence);
         assert!(mine[0].prompt.contains("\"He go to school every day.\""));
-        assert_eq!(
-            mine[0].exercise_id,
-            format!("utterance-{}", own[0].utterance_id)
-        );
+        assert!(mine[0]
+            .exercise_id
+            .starts_with(&format!("utterance-{}-", own[0].utterance_id)));
+        let other = bank.exercises_for(&error("Grammar", "Verb Tense"), &own, 2, 0);
+        let other_id = &other
+            .iter()
+            .find(|e| e.source == ExerciseSource::YourUtterance)
+            .unwrap()
+            .exercise_id;
+        assert_ne!(other_id, &mine[0].exercise_id, "ids must differ per error");
     }
 
     #[test]
