@@ -1,5 +1,6 @@
-//! An acknowledged request survives `kill -9`: the real `errata` binary is
-//! killed mid-load and restarted on the same data folder.
+//! Nothing acknowledged is lost when the process dies: the real `errata`
+//! binary is stopped under load (SIGKILL, or SIGTERM for a graceful stop)
+//! and restarted on the same data folder.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,11 +11,13 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const CLIENTS: usize = 16;
-/// Acknowledged error points to wait for before the kill.
-const ACKED_BEFORE_KILL: i64 = 600;
+/// Acknowledged error points to wait for before stopping the server.
+const ACKED_BEFORE_STOP: i64 = 600;
+const POINTS_PER_REQUEST: i64 = 2;
 
 struct Server {
     child: Child,
@@ -67,28 +70,27 @@ async fn post(client: &reqwest::Client, server: SocketAddr, path: &str, body: Va
     response.json().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn acknowledged_errors_survive_kill_9() {
-    let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path());
-    let client = reqwest::Client::new();
+/// Creates a learner with one utterance; returns the user id and an error
+/// report of two points for that utterance.
+async fn learner(client: &reqwest::Client, server: SocketAddr) -> (String, Value) {
+    let email = format!("{}@example.com", Uuid::new_v4());
     let user = post(
-        &client,
-        server.address,
+        client,
+        server,
         "/users/",
-        json!({"username": "k", "email": "k@example.com"}),
+        json!({"username": "k", "email": email}),
     )
     .await;
     let conversation = post(
-        &client,
-        server.address,
+        client,
+        server,
         "/conversations/",
         json!({"user_id": user["user_id"]}),
     )
     .await;
     let utterance = post(
-        &client,
-        server.address,
+        client,
+        server,
         "/utterances/",
         json!({"user_id": user["user_id"], "conversation_id": conversation["conversation_id"], "content": "x"}),
     )
@@ -102,50 +104,81 @@ async fn acknowledged_errors_survive_kill_9() {
             {"errorCategory": "Fluency", "errorSubCategory": "Filler Words"}
         ]
     });
+    (user["user_id"].as_str().unwrap().to_owned(), report)
+}
 
-    let acked = Arc::new(AtomicI64::new(0));
-    let sent = Arc::new(AtomicI64::new(0));
-    let progress = Arc::new(Notify::new());
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let (client, report) = (client.clone(), report.clone());
-        let (acked, sent, progress) = (acked.clone(), sent.clone(), progress.clone());
-        let address = server.address;
-        clients.push(tokio::spawn(async move {
-            loop {
-                sent.fetch_add(2, Ordering::SeqCst);
-                let response = client
-                    .post(format!("http://{address}/simulate-and-generate"))
-                    .header("Idempotency-Key", Uuid::new_v4().to_string())
-                    .json(&report)
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status().is_success() => {
-                        // Only a complete, successful answer is an acknowledgement.
-                        if r.json::<Value>().await.is_ok() {
-                            acked.fetch_add(2, Ordering::SeqCst);
-                            progress.notify_one();
+/// Clients sending the report with fresh idempotency keys until the server
+/// goes away, counting what was sent and what was acknowledged.
+struct Load {
+    acked: Arc<AtomicI64>,
+    sent: Arc<AtomicI64>,
+    progress: Arc<Notify>,
+    clients: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(client: &reqwest::Client, server: SocketAddr, report: &Value) -> Self {
+        let acked = Arc::new(AtomicI64::new(0));
+        let sent = Arc::new(AtomicI64::new(0));
+        let progress = Arc::new(Notify::new());
+        let clients = (0..CLIENTS)
+            .map(|_| {
+                let (client, report) = (client.clone(), report.clone());
+                let (acked, sent, progress) = (acked.clone(), sent.clone(), progress.clone());
+                tokio::spawn(async move {
+                    loop {
+                        sent.fetch_add(POINTS_PER_REQUEST, Ordering::SeqCst);
+                        let response = client
+                            .post(format!("http://{server}/simulate-and-generate"))
+                            .header("Idempotency-Key", Uuid::new_v4().to_string())
+                            .json(&report)
+                            .send()
+                            .await;
+                        match response {
+                            Ok(r) if r.status().is_success() => {
+                                // Only a complete, successful answer is an
+                                // acknowledgement.
+                                if r.json::<Value>().await.is_ok() {
+                                    acked.fetch_add(POINTS_PER_REQUEST, Ordering::SeqCst);
+                                    progress.notify_one();
+                                }
+                            }
+                            Ok(r) => panic!("unexpected status {}", r.status()),
+                            Err(_) => break, // the server is gone
                         }
                     }
-                    Ok(r) => panic!("unexpected status {}", r.status()),
-                    Err(_) => break, // the server is gone
-                }
-            }
-        }));
+                })
+            })
+            .collect();
+        Self {
+            acked,
+            sent,
+            progress,
+            clients,
+        }
     }
-    while acked.load(Ordering::SeqCst) < ACKED_BEFORE_KILL {
-        progress.notified().await;
-    }
-    server.child.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
-    server.child.wait().unwrap();
-    for c in clients {
-        c.await.unwrap();
-    }
-    let (acked, sent) = (acked.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
 
-    let mut restarted = start(data.path());
-    let user_id = user["user_id"].as_str().unwrap();
+    async fn wait_for_acked(&self, points: i64) {
+        while self.acked.load(Ordering::SeqCst) < points {
+            self.progress.notified().await;
+        }
+    }
+
+    /// Waits for every client to stop; returns (acknowledged, sent) points.
+    async fn finish(self) -> (i64, i64) {
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        (
+            self.acked.load(Ordering::SeqCst),
+            self.sent.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// The learner's frequencies on a fresh server over the same data.
+async fn counts_after_restart(data: &Path, client: &reqwest::Client, user_id: &str) -> Vec<i64> {
+    let mut restarted = start(data);
     let errors: Value = client
         .get(format!(
             "http://{}/users/{user_id}/errors",
@@ -157,15 +190,17 @@ async fn acknowledged_errors_survive_kill_9() {
         .json()
         .await
         .unwrap();
-    let counts: Vec<i64> = errors["errors"]
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
+    errors["errors"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["errorFrequency"].as_i64().unwrap())
-        .collect();
-    restarted.child.kill().unwrap();
-    restarted.child.wait().unwrap();
+        .collect()
+}
 
+fn assert_nothing_lost(counts: &[i64], acked: i64, sent: i64) {
     let total: i64 = counts.iter().sum();
     eprintln!("acknowledged {acked}, sent {sent}, counted after restart {total}");
     assert!(
@@ -182,4 +217,46 @@ async fn acknowledged_errors_survive_kill_9() {
         counts[0], counts[1],
         "a request was half-applied: {counts:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_errors_survive_kill_9() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start(data.path());
+    let client = reqwest::Client::new();
+    let (user_id, report) = learner(&client, server.address).await;
+
+    let load = Load::start(&client, server.address, &report);
+    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    server.child.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
+    server.child.wait().unwrap();
+    let (acked, sent) = load.finish().await;
+
+    let counts = counts_after_restart(data.path(), &client, &user_id).await;
+    assert_nothing_lost(&counts, acked, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start(data.path());
+    let client = reqwest::Client::new();
+    let (user_id, report) = learner(&client, server.address).await;
+
+    let load = Load::start(&client, server.address, &report);
+    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    let signalled = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill(1) runs");
+    assert!(signalled.success());
+    let status = server.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "errata exited with {status} after SIGTERM"
+    );
+    let (acked, sent) = load.finish().await;
+
+    let counts = counts_after_restart(data.path(), &client, &user_id).await;
+    assert_nothing_lost(&counts, acked, sent);
 }
