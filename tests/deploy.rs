@@ -32,11 +32,19 @@ fn the_compose_file_is_valid() {
 fn the_compose_file_runs_three_replicas_behind_a_load_balancer() {
     let services = compose(&["config", "--services"]);
     let services: Vec<&str> = services.lines().collect();
-    for expected in ["scylla", "redis", "migrate", "errata-1", "errata-2", "errata-3", "lb"] {
-        assert!(services.contains(&expected), "{expected} missing from {services:?}");
+    for expected in [
+        "scylla", "redis", "migrate", "errata-1", "errata-2", "errata-3", "lb",
+    ] {
+        assert!(
+            services.contains(&expected),
+            "{expected} missing from {services:?}"
+        );
     }
     let resolved = compose(&["config"]);
-    assert!(resolved.contains("--appendonly"), "Redis must keep an append-only file");
+    assert!(
+        resolved.contains("--appendonly"),
+        "Redis must keep an append-only file"
+    );
     assert!(resolved.contains("published: 8000") || resolved.contains("8000:8000"));
     // Every long-running service has a health check; the one-shot migration
     // is waited for by completion instead.
@@ -45,7 +53,10 @@ fn the_compose_file_runs_three_replicas_behind_a_load_balancer() {
 
     let nginx = std::fs::read_to_string(repo().join("deploy/nginx.conf")).unwrap();
     for replica in ["errata-1:8000", "errata-2:8000", "errata-3:8000"] {
-        assert!(nginx.contains(replica), "nginx does not balance over {replica}");
+        assert!(
+            nginx.contains(replica),
+            "nginx does not balance over {replica}"
+        );
     }
 }
 
@@ -55,7 +66,10 @@ fn the_runtime_image_is_small_and_runs_as_a_non_root_user() {
     let stages: Vec<&str> = dockerfile.split("\nFROM ").collect();
     assert!(stages.len() >= 3, "expected a multi-stage build");
     let runtime = stages.last().unwrap();
-    assert!(runtime.starts_with("debian:bookworm-slim"), "runtime base: {runtime}");
+    assert!(
+        runtime.starts_with("debian:bookworm-slim"),
+        "runtime base: {runtime}"
+    );
     let user = runtime
         .lines()
         .find_map(|l| l.strip_prefix("USER "))
