@@ -115,6 +115,8 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable(reason) => {
                 tracing::warn!(%reason, "backend unavailable");
+                metrics::counter!("errata_store_errors_total", "kind" => "unavailable")
+                    .increment(1);
                 let mut response = (
                     StatusCode::SERVICE_UNAVAILABLE,
                     Json(json!({ "detail": format!("Service unavailable: {reason}") })),
@@ -127,6 +129,7 @@ impl IntoResponse for ApiError {
             }
             Self::Internal(reason) => {
                 tracing::error!(%reason, "internal error");
+                metrics::counter!("errata_store_errors_total", "kind" => "internal").increment(1);
                 detail(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Internal Server Error".into(),
