@@ -58,6 +58,26 @@ pub struct Config {
     )]
     pub cql_keyspace: String,
 
+    /// Cql mode, `errata migrate`: the keyspace's replication strategy,
+    /// `SimpleStrategy` or `NetworkTopologyStrategy` (then every data center
+    /// the cluster reports gets the replication factor).
+    #[arg(
+        long,
+        env = "ERRATA_CQL_REPLICATION_STRATEGY",
+        default_value = "SimpleStrategy",
+        global = true
+    )]
+    pub cql_replication_strategy: String,
+
+    /// Cql mode, `errata migrate`: the keyspace's replication factor.
+    #[arg(
+        long,
+        env = "ERRATA_CQL_REPLICATION_FACTOR",
+        default_value_t = 1,
+        global = true
+    )]
+    pub cql_replication_factor: u32,
+
     /// Cql mode: the Redis write-behind buffer.
     #[arg(
         long,

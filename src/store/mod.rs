@@ -2,6 +2,7 @@
 //! it (the embedded SQLite file or ScyllaDB/Cassandra with a Redis buffer) is
 //! decided once, at start-up, from the configuration.
 
+pub mod cql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -169,7 +170,7 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match config.store {
         StoreKind::Embedded => Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir).await?)),
-        StoreKind::Cql => anyhow::bail!("the cql store is not available in this build"),
+        StoreKind::Cql => Ok(Arc::new(cql::CqlStore::open(config).await?)),
     }
 }
 
@@ -184,6 +185,6 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
                 config.data_dir.display()
             ))
         }
-        StoreKind::Cql => anyhow::bail!("the cql store is not available in this build"),
+        StoreKind::Cql => cql::schema::migrate(config).await,
     }
 }

@@ -1,0 +1,165 @@
+//! `errata migrate` for the cql store: applies the files in `cql/`.
+
+use std::time::Duration;
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+
+use crate::config::Config;
+
+/// The schema files, in the order they are applied.
+const FILES: [(&str, &str); 2] = [
+    ("001_keyspace.cql", include_str!("../../../cql/001_keyspace.cql")),
+    ("002_tables.cql", include_str!("../../../cql/002_tables.cql")),
+];
+
+pub async fn connect(config: &Config) -> anyhow::Result<Session> {
+    let session = SessionBuilder::new()
+        .known_nodes(&config.cql_nodes)
+        .connection_timeout(Duration::from_secs(5))
+        .build()
+        .await?;
+    Ok(session)
+}
+
+/// A keyspace name must be a plain CQL identifier: it is put into statements.
+pub fn check_keyspace(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 48
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    anyhow::ensure!(
+        valid,
+        "keyspace {name:?}: expected letters, digits and '_', starting with a letter"
+    );
+    Ok(())
+}
+
+/// The statements of one file: `--` comments dropped, split on ';'.
+pub fn statements(text: &str) -> Vec<String> {
+    let without_comments: String = text
+        .lines()
+        .map(|line| match line.find("--") {
+            Some(at) => &line[..at],
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn succeeds(session: &Session, cql: &str) -> bool {
+    session.query_unpaged(cql, &[]).await.is_ok()
+}
+
+/// The replication map for the keyspace.
+async fn replication(session: &Session, config: &Config) -> anyhow::Result<String> {
+    let factor = config.cql_replication_factor;
+    anyhow::ensure!(factor >= 1, "the replication factor must be at least 1");
+    match config.cql_replication_strategy.as_str() {
+        "SimpleStrategy" => Ok(format!(
+            "{{'class': 'SimpleStrategy', 'replication_factor': {factor}}}"
+        )),
+        "NetworkTopologyStrategy" => {
+            let mut centers: Vec<String> = Vec::new();
+            for table in ["system.local", "system.peers"] {
+                let rows = session
+                    .query_unpaged(format!("SELECT data_center FROM {table}"), &[])
+                    .await?
+                    .into_rows_result()?;
+                for row in rows.rows::<(Option<String>,)>()? {
+                    if let (Some(dc),) = row? {
+                        if !centers.contains(&dc) {
+                            centers.push(dc);
+                        }
+                    }
+                }
+            }
+            anyhow::ensure!(!centers.is_empty(), "the cluster reports no data center");
+            let entries: Vec<String> = centers
+                .iter()
+                .map(|dc| format!("'{}': {factor}", dc.replace('\'', "''")))
+                .collect();
+            Ok(format!(
+                "{{'class': 'NetworkTopologyStrategy', {}}}",
+                entries.join(", ")
+            ))
+        }
+        other => anyhow::bail!(
+            "replication strategy {other:?}: expected SimpleStrategy or NetworkTopologyStrategy"
+        ),
+    }
+}
+
+/// Creates the keyspace and tables if missing; returns a line saying so.
+pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+    check_keyspace(&config.cql_keyspace)?;
+    let session = connect(config).await?;
+    let replication = replication(&session, config).await?;
+    // Only ScyllaDB has system.scylla_local, and only a ScyllaDB with
+    // tablets has system.tablets; counters need tablets off there.
+    let scylla = succeeds(&session, "SELECT key FROM system.scylla_local LIMIT 1").await;
+    let tablets = scylla && succeeds(&session, "SELECT * FROM system.tablets LIMIT 1").await;
+    let options = if tablets {
+        "AND tablets = {'enabled': false}"
+    } else {
+        ""
+    };
+    let mut applied = 0;
+    for (name, text) in FILES {
+        let text = text
+            .replace("{keyspace}", &config.cql_keyspace)
+            .replace("{replication}", &replication)
+            .replace("{options}", options);
+        for statement in statements(&text) {
+            session
+                .query_unpaged(statement.as_str(), &[])
+                .await
+                .map_err(|e| anyhow::anyhow!("{name}: {e}\n{statement}"))?;
+            applied += 1;
+        }
+    }
+    session.await_schema_agreement().await?;
+    Ok(format!(
+        "cql store: keyspace {} is up to date ({applied} statements, {}{})",
+        config.cql_keyspace,
+        if scylla { "ScyllaDB" } else { "Cassandra" },
+        if tablets { ", tablets disabled" } else { "" }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_split_and_comments_dropped() {
+        let found = statements("-- a; comment\nCREATE x (a int); -- tail\n\n CREATE y;\n");
+        assert_eq!(found, ["CREATE x (a int)", "CREATE y"]);
+    }
+
+    #[test]
+    fn every_shipped_statement_is_idempotent() {
+        for (name, text) in FILES {
+            for statement in statements(text) {
+                assert!(
+                    statement.contains("IF NOT EXISTS"),
+                    "{name}: {statement} is not idempotent"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keyspace_names_are_checked() {
+        assert!(check_keyspace("errata_t1").is_ok());
+        assert!(check_keyspace("1abc").is_err());
+        assert!(check_keyspace("a; DROP").is_err());
+        assert!(check_keyspace("").is_err());
+    }
+}
