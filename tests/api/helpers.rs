@@ -3,7 +3,9 @@
 //!
 //! The backend is chosen by configuration, so the same suite runs against
 //! every store: `ERRATA_TEST_STORE=embedded` (the default) gives each test a
-//! temporary SQLite file.
+//! temporary SQLite file; `ERRATA_TEST_STORE=cql` gives each test its own
+//! `redis-server` child process and the CQL server named by
+//! `ERRATA_TEST_CQL=host:port`, in one keyspace per test run.
 
 use std::net::SocketAddr;
 
@@ -16,12 +18,19 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+#[path = "../support/cql.rs"]
+pub mod cql_support;
+
+use cql_support::RedisServer;
+
 pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _data: TempDir,
+    /// Cql mode: this test's Redis (killed when the app is dropped).
+    _redis: Option<RedisServer>,
 }
 
 /// A learner with one conversation and one utterance, ready to record errors.
@@ -40,17 +49,24 @@ fn test_store() -> StoreKind {
     }
 }
 
-fn base_config(data: &TempDir) -> Config {
-    Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        store: test_store(),
-        data_dir: data.path().to_owned(),
-        cql_nodes: vec!["127.0.0.1:9042".into()],
-        cql_keyspace: "errata".into(),
-        redis_url: "redis://127.0.0.1:6379".into(),
-        flush_interval_ms: 50,
-        api_tokens: Vec::new(),
-    }
+async fn base_config(data: &TempDir, redis: Option<&RedisServer>) -> Config {
+    let mut config = match redis {
+        Some(redis) => cql_support::cql_config(&redis.url()).await,
+        None => Config {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            store: StoreKind::Embedded,
+            data_dir: data.path().to_owned(),
+            cql_nodes: vec!["127.0.0.1:9042".into()],
+            cql_keyspace: "errata".into(),
+            cql_replication_strategy: "SimpleStrategy".into(),
+            cql_replication_factor: 1,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            flush_interval_ms: 50,
+            api_tokens: Vec::new(),
+        },
+    };
+    config.data_dir = data.path().to_owned();
+    config
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -60,7 +76,8 @@ pub async fn spawn_app() -> TestApp {
 /// Starts errata with the test configuration, adjusted by `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data = tempfile::tempdir().expect("a temporary data folder");
-    let mut config = base_config(&data);
+    let redis = (test_store() == StoreKind::Cql).then(RedisServer::start);
+    let mut config = base_config(&data, redis.as_ref()).await;
     adjust(&mut config);
     let app = Application::build(&config)
         .await
@@ -76,6 +93,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         shutdown: Some(shutdown),
         server: Some(server),
         _data: data,
+        _redis: redis,
     }
 }
 

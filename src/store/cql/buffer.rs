@@ -410,13 +410,15 @@ impl Buffer {
     pub async fn dirty(&self, shard: u32, count: Option<usize>) -> Result<Vec<Uuid>, StoreError> {
         let mut conn = self.conn();
         let members: Vec<String> = match count {
-            Some(n) => bounded(
-                redis::cmd("SRANDMEMBER")
-                    .arg(dirty_key(shard))
-                    .arg(n)
-                    .query_async(&mut conn),
-            )
-            .await?,
+            Some(n) => {
+                bounded(
+                    redis::cmd("SRANDMEMBER")
+                        .arg(dirty_key(shard))
+                        .arg(n)
+                        .query_async(&mut conn),
+                )
+                .await?
+            }
             None => bounded(conn.smembers(dirty_key(shard))).await?,
         };
         Ok(members

@@ -292,11 +292,7 @@ impl CqlStore {
             buffer,
         });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run_flusher(
-            inner.clone(),
-            config.flush_interval(),
-            stopped,
-        ));
+        let task = tokio::spawn(run_flusher(inner.clone(), config.flush_interval(), stopped));
         Ok(Self {
             inner,
             flusher: Mutex::new(Some((stop, task))),
@@ -496,10 +492,7 @@ impl Inner {
                 for _ in chunk {
                     batch.append_statement(s.insert_event.clone());
                 }
-                self.session
-                    .batch(&batch, chunk)
-                    .await
-                    .map_err(cql_error)?;
+                self.session.batch(&batch, chunk).await.map_err(cql_error)?;
             }
             Ok::<_, StoreError>(())
         };
@@ -1004,10 +997,10 @@ impl Store for CqlStore {
             .chain(buffered.inflight);
         for (key, delta) in deltas {
             let entry = table.entry(key.clone()).or_insert_with(|| {
-                let (category, subcategory, last_seen) =
-                    labels.get(&key).cloned().unwrap_or_else(|| {
-                        (key.category.clone(), key.subcategory.clone(), None)
-                    });
+                let (category, subcategory, last_seen) = labels
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| (key.category.clone(), key.subcategory.clone(), None));
                 ErrorFrequency {
                     key,
                     category,

@@ -9,8 +9,14 @@ use crate::config::Config;
 
 /// The schema files, in the order they are applied.
 const FILES: [(&str, &str); 2] = [
-    ("001_keyspace.cql", include_str!("../../../cql/001_keyspace.cql")),
-    ("002_tables.cql", include_str!("../../../cql/002_tables.cql")),
+    (
+        "001_keyspace.cql",
+        include_str!("../../../cql/001_keyspace.cql"),
+    ),
+    (
+        "002_tables.cql",
+        include_str!("../../../cql/002_tables.cql"),
+    ),
 ];
 
 pub async fn connect(config: &Config) -> anyhow::Result<Session> {
