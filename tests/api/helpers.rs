@@ -21,7 +21,7 @@ use uuid::Uuid;
 #[path = "../support/cql.rs"]
 pub mod cql_support;
 
-use cql_support::RedisServer;
+use cql_support::{KeyspaceSlot, RedisServer};
 
 pub struct TestApp {
     pub address: SocketAddr,
@@ -31,6 +31,7 @@ pub struct TestApp {
     _data: TempDir,
     /// Cql mode: this test's Redis (killed when the app is dropped).
     _redis: Option<RedisServer>,
+    _keyspace: Option<KeyspaceSlot>,
 }
 
 /// A learner with one conversation and one utterance, ready to record errors.
@@ -49,24 +50,33 @@ fn test_store() -> StoreKind {
     }
 }
 
-async fn base_config(data: &TempDir, redis: Option<&RedisServer>) -> Config {
-    let mut config = match redis {
-        Some(redis) => cql_support::cql_config(&redis.url()).await,
-        None => Config {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            store: StoreKind::Embedded,
-            data_dir: data.path().to_owned(),
-            cql_nodes: vec!["127.0.0.1:9042".into()],
-            cql_keyspace: "errata".into(),
-            cql_replication_strategy: "SimpleStrategy".into(),
-            cql_replication_factor: 1,
-            redis_url: "redis://127.0.0.1:6379".into(),
-            flush_interval_ms: 50,
-            api_tokens: Vec::new(),
-        },
+async fn base_config(
+    data: &TempDir,
+    redis: Option<&RedisServer>,
+) -> (Config, Option<KeyspaceSlot>) {
+    let (mut config, slot) = match redis {
+        Some(redis) => {
+            let (config, slot) = cql_support::cql_config(&redis.url()).await;
+            (config, Some(slot))
+        }
+        None => (
+            Config {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                store: StoreKind::Embedded,
+                data_dir: data.path().to_owned(),
+                cql_nodes: vec!["127.0.0.1:9042".into()],
+                cql_keyspace: "errata".into(),
+                cql_replication_strategy: "SimpleStrategy".into(),
+                cql_replication_factor: 1,
+                redis_url: "redis://127.0.0.1:6379".into(),
+                flush_interval_ms: 50,
+                api_tokens: Vec::new(),
+            },
+            None,
+        ),
     };
     config.data_dir = data.path().to_owned();
-    config
+    (config, slot)
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -77,7 +87,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data = tempfile::tempdir().expect("a temporary data folder");
     let redis = (test_store() == StoreKind::Cql).then(RedisServer::start);
-    let mut config = base_config(&data, redis.as_ref()).await;
+    let (mut config, keyspace) = base_config(&data, redis.as_ref()).await;
     adjust(&mut config);
     let app = Application::build(&config)
         .await
@@ -94,6 +104,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         server: Some(server),
         _data: data,
         _redis: redis,
+        _keyspace: keyspace,
     }
 }
 

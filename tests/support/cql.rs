@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use errata::config::{Config, StoreKind};
 use tempfile::TempDir;
-use tokio::sync::OnceCell;
 
 /// A `redis-server` child process, killed when dropped.
 pub struct RedisServer {
@@ -145,11 +144,12 @@ pub fn cql_node() -> String {
     }
 }
 
-/// One keyspace per test run: nextest runs every test in its own process,
-/// so the run id names it; `cargo test` runs a binary in one process.
-pub fn test_keyspace() -> String {
-    if let Ok(keyspace) = std::env::var("ERRATA_TEST_CQL_KEYSPACE") {
-        return keyspace;
+/// The name stem of this test run's keyspaces: nextest runs every test in
+/// its own process, so its run id names the run; `cargo test` runs a test
+/// binary in one process.
+fn run_stem() -> String {
+    if let Ok(stem) = std::env::var("ERRATA_TEST_CQL_KEYSPACE") {
+        return stem;
     }
     let run = std::env::var("NEXTEST_RUN_ID")
         .map(|id| id.replace('-', "").chars().take(16).collect::<String>())
@@ -157,60 +157,99 @@ pub fn test_keyspace() -> String {
     format!("errata_t{run}")
 }
 
-/// A cql-mode configuration on the test run's keyspace (migrated) and the
-/// given Redis.
-pub async fn cql_config(redis_url: &str) -> Config {
-    let keyspace = migrated_keyspace().await;
-    Config {
-        bind: "127.0.0.1:0".parse().expect("an address"),
-        store: StoreKind::Cql,
-        data_dir: PathBuf::from("./data"),
-        cql_nodes: vec![cql_node()],
-        cql_keyspace: keyspace,
-        cql_replication_strategy: "SimpleStrategy".into(),
-        cql_replication_factor: 1,
+/// Most keyspaces one test run uses (as many as tests run at once).
+const SLOTS: usize = 16;
+
+/// A keyspace of the run, held exclusively (an advisory file lock, released
+/// when dropped or when the process dies). Tests use fixed e-mail addresses,
+/// so two tests must never share a keyspace at the same time, and a taken
+/// keyspace starts with no e-mail claimed.
+pub struct KeyspaceSlot {
+    pub keyspace: String,
+    _lock: std::fs::File,
+}
+
+/// A cql-mode configuration on a keyspace of this run and the given Redis.
+pub async fn cql_config(redis_url: &str) -> (Config, KeyspaceSlot) {
+    let slot = take_keyspace().await;
+    let config = Config {
+        cql_keyspace: slot.keyspace.clone(),
         redis_url: redis_url.to_owned(),
-        flush_interval_ms: 50,
-        api_tokens: Vec::new(),
+        ..bare_config()
+    };
+    (config, slot)
+}
+
+#[allow(clippy::incompatible_msrv)] // File::try_lock: tests run on a newer toolchain
+async fn take_keyspace() -> KeyspaceSlot {
+    let stem = run_stem();
+    let started = Instant::now();
+    loop {
+        for slot in 0..SLOTS {
+            let keyspace = format!("{stem}_s{slot}");
+            let path = std::env::temp_dir().join(format!("{keyspace}.lock"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .expect("a keyspace lock file");
+            if file.try_lock().is_ok() {
+                prepare_keyspace(&keyspace).await;
+                return KeyspaceSlot {
+                    keyspace,
+                    _lock: file,
+                };
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no free test keyspace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Migrates the run's keyspace once per process, and once per run across
-/// processes (a lock directory keeps concurrent CREATEs away from the server).
-pub async fn migrated_keyspace() -> String {
-    static MIGRATED: OnceCell<String> = OnceCell::const_new();
-    MIGRATED
-        .get_or_init(|| async {
-            let keyspace = test_keyspace();
-            let ready = std::env::temp_dir().join(format!("{keyspace}.migrated"));
-            let lock = std::env::temp_dir().join(format!("{keyspace}.lock"));
-            // Under nextest the run id is unique, so a marker left by a
-            // sibling process is trustworthy; otherwise always migrate.
-            let trust_marker = std::env::var("NEXTEST_RUN_ID").is_ok()
-                && std::env::var("ERRATA_TEST_CQL_KEYSPACE").is_err();
-            let started = Instant::now();
-            while !(trust_marker && ready.exists()) {
-                if std::fs::create_dir(&lock).is_ok() {
-                    let config = Config {
-                        cql_keyspace: keyspace.clone(),
-                        ..bare_config()
-                    };
-                    let migrated = errata::store::migrate(&config).await;
-                    let _ = std::fs::remove_dir(&lock);
-                    migrated.expect("migrating the test keyspace");
-                    std::fs::write(&ready, b"").expect("marking the keyspace migrated");
-                    break;
-                }
-                if started.elapsed() > Duration::from_secs(90) {
-                    // A migrating process died: take its lock over.
-                    let _ = std::fs::remove_dir(&lock);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            keyspace
-        })
+/// Creates the keyspace if needed and releases every e-mail claimed in it.
+async fn prepare_keyspace(keyspace: &str) {
+    let config = Config {
+        cql_keyspace: keyspace.to_owned(),
+        ..bare_config()
+    };
+    errata::store::migrate(&config)
         .await
-        .clone()
+        .expect("migrating the test keyspace");
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(cql_node())
+        .build()
+        .await
+        .expect("a CQL session");
+    let rows = session
+        .query_unpaged(
+            format!("SELECT email_key FROM {keyspace}.users_by_email"),
+            &[],
+        )
+        .await
+        .expect("listing e-mail claims")
+        .into_rows_result()
+        .expect("rows");
+    let emails: Vec<String> = rows
+        .rows::<(String,)>()
+        .expect("text rows")
+        .map(|r| r.expect("an e-mail").0)
+        .collect();
+    let delete = session
+        .prepare(format!(
+            "DELETE FROM {keyspace}.users_by_email WHERE email_key = ?"
+        ))
+        .await
+        .expect("preparing the delete");
+    for email in emails {
+        session
+            .execute_unpaged(&delete, (email,))
+            .await
+            .expect("releasing an e-mail claim");
+    }
 }
 
 fn bare_config() -> Config {
