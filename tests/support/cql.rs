@@ -133,6 +133,18 @@ impl Drop for RedisServer {
     }
 }
 
+/// The cql-only tests run when a CQL server is named, and must run (this
+/// panics otherwise) when `ERRATA_TEST_STORE=cql`. Returns true to skip.
+pub fn skip_without_cql() -> bool {
+    let named = std::env::var("ERRATA_TEST_CQL").is_ok_and(|v| !v.trim().is_empty());
+    let required = std::env::var("ERRATA_TEST_STORE").as_deref() == Ok("cql");
+    if !named && !required {
+        eprintln!("skipped: no ERRATA_TEST_CQL (the cql suite runs from scripts/test)");
+        return true;
+    }
+    false
+}
+
 /// The CQL server of the test run: `ERRATA_TEST_CQL=host:port`.
 pub fn cql_node() -> String {
     match std::env::var("ERRATA_TEST_CQL") {
@@ -265,4 +277,271 @@ fn bare_config() -> Config {
         flush_interval_ms: 50,
         api_tokens: Vec::new(),
     }
+}
+
+/// The environment that points the `errata` binary at this configuration.
+pub fn errata_env(config: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("ERRATA_STORE", "cql".into()),
+        ("ERRATA_CQL_NODES", config.cql_nodes.join(",")),
+        ("ERRATA_CQL_KEYSPACE", config.cql_keyspace.clone()),
+        ("ERRATA_REDIS_URL", config.redis_url.clone()),
+        (
+            "ERRATA_FLUSH_INTERVAL_MS",
+            config.flush_interval_ms.to_string(),
+        ),
+        ("ERRATA_BIND", "127.0.0.1:0".into()),
+        ("RUST_LOG", "info".into()),
+    ]
+}
+
+/// Runs `errata <args>` (the real binary) to completion; returns its stdout.
+pub fn run_errata(config: &Config, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_errata"))
+        .args(args)
+        .envs(errata_env(config))
+        .env_remove("ERRATA_API_TOKENS")
+        .output()
+        .expect("the errata binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "errata {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// An `errata serve` process, killed when dropped.
+pub struct ServeProcess {
+    pub child: Child,
+    pub address: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    pub fn start(config: &Config) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_errata"))
+            .arg("serve")
+            .envs(errata_env(config))
+            .env_remove("ERRATA_API_TOKENS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("errata serve starts");
+        let stdout = child.stdout.take().expect("a piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("errata exited before listening")
+                .expect("a readable log");
+            if line.contains("listening") {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    break addr
+                        .split_whitespace()
+                        .next()
+                        .and_then(|a| a.parse().ok())
+                        .expect("a listening address");
+                }
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, address }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// SIGTERM, then waits: a graceful shutdown drains the buffer.
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A CQL session on the test server, for checking what is stored.
+pub async fn cql_session() -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_node(cql_node())
+        .build()
+        .await
+        .expect("a CQL session")
+}
+
+/// The learner's durable counters, as (category_key, subcategory_key) → n.
+pub async fn durable_counts(
+    keyspace: &str,
+    user_id: uuid::Uuid,
+) -> std::collections::BTreeMap<(String, String), i64> {
+    let session = cql_session().await;
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT category_key, subcategory_key, frequency FROM {keyspace}.error_counts \
+                 WHERE user_id = ?"
+            ),
+            (user_id,),
+        )
+        .await
+        .expect("reading counters")
+        .into_rows_result()
+        .expect("rows");
+    rows.rows::<(String, String, scylla::value::Counter)>()
+        .expect("counter rows")
+        .map(|r| {
+            let (c, s, n) = r.expect("a counter row");
+            ((c, s), n.0)
+        })
+        .collect()
+}
+
+/// A learner with a conversation and an utterance, created over HTTP at
+/// `base` (`http://host:port`): (user_id, conversation_id, utterance_id).
+pub async fn http_learner(
+    client: &reqwest::Client,
+    base: &str,
+) -> (uuid::Uuid, uuid::Uuid, uuid::Uuid) {
+    use serde_json::{json, Value};
+    async fn created(
+        client: &reqwest::Client,
+        url: String,
+        body: Value,
+        field: &str,
+    ) -> uuid::Uuid {
+        let response = client.post(url).json(&body).send().await.expect("POST");
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        let body: Value = response.json().await.expect("JSON");
+        body[field]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("an id")
+    }
+    let email = format!("{}@example.com", uuid::Uuid::new_v4());
+    let user = created(
+        client,
+        format!("{base}/users/"),
+        json!({"username": "learner", "email": email}),
+        "user_id",
+    )
+    .await;
+    let conversation = created(
+        client,
+        format!("{base}/conversations/"),
+        json!({"user_id": user}),
+        "conversation_id",
+    )
+    .await;
+    let utterance = created(
+        client,
+        format!("{base}/utterances/"),
+        json!({"user_id": user, "conversation_id": conversation, "content": "He go to school."}),
+        "utterance_id",
+    )
+    .await;
+    (user, conversation, utterance)
+}
+
+/// Posts one report with a fresh idempotency key; returns the status.
+pub async fn http_record(
+    client: &reqwest::Client,
+    base: &str,
+    learner: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+    errors: &[(&str, &str)],
+) -> Result<reqwest::StatusCode, reqwest::Error> {
+    let body = serde_json::json!({
+        "user_id": learner.0,
+        "conversation_id": learner.1,
+        "utterance_id": learner.2,
+        "errors": errors
+            .iter()
+            .map(|(c, s)| serde_json::json!({"errorCategory": c, "errorSubCategory": s}))
+            .collect::<Vec<_>>(),
+    });
+    let response = client
+        .post(format!("{base}/simulate-and-generate"))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    // Only a complete answer is an acknowledgement.
+    response.bytes().await?;
+    Ok(status)
+}
+
+/// The learner's frequencies over HTTP, as (category, subcategory) → n.
+pub async fn http_frequencies(
+    client: &reqwest::Client,
+    base: &str,
+    user: uuid::Uuid,
+) -> std::collections::BTreeMap<(String, String), i64> {
+    let body: serde_json::Value = client
+        .get(format!("{base}/users/{user}/errors"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    body["errors"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            (
+                (
+                    e["errorCategory"].as_str().expect("text").to_owned(),
+                    e["errorSubCategory"].as_str().expect("text").to_owned(),
+                ),
+                e["errorFrequency"].as_i64().expect("a number"),
+            )
+        })
+        .collect()
+}
+
+/// Every key in the Redis server.
+pub async fn redis_keys(redis: &RedisServer) -> Vec<String> {
+    let mut conn = redis.client().await;
+    redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS")
+}
+
+/// Redis Cluster's slot of a key: CRC16 (XMODEM) of the hash tag (the text
+/// between the first '{' and the next '}', when not empty) or of the key.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }

@@ -1,0 +1,315 @@
+//! The Redis write-behind buffer of the cql store, against a real
+//! `redis-server` and the CQL server of `ERRATA_TEST_CQL`: key layout,
+//! `errata flush`, and a flusher that dies between its counter batch and the
+//! delete of its in-flight deltas.
+
+#[path = "support/cql.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+
+use errata::config::Config;
+use errata::startup::Application;
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use support::{
+    cql_config, durable_counts, http_frequencies, http_learner, http_record, key_slot, redis_keys,
+    run_errata, KeyspaceSlot, RedisServer,
+};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+const TAXONOMY: [(&str, &str); 3] = [
+    ("Grammar", "Articles"),
+    ("Vocabulary", "Word Choice"),
+    // Separators in names must never break keys.
+    ("Odd: {Names}", "a}b{c:d"),
+];
+
+/// An in-process errata whose background flusher never runs on its own.
+struct App {
+    base: String,
+    config: Config,
+    redis: RedisServer,
+    _keyspace: KeyspaceSlot,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn spawn_without_flusher() -> App {
+    let redis = RedisServer::start();
+    let (mut config, keyspace) = cql_config(&redis.url()).await;
+    config.flush_interval_ms = 3_600_000;
+    let app = Application::build(&config).await.expect("errata starts");
+    let base = format!("http://{}", app.local_addr().expect("an address"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    App {
+        base,
+        config,
+        redis,
+        _keyspace: keyspace,
+        _stop: stop,
+    }
+}
+
+/// Records `requests` reports cycling through the taxonomy; returns the
+/// expected frequencies by (category, subcategory).
+async fn load(
+    app: &App,
+    client: &reqwest::Client,
+    learner: (Uuid, Uuid, Uuid),
+    requests: usize,
+) -> BTreeMap<(String, String), i64> {
+    let mut expected = BTreeMap::new();
+    for n in 0..requests {
+        let errors: Vec<(&str, &str)> = (0..=n % 3).map(|i| TAXONOMY[(n + i) % 3]).collect();
+        let status = http_record(client, &app.base, learner, &errors)
+            .await
+            .expect("recorded");
+        assert_eq!(status, StatusCode::OK);
+        for (c, s) in errors {
+            *expected.entry((c.to_owned(), s.to_owned())).or_insert(0) += 1;
+        }
+    }
+    expected
+}
+
+/// Expected frequencies keyed like the CQL counters (case-folded keys).
+fn as_keys(expected: &BTreeMap<(String, String), i64>) -> BTreeMap<(String, String), i64> {
+    expected
+        .iter()
+        .map(|((c, s), n)| ((c.to_lowercase(), s.to_lowercase()), *n))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_of_a_learner_hashes_to_one_cluster_slot() {
+    // The CRC16 rule as Redis Cluster states it.
+    assert_eq!(key_slot("123456789"), 0x31C3);
+    assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+
+    if support::skip_without_cql() {
+        return;
+    }
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learners = [
+        http_learner(&client, &app.base).await,
+        http_learner(&client, &app.base).await,
+    ];
+    for learner in learners {
+        load(&app, &client, learner, 3).await;
+        let response = client
+            .get(format!(
+                "{}/generate-exercise?user_id={}",
+                app.base, learner.0
+            ))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let keys = redis_keys(&app.redis).await;
+    let mut slots_by_learner: BTreeMap<Uuid, Vec<(String, u16)>> = BTreeMap::new();
+    let mut dirty_keys = 0;
+    for key in &keys {
+        let owner = learners.iter().find(|l| key.contains(&l.0.to_string()));
+        match owner {
+            Some(learner) => slots_by_learner
+                .entry(learner.0)
+                .or_default()
+                .push((key.clone(), key_slot(key))),
+            None => {
+                assert!(key.starts_with("errata:dirty:{"), "unexpected key {key}");
+                dirty_keys += 1;
+            }
+        }
+    }
+    assert!(dirty_keys >= 1, "learners were not marked dirty: {keys:?}");
+    for (learner, keys) in &slots_by_learner {
+        // pending, request markers, rotation, …
+        assert!(keys.len() >= 3, "too few keys for {learner}: {keys:?}");
+        let slot = keys[0].1;
+        assert!(
+            keys.iter().all(|(_, s)| *s == slot),
+            "keys of {learner} span slots: {keys:?}"
+        );
+    }
+    assert_eq!(slots_by_learner.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errata_flush_empties_redis_and_the_counters_are_exact() {
+    if support::skip_without_cql() {
+        return;
+    }
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let expected = load(&app, &client, learner, 20).await;
+
+    // Acknowledged but not flushed: visible, yet only in Redis.
+    assert_eq!(
+        http_frequencies(&client, &app.base, learner.0).await,
+        expected
+    );
+    assert!(durable_counts(&app.config.cql_keyspace, learner.0)
+        .await
+        .is_empty());
+    let mut redis = app.redis.client().await;
+    let pending: BTreeMap<String, i64> = redis
+        .hgetall(format!("errata:{{{}}}:pending", learner.0))
+        .await
+        .expect("HGETALL");
+    assert_eq!(
+        pending.values().sum::<i64>(),
+        expected.values().sum::<i64>()
+    );
+
+    let out = run_errata(&app.config, &["flush"]);
+    assert!(out.contains("flush done: 1 learners flushed"), "{out}");
+
+    let buffered: Vec<String> = redis_keys(&app.redis)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":pending") || k.ends_with(":inflight") || k.contains(":dirty:"))
+        .collect();
+    assert!(buffered.is_empty(), "left in Redis: {buffered:?}");
+    assert_eq!(
+        durable_counts(&app.config.cql_keyspace, learner.0).await,
+        as_keys(&expected)
+    );
+    assert_eq!(
+        http_frequencies(&client, &app.base, learner.0).await,
+        expected
+    );
+    // Nothing left to do.
+    let out = run_errata(&app.config, &["flush"]);
+    assert!(out.contains("flush done: 0 learners flushed"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flusher_dying_after_its_batch_never_loses_counts_and_repair_makes_them_exact() {
+    if support::skip_without_cql() {
+        return;
+    }
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let first = load(&app, &client, learner, 6).await;
+    run_errata(&app.config, &["flush"]);
+    let second = load(&app, &client, learner, 9).await;
+    let mut acked = first.clone();
+    for (k, n) in &second {
+        *acked.entry(k.clone()).or_insert(0) += n;
+    }
+
+    // What a flusher leaves when it dies right after its counter batch: the
+    // deltas moved to in-flight, already applied to the counters, its lock
+    // expired.
+    let mut redis = app.redis.client().await;
+    let user = learner.0;
+    let _: () = redis
+        .rename(
+            format!("errata:{{{user}}}:pending"),
+            format!("errata:{{{user}}}:inflight"),
+        )
+        .await
+        .expect("RENAME");
+    let inflight: BTreeMap<String, i64> = redis
+        .hgetall(format!("errata:{{{user}}}:inflight"))
+        .await
+        .expect("HGETALL");
+    let session = support::cql_session().await;
+    let ks = &app.config.cql_keyspace;
+    for ((c, s), n) in as_keys(&second) {
+        session
+            .query_unpaged(
+                format!(
+                    "UPDATE {ks}.error_counts SET frequency = frequency + ? \
+                     WHERE user_id = ? AND category_key = ? AND subcategory_key = ?"
+                ),
+                (scylla::value::Counter(n), user, c, s),
+            )
+            .await
+            .expect("applying the dead flusher's batch");
+    }
+    assert_eq!(inflight.values().sum::<i64>(), second.values().sum::<i64>());
+
+    // Never below what was acknowledged (here: the batch counts twice).
+    let seen = http_frequencies(&client, &app.base, user).await;
+    for (k, n) in &acked {
+        assert!(seen.get(k).copied().unwrap_or(0) >= *n, "{k:?}: {seen:?}");
+    }
+    // The next flush replays the in-flight deltas: still never below.
+    run_errata(&app.config, &["flush"]);
+    let durable = durable_counts(ks, user).await;
+    for (k, n) in as_keys(&acked) {
+        assert!(durable.get(&k).copied().unwrap_or(0) >= n, "{k:?}");
+    }
+    assert_ne!(
+        durable,
+        as_keys(&acked),
+        "the replay should have over-counted"
+    );
+
+    // Repair recomputes from the event log.
+    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    assert!(
+        out.contains(&format!("repair done: {} counts corrected", second.len())),
+        "{out}"
+    );
+    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
+    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
+    // A second repair finds nothing to correct.
+    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    assert!(out.contains("repair done: 0 counts corrected"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_while_deltas_are_buffered_counts_them_once() {
+    if support::skip_without_cql() {
+        return;
+    }
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let user = learner.0;
+    let flushed = load(&app, &client, learner, 5).await;
+    run_errata(&app.config, &["flush"]);
+    // Corrupt a counter, then leave new deltas pending and others in flight.
+    let ks = &app.config.cql_keyspace;
+    let session = support::cql_session().await;
+    session
+        .query_unpaged(
+            format!(
+                "UPDATE {ks}.error_counts SET frequency = frequency + 7 \
+                 WHERE user_id = ? AND category_key = 'grammar' AND subcategory_key = 'articles'"
+            ),
+            (user,),
+        )
+        .await
+        .expect("corrupting a counter");
+    let in_flight = load(&app, &client, learner, 4).await;
+    let mut redis = app.redis.client().await;
+    let _: () = redis
+        .rename(
+            format!("errata:{{{user}}}:pending"),
+            format!("errata:{{{user}}}:inflight"),
+        )
+        .await
+        .expect("RENAME");
+    let pending = load(&app, &client, learner, 3).await;
+    let mut acked = flushed;
+    for (k, n) in in_flight.iter().chain(pending.iter()) {
+        *acked.entry(k.clone()).or_insert(0) += n;
+    }
+
+    run_errata(&app.config, &["repair"]);
+    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
+    run_errata(&app.config, &["flush"]);
+    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
+    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
+}
