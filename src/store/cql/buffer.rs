@@ -9,6 +9,7 @@
 //! | `errata:{U}:pending` | hash | acknowledged count deltas not yet taken by a flusher (field: [`ErrorKey::encode`]) |
 //! | `errata:{U}:inflight` | hash | deltas a flusher is applying (or left behind when it crashed) |
 //! | `errata:{U}:flushlock` | string | the flusher that owns the learner now (token, expires) |
+//! | `errata:{U}:since` | integer | when the oldest pending delta arrived (ms), for the flush lag |
 //! | `errata:{U}:epoch` | integer | bumped when a flush starts and ends, for consistent reads |
 //! | `errata:{U}:req:F` | string | request F: `L|at|deadline|token` while leased, `D` once counted |
 //! | `errata:{U}:round` | integer | the exercise rotation |
@@ -31,7 +32,9 @@ pub const DIRTY_SHARDS: u32 = 16;
 /// it over.
 pub const LEASE: Duration = Duration::from_secs(10);
 /// How long a counted request is remembered as a duplicate.
-pub const MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// (The clients' retry horizon; it dominates Redis memory, see
+/// docs/operations.md.)
+pub const MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a flusher owns a learner (far above a counter batch's timeout).
 pub const FLUSH_LOCK: Duration = Duration::from_secs(30);
 /// No Redis call may take longer than this; then the request fails with 503.
@@ -45,6 +48,9 @@ pub fn inflight_key(user: Uuid) -> String {
 }
 pub fn lock_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:flushlock")
+}
+pub fn since_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:since")
 }
 pub fn epoch_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:epoch")
@@ -61,6 +67,7 @@ pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
         pending_key(user),
         inflight_key(user),
         lock_key(user),
+        since_key(user),
         epoch_key(user),
         request_key(user, fingerprint),
         round_key(user),
@@ -95,8 +102,9 @@ return {'busy'}
 ";
 
 /// Counts a leased request: adds its deltas and turns the lease into the
-/// long marker, atomically. KEYS: marker, pending. ARGV: token, marker ttl
-/// ms, then field, delta pairs. Returns 1, or 0 when the lease was lost.
+/// long marker, atomically. KEYS: marker, pending, since. ARGV: token,
+/// marker ttl ms, then field, delta pairs. Returns 1, or 0 when the lease
+/// was lost.
 const COMMIT_SCRIPT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
@@ -105,6 +113,8 @@ if token ~= ARGV[1] then return 0 end
 for i = 3, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
 end
+local t = redis.call('TIME')
+redis.call('SET', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'NX')
 redis.call('SET', KEYS[1], 'D', 'PX', ARGV[2])
 return 1
 ";
@@ -119,10 +129,11 @@ end
 return 0
 ";
 
-/// A flusher takes a learner. KEYS: pending, inflight, lock, epoch.
+/// A flusher takes a learner. KEYS: pending, inflight, lock, epoch, since.
 /// ARGV: token, lock ms. Returns {'busy'} (another flusher owns it),
-/// {'empty'}, or {'moved'|'replay', field, delta, ...}: the in-flight deltas
-/// to apply ('replay' when a crashed flush left them).
+/// {'empty'}, or {'moved'|'replay', age ms, field, delta, ...}: the
+/// in-flight deltas to apply ('replay' when a crashed flush left them) and
+/// the age of the oldest of them.
 const TAKE_SCRIPT: &str = r"
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {'busy'}
@@ -136,8 +147,16 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('RENAME', KEYS[1], KEYS[2])
   state = 'moved'
 end
+local age = 0
+local since = redis.call('GET', KEYS[5])
+if since and state == 'moved' then
+  local t = redis.call('TIME')
+  age = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(since)
+  redis.call('DEL', KEYS[5])
+end
 redis.call('INCR', KEYS[4])
 local r = redis.call('HGETALL', KEYS[2])
+table.insert(r, 1, tostring(age))
 table.insert(r, 1, state)
 return r
 ";
@@ -180,6 +199,8 @@ pub enum Take {
     Deltas {
         deltas: Vec<(ErrorKey, i64)>,
         replay: bool,
+        /// How long the oldest delta waited in Redis.
+        age: Duration,
     },
 }
 
@@ -310,6 +331,7 @@ impl Buffer {
         let mut invocation = self.commit.key(request_key(user, fingerprint));
         invocation
             .key(pending_key(user))
+            .key(since_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64);
         for (key, delta) in deltas {
@@ -373,6 +395,7 @@ impl Buffer {
             .key(inflight_key(user))
             .key(lock_key(user))
             .key(epoch_key(user))
+            .key(since_key(user))
             .arg(token)
             .arg(FLUSH_LOCK.as_millis() as u64);
         let answer: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
@@ -381,7 +404,13 @@ impl Buffer {
             Some("empty") => Ok(Take::Empty),
             Some(state) => Ok(Take::Deltas {
                 replay: state == "replay",
-                deltas: decode_deltas(&answer[1..]),
+                age: Duration::from_millis(
+                    answer
+                        .get(1)
+                        .and_then(|a| a.parse::<u64>().ok())
+                        .unwrap_or(0),
+                ),
+                deltas: decode_deltas(answer.get(2..).unwrap_or_default()),
             }),
             None => Err(StoreError::Internal("redis: empty take answer".into())),
         }
@@ -425,6 +454,17 @@ impl Buffer {
             .iter()
             .filter_map(|m| Uuid::parse_str(m).ok())
             .collect())
+    }
+
+    /// How many learners are dirty, over every shard.
+    pub async fn dirty_learners(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for shard in 0..DIRTY_SHARDS {
+            pipe.scard(dirty_key(shard));
+        }
+        let sizes: Vec<u64> = bounded(pipe.query_async(&mut conn)).await?;
+        Ok(sizes.iter().sum())
     }
 
     /// Drops a learner from its dirty shard, unless deltas arrived meanwhile.

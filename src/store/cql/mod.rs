@@ -316,6 +316,10 @@ async fn run_flusher(inner: Arc<Inner>, interval: Duration, mut stop: oneshot::R
             _ = &mut stop => return,
             () = tokio::time::sleep(interval) => {}
         }
+        match inner.buffer.dirty_learners().await {
+            Ok(n) => metrics::gauge!("errata_buffer_pending_learners").set(n as f64),
+            Err(e) => tracing::warn!(error = %e, "flusher: cannot count dirty learners"),
+        }
         for shard in 0..DIRTY_SHARDS {
             let learners = match inner.buffer.dirty(shard, Some(LEARNERS_PER_TICK)).await {
                 Ok(learners) => learners,
@@ -652,16 +656,25 @@ impl Inner {
                     self.buffer.clean(user).await?;
                     return Ok(flushed);
                 }
-                Take::Deltas { deltas, replay } => {
+                Take::Deltas {
+                    deltas,
+                    replay,
+                    age,
+                } => {
                     if replay {
                         tracing::warn!(%user, "re-applying in-flight deltas of an interrupted flush");
+                    } else {
+                        metrics::gauge!("errata_flush_lag_seconds").set(age.as_secs_f64());
                     }
                     if let Err(e) = self.apply_counts(user, &deltas).await {
+                        metrics::counter!("errata_flush_failures_total").increment(1);
                         if let Err(release) = self.buffer.release(user, &token).await {
                             tracing::warn!(error = %release, "could not release a flush lock");
                         }
                         return Err(e);
                     }
+                    metrics::counter!("errata_flush_batches_total").increment(1);
+                    metrics::histogram!("errata_flush_batch_size").record(deltas.len() as f64);
                     if !self.buffer.done(user, &token).await? {
                         tracing::warn!(%user, "flush lock expired during a counter batch");
                     }
