@@ -346,7 +346,14 @@ impl ServeProcess {
                 }
             }
         };
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the log; the flusher's complaints go to the test's output.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.contains("flusher") || line.contains("panicked") {
+                    eprintln!("errata serve: {line}");
+                }
+            }
+        });
         Self { child, address }
     }
 

@@ -46,6 +46,9 @@ const SNIPPET_CHARS: usize = 500;
 const EVENTS_PER_BATCH: usize = 16;
 /// Learners one flusher tick takes from each dirty shard.
 const LEARNERS_PER_TICK: usize = 64;
+/// A flusher stops retrying to finish a flush this long before its lock
+/// expires (then another flusher may take the learner).
+const FINISH_MARGIN: Duration = Duration::from_secs(10);
 /// How long `flush` keeps draining before it gives up.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(60);
 /// Twice 2026-01-01T00:00:00Z in microseconds. Spelling cells are written
@@ -675,11 +678,28 @@ impl Inner {
                     }
                     metrics::counter!("errata_flush_batches_total").increment(1);
                     metrics::histogram!("errata_flush_batch_size").record(deltas.len() as f64);
-                    if !self.buffer.done(user, &token).await? {
+                    if !self.finish_flush(user, &token).await? {
                         tracing::warn!(%user, "flush lock expired during a counter batch");
                     }
                     flushed = Flushed::Yes;
                 }
+            }
+        }
+    }
+
+    /// Deletes the in-flight deltas after their batch was applied. Redis may
+    /// be briefly away: retrying while the flush lock is still ours beats
+    /// leaving the deltas to be applied a second time by the next flusher.
+    async fn finish_flush(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        loop {
+            match self.buffer.done(user, token).await {
+                Ok(done) => return Ok(done),
+                Err(e) if started.elapsed() + FINISH_MARGIN < buffer::FLUSH_LOCK => {
+                    tracing::warn!(error = %e, %user, "flusher: cannot finish a flush yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
