@@ -1,0 +1,401 @@
+//! Driving load: N workers, each with its own keep-alive connection, for a
+//! fixed time, recording every latency in HDR histograms.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::population::Learner;
+
+/// A realistic taxonomy: what a tutoring AI reports, with the weight of each
+/// (common errors are reported more often), spelled as an AI might.
+const TAXONOMY: &[(&str, &str, u32)] = &[
+    ("Grammar", "Subject-Verb Agreement", 12),
+    ("Grammar", "Verb Tense", 12),
+    ("Grammar", "Articles", 10),
+    ("Grammar", "Prepositions", 9),
+    ("Grammar", "Plurals", 5),
+    ("Grammar", "Word Order", 5),
+    ("Grammar", "Pronouns", 4),
+    ("Grammar", "Conditionals", 3),
+    ("Grammar", "Modal Verbs", 3),
+    ("Vocabulary", "Word Choice", 8),
+    ("Vocabulary", "Collocations", 5),
+    ("Vocabulary", "Phrasal Verbs", 4),
+    ("Vocabulary", "False Friends", 2),
+    ("Vocabulary", "Word Form", 3),
+    ("Vocabulary", "Idioms", 1),
+    ("Pronunciation", "Th Sounds", 4),
+    ("Pronunciation", "Word Stress", 3),
+    ("Pronunciation", "Vowel Length", 2),
+    ("Pronunciation", "Final Consonants", 2),
+    ("Pronunciation", "Intonation", 2),
+    ("Fluency", "Filler Words", 4),
+    ("Fluency", "Hesitation", 3),
+    ("Fluency", "Repetition", 2),
+    ("Fluency", "Self-Correction", 1),
+    ("Fluency", "Incomplete Sentences", 1),
+    ("grammar", " subject-verb  agreement ", 1),
+    ("Discourse", "Register Mismatch", 1),
+];
+
+/// What the workers share: the learners (in Zipf rank order) and how many
+/// error points the server acknowledged for each, across all phases.
+pub struct Population {
+    pub learners: Vec<Learner>,
+    pub acked: Vec<AtomicU32>,
+}
+
+impl Population {
+    pub fn new(learners: Vec<Learner>) -> Self {
+        let acked = learners.iter().map(|_| AtomicU32::new(0)).collect();
+        Self { learners, acked }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Workload {
+    Healthz,
+    /// The share of requests that are ingests; the rest ask for practice.
+    Mix(f64),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStats {
+    pub endpoint: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Throughput as a share of the /healthz ceiling at the same connection
+    /// count (filled in by the caller).
+    pub ratio_to_healthz: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseResult {
+    pub workload: String,
+    pub connections: usize,
+    pub seconds: f64,
+    pub endpoints: Vec<EndpointStats>,
+    /// Ingests done instead of a practice request because the learner drawn
+    /// had no errors yet (even after redrawing).
+    pub generate_redirected: u64,
+}
+
+const INGEST: usize = 0;
+const GENERATE: usize = 1;
+const HEALTHZ: usize = 2;
+const NAMES: [&str; 3] = [
+    "POST /simulate-and-generate",
+    "GET /generate-exercise",
+    "GET /healthz",
+];
+
+struct Recorder {
+    histograms: [Histogram<u64>; 3],
+    errors: [u64; 3],
+    redirected: u64,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        let h = || Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
+        Self {
+            histograms: [h(), h(), h()],
+            errors: [0; 3],
+            redirected: 0,
+        }
+    }
+}
+
+/// Live counters the progress line reads.
+pub struct Live {
+    pub done: [AtomicU64; 3],
+    pub errors: AtomicU64,
+}
+
+pub struct PhaseConfig {
+    pub base: String,
+    pub workload: Workload,
+    pub connections: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub zipf_exponent: f64,
+    pub top_n: u32,
+    pub per_error: u32,
+}
+
+pub async fn run_phase(
+    config: PhaseConfig,
+    population: Arc<Population>,
+) -> anyhow::Result<PhaseResult> {
+    let live = Arc::new(Live {
+        done: Default::default(),
+        errors: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let measure_from = started + config.warmup;
+    let until = measure_from + config.duration;
+    let label = match config.workload {
+        Workload::Healthz => "healthz".to_owned(),
+        Workload::Mix(share) => format!("mix ingest={share}"),
+    };
+    let config = Arc::new(config);
+    let progress = {
+        let (live, label, config) = (live.clone(), label.clone(), config.clone());
+        tokio::spawn(async move {
+            let mut last = [0u64; 3];
+            let mut last_at = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = Instant::now();
+                let dt = (now - last_at).as_secs_f64();
+                let mut rates = [0.0; 3];
+                for i in 0..3 {
+                    let d = live.done[i].load(Ordering::Relaxed);
+                    rates[i] = (d - last[i]) as f64 / dt;
+                    last[i] = d;
+                }
+                last_at = now;
+                let phase = if now < measure_from {
+                    "warm-up"
+                } else {
+                    "measuring"
+                };
+                let elapsed = now.saturating_duration_since(started).as_secs();
+                let total = (until - started).as_secs();
+                let line = match config.workload {
+                    Workload::Healthz => format!("healthz {:.0}/s", rates[HEALTHZ]),
+                    Workload::Mix(_) => format!(
+                        "ingest {:.0}/s  generate {:.0}/s",
+                        rates[INGEST], rates[GENERATE]
+                    ),
+                };
+                eprint!(
+                    "\r  [{label}, {} conn] {phase} {elapsed}/{total} s  {line}  errors {}      ",
+                    config.connections,
+                    live.errors.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
+
+    let zipf = Zipf::new(
+        population.learners.len().max(1) as f64,
+        config.zipf_exponent,
+    )
+    .map_err(|e| anyhow::anyhow!("zipf: {e}"))?;
+    let mut workers = Vec::with_capacity(config.connections);
+    for w in 0..config.connections {
+        let (config, population, live) = (config.clone(), population.clone(), live.clone());
+        workers.push(tokio::spawn(async move {
+            worker(
+                w as u64,
+                config,
+                population,
+                live,
+                zipf,
+                measure_from,
+                until,
+            )
+            .await
+        }));
+    }
+    let mut total = Recorder::new();
+    for worker in workers {
+        let r = worker.await??;
+        for i in 0..3 {
+            total.histograms[i].add(&r.histograms[i])?;
+            total.errors[i] += r.errors[i];
+        }
+        total.redirected += r.redirected;
+    }
+    progress.abort();
+    eprint!("\r{:100}\r", "");
+    let seconds = config.duration.as_secs_f64();
+    let endpoints = (0..3)
+        .filter(|&i| !total.histograms[i].is_empty() || total.errors[i] > 0)
+        .map(|i| {
+            let h = &total.histograms[i];
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            EndpointStats {
+                endpoint: NAMES[i].to_owned(),
+                requests: h.len(),
+                errors: total.errors[i],
+                rps: h.len() as f64 / seconds,
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+                p999_ms: ms(0.999),
+                max_ms: h.max() as f64 / 1000.0,
+                ratio_to_healthz: None,
+            }
+        })
+        .collect();
+    Ok(PhaseResult {
+        workload: label,
+        connections: config.connections,
+        seconds,
+        endpoints,
+        generate_redirected: total.redirected,
+    })
+}
+
+fn pick_errors(rng: &mut SmallRng) -> Vec<Value> {
+    let total: u32 = TAXONOMY.iter().map(|t| t.2).sum();
+    let n = rng.random_range(1..=3);
+    (0..n)
+        .map(|_| {
+            let mut r = rng.random_range(0..total);
+            let (category, subcategory, _) = TAXONOMY
+                .iter()
+                .find(|t| {
+                    if r < t.2 {
+                        true
+                    } else {
+                        r -= t.2;
+                        false
+                    }
+                })
+                .expect("weights add up");
+            json!({"errorCategory": category, "errorSubCategory": subcategory})
+        })
+        .collect()
+}
+
+async fn worker(
+    seed: u64,
+    config: Arc<PhaseConfig>,
+    population: Arc<Population>,
+    live: Arc<Live>,
+    zipf: Zipf<f64>,
+    measure_from: Instant,
+    until: Instant,
+) -> anyhow::Result<Recorder> {
+    // One client per worker and one request at a time: one connection each.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut rng = SmallRng::seed_from_u64(seed ^ rand::random::<u64>());
+    let mut recorder = Recorder::new();
+    let base = &config.base;
+    let healthz_url = format!("{base}/healthz");
+    let ingest_url = format!("{base}/simulate-and-generate");
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Ok(recorder);
+        }
+        let measured = now >= measure_from;
+        match config.workload {
+            Workload::Healthz => {
+                let started = Instant::now();
+                let ok = match client.get(&healthz_url).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                record(&mut recorder, &live, measured, HEALTHZ, started, ok);
+            }
+            Workload::Mix(share) => {
+                let draw = |rng: &mut SmallRng| zipf.sample(rng) as usize - 1;
+                let mut index = draw(&mut rng);
+                let mut endpoint = if rng.random_bool(share.clamp(0.0, 1.0)) {
+                    INGEST
+                } else {
+                    GENERATE
+                };
+                if endpoint == GENERATE {
+                    // Practice only for learners who have errors; redraw a
+                    // few times, then record one for this learner instead.
+                    let mut tries = 0;
+                    while population.acked[index].load(Ordering::Relaxed) == 0 && tries < 16 {
+                        index = draw(&mut rng);
+                        tries += 1;
+                    }
+                    if population.acked[index].load(Ordering::Relaxed) == 0 {
+                        endpoint = INGEST;
+                        if measured {
+                            recorder.redirected += 1;
+                        }
+                    }
+                }
+                let learner = population.learners[index];
+                if endpoint == INGEST {
+                    let errors = pick_errors(&mut rng);
+                    let points = errors.len() as u32;
+                    let body = json!({
+                        "user_id": learner.user_id,
+                        "conversation_id": learner.conversation_id,
+                        "utterance_id": learner.utterance_id,
+                        "errors": errors,
+                    });
+                    let started = Instant::now();
+                    let result = client
+                        .post(&ingest_url)
+                        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                        .json(&body)
+                        .send()
+                        .await;
+                    let ok = match result {
+                        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                            Ok(v) if v["recorded"] == points && v["duplicate"] == false => {
+                                population.acked[index].fetch_add(points, Ordering::Relaxed);
+                                true
+                            }
+                            _ => false,
+                        },
+                        _ => false,
+                    };
+                    record(&mut recorder, &live, measured, INGEST, started, ok);
+                } else {
+                    let url = format!(
+                        "{base}/generate-exercise?user_id={}&top_n={}&per_error={}",
+                        learner.user_id, config.top_n, config.per_error
+                    );
+                    let started = Instant::now();
+                    let ok = match client.get(&url).send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    record(&mut recorder, &live, measured, GENERATE, started, ok);
+                }
+            }
+        }
+    }
+}
+
+fn record(
+    recorder: &mut Recorder,
+    live: &Live,
+    measured: bool,
+    endpoint: usize,
+    started: Instant,
+    ok: bool,
+) {
+    let micros = started.elapsed().as_micros() as u64;
+    if ok {
+        live.done[endpoint].fetch_add(1, Ordering::Relaxed);
+    } else {
+        live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if !measured {
+        return;
+    }
+    if ok {
+        recorder.histograms[endpoint].saturating_record(micros.max(1));
+    } else {
+        recorder.errors[endpoint] += 1;
+    }
+}

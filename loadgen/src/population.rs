@@ -1,0 +1,214 @@
+//! Creating the learners: each gets a user, a conversation and an utterance,
+//! either through the HTTP API or (for large populations) written straight
+//! into a fresh SQLite file before the server starts.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// The schema the embedded store creates; the bulk path creates the same.
+const SCHEMA: &str = include_str!("../../src/store/sqlite_schema.sql");
+const DATABASE_FILE: &str = "errata.db";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Learner {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+}
+
+pub const SENTENCES: &[&str] = &[
+    "She go to work by bus every day.",
+    "I am agree with you about this.",
+    "Yesterday I have seen a very good film.",
+    "He don't like the informations you sent.",
+    "We was discussing about the problem in the meeting.",
+    "If I would have time, I will come.",
+    "Can you explain me how does it work?",
+    "I live here since three years.",
+];
+
+/// Creates `count` learners through the API with `concurrency` requests in
+/// flight, printing progress to stderr.
+pub async fn via_api(base: &str, count: usize, concurrency: usize) -> anyhow::Result<Vec<Learner>> {
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let run = format!("{:08x}", rand::random::<u32>());
+    let started = Instant::now();
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let d = done.load(Ordering::Relaxed);
+                let rate = d as f64 / started.elapsed().as_secs_f64();
+                eprint!("\r  setup: {d}/{count} learners ({rate:.0}/s, 3 requests each)   ");
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, next, done, base, run) = (
+            client.clone(),
+            next.clone(),
+            done.clone(),
+            base.to_owned(),
+            run.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(made);
+                }
+                made.push((i, create_one(&client, &base, &run, i).await?));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut learners = vec![None; count];
+    for worker in workers {
+        for (i, learner) in worker.await?? {
+            learners[i] = Some(learner);
+        }
+    }
+    progress.abort();
+    eprintln!(
+        "\r  setup: {count} learners through the API in {:.1} s                    ",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(learners
+        .into_iter()
+        .map(|l| l.expect("every learner"))
+        .collect())
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
+    let response = client.post(&url).json(&body).send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!(
+            "POST {url}: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(response.json().await?)
+}
+
+fn id(value: &Value, field: &str) -> anyhow::Result<Uuid> {
+    value[field]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .with_context(|| format!("no {field} in {value}"))
+}
+
+async fn create_one(
+    client: &reqwest::Client,
+    base: &str,
+    run: &str,
+    i: usize,
+) -> anyhow::Result<Learner> {
+    let user = post(
+        client,
+        format!("{base}/users/"),
+        json!({"username": format!("learner{i}"), "email": format!("learner{i}.{run}@load.test")}),
+    )
+    .await?;
+    let user_id = id(&user, "user_id")?;
+    let conversation = post(
+        client,
+        format!("{base}/conversations/"),
+        json!({"user_id": user_id}),
+    )
+    .await?;
+    let conversation_id = id(&conversation, "conversation_id")?;
+    let utterance = post(
+        client,
+        format!("{base}/utterances/"),
+        json!({"user_id": user_id, "conversation_id": conversation_id,
+               "content": SENTENCES[i % SENTENCES.len()]}),
+    )
+    .await?;
+    Ok(Learner {
+        user_id,
+        conversation_id,
+        utterance_id: id(&utterance, "utterance_id")?,
+    })
+}
+
+/// Writes `count` learners straight into `data_dir/errata.db` (which must not
+/// be in use), with the server's own schema, in one transaction.
+pub fn bulk_sqlite(data_dir: &Path, count: usize) -> anyhow::Result<Vec<Learner>> {
+    let started = Instant::now();
+    let path = data_dir.join(DATABASE_FILE);
+    let mut conn =
+        rusqlite::Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.execute_batch(SCHEMA)?;
+    let tx = conn.transaction()?;
+    let mut learners = Vec::with_capacity(count);
+    {
+        let mut user = tx.prepare(
+            "INSERT INTO users (user_id, username, email, email_key, created_at)
+             VALUES (?1, ?2, ?3, ?3, ?4)",
+        )?;
+        let mut conversation = tx.prepare(
+            "INSERT INTO conversations (conversation_id, user_id, started_at) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut utterance = tx.prepare(
+            "INSERT INTO utterances (utterance_id, conversation_id, user_id, content, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros() as i64;
+        for i in 0..count {
+            let learner = Learner {
+                user_id: Uuid::now_v7(),
+                conversation_id: Uuid::now_v7(),
+                utterance_id: Uuid::now_v7(),
+            };
+            let (u, c) = (
+                learner.user_id.to_string(),
+                learner.conversation_id.to_string(),
+            );
+            user.execute(rusqlite::params![
+                u,
+                format!("learner{i}"),
+                format!("learner{i}@bulk.test"),
+                now
+            ])?;
+            conversation.execute(rusqlite::params![c, u, now])?;
+            utterance.execute(rusqlite::params![
+                learner.utterance_id.to_string(),
+                c,
+                u,
+                SENTENCES[i % SENTENCES.len()],
+                now
+            ])?;
+            learners.push(learner);
+            if i % 100_000 == 0 && i > 0 {
+                eprint!("\r  bulk setup: {i}/{count} learners   ");
+            }
+        }
+    }
+    tx.commit()?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    eprintln!(
+        "\r  bulk setup: {count} learners written to {} in {:.1} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(learners)
+}

@@ -1,0 +1,105 @@
+//! The server under test: either one this process starts (with a fresh data
+//! directory) or one already running at a URL.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+pub struct Spawned {
+    child: Child,
+    pub pid: u32,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    keep: bool,
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_data_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("errata-loadgen-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Spawned {
+    /// Starts `binary` serving on `port` with its data in `data_dir`, and
+    /// waits until `/healthz` answers.
+    pub async fn start(
+        binary: &Path,
+        data_dir: PathBuf,
+        port: u16,
+        keep: bool,
+    ) -> anyhow::Result<Self> {
+        let log = data_dir.join("server.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut command = Command::new(binary);
+        command
+            .env("ERRATA_DATA_DIR", &data_dir)
+            .env("ERRATA_BIND", format!("127.0.0.1:{port}"))
+            .env("ERRATA_STORE", "embedded")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let mut server = Self {
+            child,
+            pid,
+            data_dir,
+            log,
+            keep,
+        };
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "the server exited with {status} before it was ready; see {}",
+                    server.log.display()
+                );
+            }
+            if let Ok(response) = client.get(&url).send().await {
+                if response.status().is_success() {
+                    return Ok(server);
+                }
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("the server was not ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// Resident memory of a process from /proc: (VmRSS, VmHWM) in KiB.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
