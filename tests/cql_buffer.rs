@@ -313,3 +313,106 @@ async fn repair_while_deltas_are_buffered_counts_them_once() {
     assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
     assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
 }
+
+/// Posts the report with this idempotency key; returns the JSON answer.
+async fn record_keyed(
+    client: &reqwest::Client,
+    app: &App,
+    learner: (Uuid, Uuid, Uuid),
+    key: &str,
+) -> serde_json::Value {
+    let response = client
+        .post(format!("{}/simulate-and-generate", app.base))
+        .header("Idempotency-Key", key)
+        .json(&serde_json::json!({
+            "user_id": learner.0,
+            "conversation_id": learner.1,
+            "utterance_id": learner.2,
+            "errors": [
+                {"errorCategory": "Grammar", "errorSubCategory": "Articles"},
+                {"errorCategory": "Grammar", "errorSubCategory": "Articles"}
+            ],
+        }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
+    if support::skip_without_cql() {
+        return;
+    }
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let mut redis = app.redis.client().await;
+    let fingerprint_of = |key: &str| errata::domain::report_fingerprint(learner.2, &[], Some(key));
+
+    // An attempt died after taking its lease (and maybe writing events):
+    // its lease has run out. The retry takes it over, keeping the first
+    // attempt's time, and counts once.
+    let first_attempt_ms = chrono::Utc::now().timestamp_millis() - 60_000;
+    let _: () = redis
+        .set(
+            format!("errata:{{{}}}:req:{}", learner.0, fingerprint_of("dead")),
+            format!("L|{first_attempt_ms}|0|dead-token"),
+        )
+        .await
+        .expect("SET");
+    let answer = record_keyed(&client, &app, learner, "dead").await;
+    assert_eq!(answer["duplicate"], false, "{answer}");
+    assert_eq!(answer["recorded"], 2);
+    let recent: serde_json::Value = client
+        .get(format!("{}/users/{}/errors/recent", app.base, learner.0))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    let first = chrono::DateTime::from_timestamp_millis(first_attempt_ms).expect("a time");
+    for event in recent["errors"].as_array().expect("a list") {
+        let at: chrono::DateTime<chrono::Utc> = event["occurred_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("a time");
+        assert_eq!(
+            at, first,
+            "the takeover must rewrite the first attempt's events"
+        );
+    }
+    assert_eq!(
+        record_keyed(&client, &app, learner, "dead").await["duplicate"],
+        true
+    );
+
+    // An attempt still running holds a live lease: the retry waits for it
+    // and, when it dies without counting, takes over.
+    let deadline_ms = chrono::Utc::now().timestamp_millis() + 700;
+    let _: () = redis
+        .set(
+            format!("errata:{{{}}}:req:{}", learner.0, fingerprint_of("slow")),
+            format!("L|{deadline_ms}|{deadline_ms}|slow-token"),
+        )
+        .await
+        .expect("SET");
+    let started = std::time::Instant::now();
+    let answer = record_keyed(&client, &app, learner, "slow").await;
+    assert_eq!(answer["duplicate"], false, "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+
+    let expected: BTreeMap<(String, String), i64> =
+        [(("Grammar".to_owned(), "Articles".to_owned()), 4)].into();
+    assert_eq!(
+        http_frequencies(&client, &app.base, learner.0).await,
+        expected
+    );
+    run_errata(&app.config, &["flush"]);
+    assert_eq!(
+        durable_counts(&app.config.cql_keyspace, learner.0).await,
+        as_keys(&expected)
+    );
+}
