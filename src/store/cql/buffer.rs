@@ -502,3 +502,36 @@ impl Buffer {
         Ok(set.is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_learner_key_carries_the_user_hash_tag() {
+        let user = Uuid::new_v4();
+        let tag = format!("{{{user}}}");
+        for key in learner_keys(user, Uuid::new_v4()) {
+            // The tag is the first {...} of the key, so it decides the slot.
+            assert_eq!(key.find('{'), key.find(&tag), "{key}");
+        }
+    }
+
+    #[test]
+    fn dirty_shards_cover_every_shard_and_only_those() {
+        let shards: std::collections::HashSet<u32> =
+            (0..2000).map(|_| dirty_shard(Uuid::new_v4())).collect();
+        assert_eq!(shards.len(), DIRTY_SHARDS as usize);
+        assert!(shards.iter().all(|s| *s < DIRTY_SHARDS));
+    }
+
+    #[test]
+    fn buffered_deltas_decode_with_separators_in_names() {
+        let key = ErrorKey {
+            category: "a:{b}".into(),
+            subcategory: "c}:{".into(),
+        };
+        let raw = vec![key.encode(), "3".into(), "garbage".into(), "x".into()];
+        assert_eq!(decode_deltas(&raw), vec![(key, 3)]);
+    }
+}

@@ -1151,3 +1151,36 @@ impl Store for CqlStore {
         self.inner.drain().await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn events_are_bucketed_by_month() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 28, 23, 59, 59).unwrap();
+        assert_eq!(bucket(t), 202611);
+        let t = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(bucket(t), 202701);
+    }
+
+    #[test]
+    fn spelling_timestamps_decrease_and_stay_in_the_past() {
+        let now = Utc::now().timestamp_micros();
+        let later = now + 1_000_000;
+        assert!(SPELLING_CLOCK - now > SPELLING_CLOCK - later);
+        assert!(SPELLING_CLOCK - now < now);
+        assert!(SPELLING_CLOCK - now > 0);
+    }
+
+    #[test]
+    fn snippets_are_cut_by_characters() {
+        let long = "é".repeat(SNIPPET_CHARS + 10);
+        assert_eq!(
+            snippet(Some(&long)).map(|s| s.chars().count()),
+            Some(SNIPPET_CHARS)
+        );
+        assert_eq!(snippet(None), None);
+    }
+}
