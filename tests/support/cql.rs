@@ -156,20 +156,14 @@ pub fn cql_node() -> String {
     }
 }
 
-/// The name stem of this test run's keyspaces: nextest runs every test in
-/// its own process, so its run id names the run; `cargo test` runs a test
-/// binary in one process.
+/// The name stem of the test keyspaces. They are reused from run to run
+/// (every table costs the server memory, so a run must not add new ones);
+/// a test holds its keyspace exclusively while it runs.
 fn run_stem() -> String {
-    if let Ok(stem) = std::env::var("ERRATA_TEST_CQL_KEYSPACE") {
-        return stem;
-    }
-    let run = std::env::var("NEXTEST_RUN_ID")
-        .map(|id| id.replace('-', "").chars().take(16).collect::<String>())
-        .unwrap_or_else(|_| format!("p{}", std::process::id()));
-    format!("errata_t{run}")
+    std::env::var("ERRATA_TEST_CQL_KEYSPACE").unwrap_or_else(|_| "errata_test".into())
 }
 
-/// Most keyspaces one test run uses (as many as tests run at once).
+/// Most keyspaces the tests use (as many as tests run at once).
 const SLOTS: usize = 16;
 
 /// A keyspace of the run, held exclusively (an advisory file lock, released
@@ -228,9 +222,16 @@ async fn prepare_keyspace(keyspace: &str) {
         cql_keyspace: keyspace.to_owned(),
         ..bare_config()
     };
-    errata::store::migrate(&config)
-        .await
-        .expect("migrating the test keyspace");
+    // A keyspace this nextest run already migrated needs no second pass
+    // (each pass costs schema round trips); the run id is unique.
+    let run = std::env::var("NEXTEST_RUN_ID").unwrap_or_default();
+    let marker = std::env::temp_dir().join(format!("{keyspace}.{run}.migrated"));
+    if run.is_empty() || !marker.exists() {
+        errata::store::migrate(&config)
+            .await
+            .expect("migrating the test keyspace");
+        let _ = std::fs::write(&marker, b"");
+    }
     let session = scylla::client::session_builder::SessionBuilder::new()
         .known_node(cql_node())
         .build()
