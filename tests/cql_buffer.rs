@@ -89,10 +89,6 @@ async fn every_key_of_a_learner_hashes_to_one_cluster_slot() {
     // The CRC16 rule as Redis Cluster states it.
     assert_eq!(key_slot("123456789"), 0x31C3);
     assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
-
-    if support::skip_without_cql() {
-        return;
-    }
     let app = spawn_without_flusher().await;
     let client = reqwest::Client::new();
     let learners = [
@@ -142,9 +138,6 @@ async fn every_key_of_a_learner_hashes_to_one_cluster_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errata_flush_empties_redis_and_the_counters_are_exact() {
-    if support::skip_without_cql() {
-        return;
-    }
     let app = spawn_without_flusher().await;
     let client = reqwest::Client::new();
     let learner = http_learner(&client, &app.base).await;
@@ -192,9 +185,6 @@ async fn errata_flush_empties_redis_and_the_counters_are_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flusher_dying_after_its_batch_never_loses_counts_and_repair_makes_them_exact() {
-    if support::skip_without_cql() {
-        return;
-    }
     let app = spawn_without_flusher().await;
     let client = reqwest::Client::new();
     let learner = http_learner(&client, &app.base).await;
@@ -270,9 +260,6 @@ async fn a_flusher_dying_after_its_batch_never_loses_counts_and_repair_makes_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_while_deltas_are_buffered_counts_them_once() {
-    if support::skip_without_cql() {
-        return;
-    }
     let app = spawn_without_flusher().await;
     let client = reqwest::Client::new();
     let learner = http_learner(&client, &app.base).await;
@@ -342,9 +329,6 @@ async fn record_keyed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
-    if support::skip_without_cql() {
-        return;
-    }
     let app = spawn_without_flusher().await;
     let client = reqwest::Client::new();
     let learner = http_learner(&client, &app.base).await;

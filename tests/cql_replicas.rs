@@ -23,9 +23,6 @@ const TAXONOMY: [(&str, &str); 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_under_concurrent_load_on_the_same_learners_count_exactly() {
-    if support::skip_without_cql() {
-        return;
-    }
     const CLIENTS: usize = 8;
     const REQUESTS: usize = 30;
     let redis = RedisServer::start();
@@ -112,9 +109,6 @@ async fn two_replicas_under_concurrent_load_on_the_same_learners_count_exactly()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_under_load_loses_no_acknowledged_increment() {
-    if support::skip_without_cql() {
-        return;
-    }
     const CLIENTS: usize = 6;
     let mut redis = RedisServer::start_with_aof();
     let (config, slot) = cql_config(&redis.url()).await;

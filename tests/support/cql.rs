@@ -133,18 +133,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// The cql-only tests run when a CQL server is named, and must run (this
-/// panics otherwise) when `ERRATA_TEST_STORE=cql`. Returns true to skip.
-pub fn skip_without_cql() -> bool {
-    let named = std::env::var("ERRATA_TEST_CQL").is_ok_and(|v| !v.trim().is_empty());
-    let required = std::env::var("ERRATA_TEST_STORE").as_deref() == Ok("cql");
-    if !named && !required {
-        eprintln!("skipped: no ERRATA_TEST_CQL (the cql suite runs from scripts/test)");
-        return true;
-    }
-    false
-}
-
 /// The CQL server of the test run: `ERRATA_TEST_CQL=host:port`.
 pub fn cql_node() -> String {
     match std::env::var("ERRATA_TEST_CQL") {
