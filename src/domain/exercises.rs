@@ -202,28 +202,22 @@ impl ExerciseBank {
         per_error: usize,
         round: u64,
     ) -> Vec<Exercise> {
-        let bank_items: Vec<Exercise> = match self.group_for(&error.key) {
-            Some(items) => items
-                .iter()
-                .map(|item| bank_exercise(item, error, None))
-                .collect(),
-            None => self
-                .fallback
-                .iter()
-                .map(|item| bank_exercise(item, error, Some(error)))
-                .collect(),
+        // Candidates are chosen by reference and only the ones shown are
+        // built: building an exercise clones and fills several strings.
+        let (items, placeholders) = match self.group_for(&error.key) {
+            Some(items) => (items, None),
+            None => (self.fallback.as_slice(), Some(error)),
         };
-        let own: Vec<Exercise> = own_sentences
-            .iter()
-            .map(|sentence| own_exercise(sentence, error))
-            .collect();
-
-        let mut pool = Vec::with_capacity(own.len() + bank_items.len());
-        let (mut own, mut bank) = (own.into_iter(), bank_items.into_iter());
+        let mut pool: Vec<Candidate<'_>> = Vec::with_capacity(own_sentences.len() + items.len());
+        let (mut own, mut bank) = (own_sentences.iter(), items.iter());
         loop {
             match (own.next(), bank.next()) {
                 (None, None) => break,
-                (a, b) => pool.extend(a.into_iter().chain(b)),
+                (a, b) => pool.extend(
+                    a.map(Candidate::Own)
+                        .into_iter()
+                        .chain(b.map(Candidate::Bank)),
+                ),
             }
         }
 
@@ -232,8 +226,22 @@ impl ExerciseBank {
             return Vec::new();
         }
         let start = (round % pool.len() as u64) as usize * per_error % pool.len();
-        pool.into_iter().cycle().skip(start).take(take).collect()
+        pool.iter()
+            .cycle()
+            .skip(start)
+            .take(take)
+            .map(|candidate| match candidate {
+                Candidate::Own(sentence) => own_exercise(sentence, error),
+                Candidate::Bank(item) => bank_exercise(item, error, placeholders),
+            })
+            .collect()
     }
+}
+
+/// An exercise not built yet: the learner's sentence or a bank item.
+enum Candidate<'a> {
+    Own(&'a OwnSentence),
+    Bank(&'a BankItem),
 }
 
 fn parse_name(raw: &str) -> Result<ErrorName, BankError> {

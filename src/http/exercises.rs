@@ -19,6 +19,11 @@ use crate::store::RecentError;
 /// How many of the latest error events are searched for the learner's own
 /// sentences.
 const RECENT_WINDOW: usize = 200;
+/// The latest events are read in this smaller window first; the full window
+/// is read only when the small one cannot already decide every top error's
+/// sentences (the result is the same either way: the small window is the
+/// start of the full one).
+const FIRST_WINDOW: usize = 48;
 /// At most this many of the learner's own sentences per error.
 const OWN_SENTENCES_PER_ERROR: usize = 3;
 
@@ -71,10 +76,18 @@ pub async fn generate_exercise(
         ));
     }
     let (recent, round) = tokio::try_join!(
-        state.store.recent_errors(user_id, RECENT_WINDOW),
+        state.store.recent_errors(user_id, FIRST_WINDOW),
         state.store.next_exercise_round(user_id),
     )?;
-    let own = own_sentences(recent);
+    let whole_history = recent.len() < FIRST_WINDOW;
+    let mut own = own_sentences(recent);
+    let decided = top.iter().all(|error| {
+        own.get(&error.key)
+            .is_some_and(|s| s.len() >= OWN_SENTENCES_PER_ERROR)
+    });
+    if !whole_history && !decided {
+        own = own_sentences(state.store.recent_errors(user_id, RECENT_WINDOW).await?);
+    }
     let exercises = top
         .iter()
         .flat_map(|error| {

@@ -37,6 +37,11 @@ const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Address space each reader maps of the database file (not memory: pages
+/// are shared with the OS page cache and faulted in on use).
+const MMAP_BYTES: i64 = 1 << 30;
+/// Page cache per reader connection, in KiB (negative: a size, not pages).
+const READER_CACHE_KIB: i64 = -8192;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
@@ -90,7 +95,13 @@ impl SqliteStore {
 
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| c.busy_timeout(BUSY_TIMEOUT));
+            .with_init(|c| {
+                c.busy_timeout(BUSY_TIMEOUT)?;
+                // Reads map the file instead of copying every page through
+                // read(2), and keep more pages cached per connection.
+                c.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+                c.pragma_update(None, "cache_size", READER_CACHE_KIB)
+            });
         let readers = Pool::builder()
             .max_size(8)
             .min_idle(Some(1))
@@ -526,29 +537,50 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError> {
         self.read(move |conn| {
+            // The events come from one covering index (no table lookups);
+            // the text of each distinct utterance is read once, not once
+            // per event.
+            let mut texts: HashMap<String, Option<String>> = HashMap::new();
+            let mut utterance = conn
+                .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
+                .map_err(internal)?;
             let recent: Vec<RecentError> = conn
                 .prepare_cached(
-                    "SELECT e.category, e.subcategory, e.conversation_id, e.utterance_id,
-                            u.content, e.occurred_at, e.category_key, e.subcategory_key
-                     FROM error_events e LEFT JOIN utterances u ON u.utterance_id = e.utterance_id
-                     WHERE e.user_id = ?1 ORDER BY e.event_id DESC LIMIT ?2",
+                    "SELECT category, subcategory, conversation_id, utterance_id,
+                            occurred_at, category_key, subcategory_key
+                     FROM error_events INDEXED BY error_events_recent
+                     WHERE user_id = ?1 ORDER BY event_id DESC LIMIT ?2",
                 )
                 .and_then(|mut s| {
-                    s.query_map(params![user_id.to_string(), limit as i64], |r| {
-                        Ok(RecentError {
+                    let mut rows = s.query(params![user_id.to_string(), limit as i64])?;
+                    let mut recent = Vec::new();
+                    while let Some(r) = rows.next()? {
+                        let utterance_text: &str = r.get_ref(3)?.as_str()?;
+                        let text = match texts.get(utterance_text) {
+                            Some(text) => text.clone(),
+                            None => {
+                                let text: Option<String> = utterance
+                                    .query_row([utterance_text], |u| u.get(0))
+                                    .optional()?
+                                    .flatten();
+                                texts.insert(utterance_text.to_owned(), text.clone());
+                                text
+                            }
+                        };
+                        recent.push(RecentError {
                             key: ErrorKey {
-                                category: r.get(6)?,
-                                subcategory: r.get(7)?,
+                                category: r.get(5)?,
+                                subcategory: r.get(6)?,
                             },
                             category: r.get(0)?,
                             subcategory: r.get(1)?,
                             conversation_id: uuid_column(r, 2)?,
                             utterance_id: uuid_column(r, 3)?,
-                            utterance: r.get(4)?,
-                            occurred_at: from_micros(r.get(5)?),
-                        })
-                    })?
-                    .collect()
+                            utterance: text,
+                            occurred_at: from_micros(r.get(4)?),
+                        });
+                    }
+                    Ok(recent)
                 })
                 .map_err(internal)?;
             if recent.is_empty() && !user_exists(conn, user_id)? {

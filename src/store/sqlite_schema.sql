@@ -36,7 +36,13 @@ CREATE TABLE IF NOT EXISTS error_events (
     subcategory     TEXT NOT NULL,
     occurred_at     INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS error_events_by_user ON error_events (user_id, event_id);
+-- A learner's latest events, covered: reading them touches only the few
+-- index pages that hold this learner's entries, not one table page per event.
+CREATE INDEX IF NOT EXISTS error_events_recent ON error_events
+    (user_id, event_id, category_key, subcategory_key, category, subcategory,
+     conversation_id, utterance_id, occurred_at);
+-- Superseded by error_events_recent (which starts with the same columns).
+DROP INDEX IF EXISTS error_events_by_user;
 
 -- Frequencies, updated in the same transaction as the events they count.
 CREATE TABLE IF NOT EXISTS error_counts (
