@@ -331,14 +331,15 @@ async fn worker(
                         }
                     }
                 }
-                let learner = population.learners[index];
+                let learner = &population.learners[index];
                 if endpoint == INGEST {
                     let errors = pick_errors(&mut rng);
                     let points = errors.len() as u32;
                     let body = json!({
                         "user_id": learner.user_id,
                         "conversation_id": learner.conversation_id,
-                        "utterance_id": learner.utterance_id,
+                        "utterance_id": learner.utterance_ids
+                            [rng.random_range(0..learner.utterance_ids.len())],
                         "errors": errors,
                     });
                     let started = Instant::now();

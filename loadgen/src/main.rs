@@ -49,6 +49,10 @@ struct Args {
     /// How many learners to create.
     #[arg(long, default_value_t = 10_000)]
     learners: usize,
+    /// Utterances per learner (in one conversation); each error report is
+    /// about one of them, drawn at random.
+    #[arg(long, default_value_t = 4)]
+    utterances: usize,
     /// Write the learners straight into the SQLite file before the spawned
     /// server starts (fast setup for large populations; needs --spawn).
     #[arg(long, requires = "spawn")]
@@ -159,6 +163,9 @@ fn loadavg() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.utterances == 0 {
+        bail!("--utterances must be at least 1");
+    }
     if args.learners == 0 {
         bail!("--learners must be at least 1");
     }
@@ -174,7 +181,11 @@ async fn main() -> anyhow::Result<()> {
         (Some(binary), _) => {
             let data_dir = server::temp_data_dir()?;
             let learners = if args.bulk_sqlite {
-                Some(population::bulk_sqlite(&data_dir, args.learners)?)
+                Some(population::bulk_sqlite(
+                    &data_dir,
+                    args.learners,
+                    args.utterances,
+                )?)
             } else {
                 None
             };
@@ -189,7 +200,13 @@ async fn main() -> anyhow::Result<()> {
             let (learners, setup) = match learners {
                 Some(l) => (l, "bulk-sqlite"),
                 None => (
-                    population::via_api(&base, args.learners, args.setup_concurrency).await?,
+                    population::via_api(
+                        &base,
+                        args.learners,
+                        args.utterances,
+                        args.setup_concurrency,
+                    )
+                    .await?,
                     "api",
                 ),
             };
@@ -197,8 +214,13 @@ async fn main() -> anyhow::Result<()> {
         }
         (None, Some(url)) => {
             let base = url.trim_end_matches('/').to_owned();
-            let learners =
-                population::via_api(&base, args.learners, args.setup_concurrency).await?;
+            let learners = population::via_api(
+                &base,
+                args.learners,
+                args.utterances,
+                args.setup_concurrency,
+            )
+            .await?;
             (None, base, learners, "api")
         }
         (None, None) => bail!("give --spawn PATH or --url URL"),

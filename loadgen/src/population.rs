@@ -15,11 +15,13 @@ use uuid::Uuid;
 const SCHEMA: &str = include_str!("../../src/store/sqlite_schema.sql");
 const DATABASE_FILE: &str = "errata.db";
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Learner {
     pub user_id: Uuid,
     pub conversation_id: Uuid,
-    pub utterance_id: Uuid,
+    /// What the learner said in the conversation; each error report is about
+    /// one of these.
+    pub utterance_ids: Vec<Uuid>,
 }
 
 pub const SENTENCES: &[&str] = &[
@@ -33,9 +35,15 @@ pub const SENTENCES: &[&str] = &[
     "I live here since three years.",
 ];
 
-/// Creates `count` learners through the API with `concurrency` requests in
-/// flight, printing progress to stderr.
-pub async fn via_api(base: &str, count: usize, concurrency: usize) -> anyhow::Result<Vec<Learner>> {
+/// Creates `count` learners, each with `utterances` utterances in one
+/// conversation, through the API with `concurrency` requests in flight,
+/// printing progress to stderr.
+pub async fn via_api(
+    base: &str,
+    count: usize,
+    utterances: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Learner>> {
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
@@ -51,7 +59,10 @@ pub async fn via_api(base: &str, count: usize, concurrency: usize) -> anyhow::Re
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let d = done.load(Ordering::Relaxed);
                 let rate = d as f64 / started.elapsed().as_secs_f64();
-                eprint!("\r  setup: {d}/{count} learners ({rate:.0}/s, 3 requests each)   ");
+                eprint!(
+                    "\r  setup: {d}/{count} learners ({rate:.0}/s, {} requests each)   ",
+                    2 + utterances
+                );
             }
         })
     };
@@ -71,7 +82,7 @@ pub async fn via_api(base: &str, count: usize, concurrency: usize) -> anyhow::Re
                 if i >= count {
                     return Ok::<_, anyhow::Error>(made);
                 }
-                made.push((i, create_one(&client, &base, &run, i).await?));
+                made.push((i, create_one(&client, &base, &run, i, utterances).await?));
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -117,6 +128,7 @@ async fn create_one(
     base: &str,
     run: &str,
     i: usize,
+    utterances: usize,
 ) -> anyhow::Result<Learner> {
     let user = post(
         client,
@@ -132,23 +144,31 @@ async fn create_one(
     )
     .await?;
     let conversation_id = id(&conversation, "conversation_id")?;
-    let utterance = post(
-        client,
-        format!("{base}/utterances/"),
-        json!({"user_id": user_id, "conversation_id": conversation_id,
-               "content": SENTENCES[i % SENTENCES.len()]}),
-    )
-    .await?;
+    let mut utterance_ids = Vec::with_capacity(utterances);
+    for u in 0..utterances {
+        let utterance = post(
+            client,
+            format!("{base}/utterances/"),
+            json!({"user_id": user_id, "conversation_id": conversation_id,
+                   "content": SENTENCES[(i + u) % SENTENCES.len()]}),
+        )
+        .await?;
+        utterance_ids.push(id(&utterance, "utterance_id")?);
+    }
     Ok(Learner {
         user_id,
         conversation_id,
-        utterance_id: id(&utterance, "utterance_id")?,
+        utterance_ids,
     })
 }
 
 /// Writes `count` learners straight into `data_dir/errata.db` (which must not
 /// be in use), with the server's own schema, in one transaction.
-pub fn bulk_sqlite(data_dir: &Path, count: usize) -> anyhow::Result<Vec<Learner>> {
+pub fn bulk_sqlite(
+    data_dir: &Path,
+    count: usize,
+    utterances: usize,
+) -> anyhow::Result<Vec<Learner>> {
     let started = Instant::now();
     let path = data_dir.join(DATABASE_FILE);
     let mut conn =
@@ -177,7 +197,7 @@ pub fn bulk_sqlite(data_dir: &Path, count: usize) -> anyhow::Result<Vec<Learner>
             let learner = Learner {
                 user_id: Uuid::now_v7(),
                 conversation_id: Uuid::now_v7(),
-                utterance_id: Uuid::now_v7(),
+                utterance_ids: (0..utterances).map(|_| Uuid::now_v7()).collect(),
             };
             let (u, c) = (
                 learner.user_id.to_string(),
@@ -190,13 +210,15 @@ pub fn bulk_sqlite(data_dir: &Path, count: usize) -> anyhow::Result<Vec<Learner>
                 now
             ])?;
             conversation.execute(rusqlite::params![c, u, now])?;
-            utterance.execute(rusqlite::params![
-                learner.utterance_id.to_string(),
-                c,
-                u,
-                SENTENCES[i % SENTENCES.len()],
-                now
-            ])?;
+            for (n, utterance_id) in learner.utterance_ids.iter().enumerate() {
+                utterance.execute(rusqlite::params![
+                    utterance_id.to_string(),
+                    c,
+                    u,
+                    SENTENCES[(i + n) % SENTENCES.len()],
+                    now
+                ])?;
+            }
             learners.push(learner);
             if i % 100_000 == 0 && i > 0 {
                 eprint!("\r  bulk setup: {i}/{count} learners   ");
