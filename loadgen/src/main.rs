@@ -108,6 +108,8 @@ struct Memory {
     after: String,
     vm_rss_kib: u64,
     vm_hwm_kib: u64,
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -237,11 +239,13 @@ async fn main() -> anyhow::Result<()> {
     let mut phases = Vec::new();
     let mut memory = Vec::new();
     let mut note_memory = |after: String| {
-        if let Some((rss, hwm)) = pid.and_then(server::memory_kib) {
+        if let Some(m) = pid.and_then(server::memory_kib) {
             memory.push(Memory {
                 after,
-                vm_rss_kib: rss,
-                vm_hwm_kib: hwm,
+                vm_rss_kib: m.vm_rss,
+                vm_hwm_kib: m.vm_hwm,
+                rss_anon_kib: m.rss_anon,
+                rss_file_kib: m.rss_file,
             });
         }
     };
@@ -298,8 +302,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(m) = memory.last() {
         println!(
-            "server memory: VmRSS {:.1} MiB, VmHWM (peak) {:.1} MiB",
+            "server memory: VmRSS {:.1} MiB (anon {:.1}, file {:.1}), VmHWM (peak) {:.1} MiB",
             m.vm_rss_kib as f64 / 1024.0,
+            m.rss_anon_kib as f64 / 1024.0,
+            m.rss_file_kib as f64 / 1024.0,
             m.vm_hwm_kib as f64 / 1024.0
         );
     }

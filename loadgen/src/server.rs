@@ -91,8 +91,16 @@ impl Spawned {
     }
 }
 
-/// Resident memory of a process from /proc: (VmRSS, VmHWM) in KiB.
-pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+/// Resident memory of a process from /proc, in KiB.
+pub struct MemoryKib {
+    pub vm_rss: u64,
+    pub vm_hwm: u64,
+    /// Anonymous (heap) and file-backed parts of VmRSS.
+    pub rss_anon: u64,
+    pub rss_file: u64,
+}
+
+pub fn memory_kib(pid: u32) -> Option<MemoryKib> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -101,5 +109,10 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some(MemoryKib {
+        vm_rss: field("VmRSS:")?,
+        vm_hwm: field("VmHWM:")?,
+        rss_anon: field("RssAnon:").unwrap_or(0),
+        rss_file: field("RssFile:").unwrap_or(0),
+    })
 }

@@ -38,13 +38,10 @@ const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Address space each reader maps of the database file (not memory: pages
-/// are shared with the OS page cache and faulted in on use).
-const MMAP_BYTES: i64 = 1 << 30;
 /// Page cache per reader connection, in KiB (negative: a size, not pages).
 const READER_CACHE_KIB: i64 = -8192;
 /// Page cache of the writer connection, in KiB.
-const WRITER_CACHE_KIB: i64 = -65536;
+const WRITER_CACHE_KIB: i64 = -32768;
 /// How often the checkpointer folds the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -105,13 +102,10 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(internal)?;
         conn.execute_batch(SCHEMA).map_err(internal)?;
-        // The writer keeps the hot pages of every index cached and maps the
-        // file; it no longer checkpoints inside its commits (a checkpoint
+        // The writer keeps the hot pages of every index cached; it no longer checkpoints inside its commits (a checkpoint
         // copies and syncs up to 1,000 pages while callers wait): the
         // checkpointer thread does that beside it.
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
-            .map_err(internal)?;
-        conn.pragma_update(None, "mmap_size", MMAP_BYTES)
             .map_err(internal)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(internal)?;
@@ -125,9 +119,9 @@ impl SqliteStore {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
                 c.busy_timeout(BUSY_TIMEOUT)?;
-                // Reads map the file instead of copying every page through
-                // read(2), and keep more pages cached per connection.
-                c.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+                // More pages cached per reader than SQLite's 2 MiB default.
+                // (Not mmap: a mapping per connection counts the file's pages
+                // into resident memory once per connection.)
                 c.pragma_update(None, "cache_size", READER_CACHE_KIB)
             });
         let readers = Pool::builder()
