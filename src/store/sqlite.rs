@@ -22,7 +22,7 @@ use r2d2_sqlite::rusqlite::{
     self, params, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
 };
 use r2d2_sqlite::SqliteConnectionManager;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use super::{
@@ -38,6 +38,8 @@ const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reader connections (and reads running at once).
+const READERS: usize = 8;
 /// Page cache per reader connection, in KiB (negative: a size, not pages).
 const READER_CACHE_KIB: i64 = -8192;
 /// Page cache of the writer connection, in KiB.
@@ -48,6 +50,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
     readers: Pool<SqliteConnectionManager>,
+    /// One permit per reader connection: a read waits here, as a task,
+    /// rather than as a blocking thread parked inside the pool.
+    read_slots: Arc<Semaphore>,
     /// Exercise rotation is a presentation nicety, not data: it lives in
     /// memory and starts over when the process restarts.
     rounds: Mutex<HashMap<Uuid, u64>>,
@@ -125,7 +130,7 @@ impl SqliteStore {
                 c.pragma_update(None, "cache_size", READER_CACHE_KIB)
             });
         let readers = Pool::builder()
-            .max_size(8)
+            .max_size(READERS as u32)
             .min_idle(Some(1))
             .test_on_check_out(false)
             .build(manager)
@@ -147,6 +152,7 @@ impl SqliteStore {
         Ok(Self {
             writer,
             readers,
+            read_slots: Arc::new(Semaphore::new(READERS)),
             rounds: Mutex::new(HashMap::new()),
             stopped,
         })
@@ -168,8 +174,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let slot = self
+            .read_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Internal("the reader slots are closed".into()))?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let conn = pool
                 .get()
                 .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
