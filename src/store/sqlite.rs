@@ -40,10 +40,6 @@ const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reader connections (and reads running at once).
 const READERS: usize = 8;
-/// Page cache per reader connection, in KiB (negative: a size, not pages).
-const READER_CACHE_KIB: i64 = -8192;
-/// Page cache of the writer connection, in KiB.
-const WRITER_CACHE_KIB: i64 = -32768;
 /// How often the checkpointer folds the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
@@ -107,11 +103,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(internal)?;
         conn.execute_batch(SCHEMA).map_err(internal)?;
-        // The writer keeps the hot pages of every index cached; it no longer checkpoints inside its commits (a checkpoint
+        // The writer no longer checkpoints inside its commits (a checkpoint
         // copies and syncs up to 1,000 pages while callers wait): the
         // checkpointer thread does that beside it.
-        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
-            .map_err(internal)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(internal)?;
         let checkpointer = Connection::open(&path).map_err(internal)?;
@@ -122,13 +116,7 @@ impl SqliteStore {
 
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| {
-                c.busy_timeout(BUSY_TIMEOUT)?;
-                // More pages cached per reader than SQLite's 2 MiB default.
-                // (Not mmap: a mapping per connection counts the file's pages
-                // into resident memory once per connection.)
-                c.pragma_update(None, "cache_size", READER_CACHE_KIB)
-            });
+            .with_init(|c| c.busy_timeout(BUSY_TIMEOUT));
         let readers = Pool::builder()
             .max_size(READERS as u32)
             .min_idle(Some(1))
