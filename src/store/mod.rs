@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::{Config, StoreKind};
-use crate::domain::{Email, ErrorKey, ErrorPoint, FrequencyTable, Username};
+use crate::domain::{
+    Email, ErrorFrequency, ErrorKey, ErrorPoint, FrequencyTable, OwnSentence, Username,
+};
 
 /// The current time at the precision every backend keeps (milliseconds, as
 /// CQL timestamps), so a value reads back exactly as it was answered.
@@ -92,6 +94,62 @@ pub struct RecentError {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// What a practice request is built from: the learner's most frequent
+/// errors and, for each, their own latest sentences that carried it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PracticeInputs {
+    /// Most frequent first (empty when the learner has no errors yet).
+    pub top: Vec<ErrorFrequency>,
+    /// For each of `top`, in the same order: the latest distinct sentences
+    /// (by utterance) that carried it, newest first.
+    pub sentences: Vec<Vec<OwnSentence>>,
+}
+
+/// How far back, and for how many sentences, a practice request looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PracticeQuery {
+    /// How many top errors.
+    pub top_n: usize,
+    /// At most this many of the learner's own sentences per top error.
+    pub sentences_per_error: usize,
+    /// Only the latest `window` error events are searched for sentences.
+    pub window: usize,
+}
+
+impl PracticeInputs {
+    /// Picks the sentences for `top` from the latest events (newest first):
+    /// for each error, its first `per_error` distinct utterances with text.
+    pub fn from_recent(top: Vec<ErrorFrequency>, recent: &[RecentError], per_error: usize) -> Self {
+        let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
+        for event in recent {
+            let Some(text) = event.utterance.as_deref().filter(|t| !t.trim().is_empty()) else {
+                continue;
+            };
+            let Some(i) = top.iter().position(|e| e.key == event.key) else {
+                continue;
+            };
+            let own = &mut sentences[i];
+            if own.len() < per_error && !own.iter().any(|s| s.utterance_id == event.utterance_id) {
+                own.push(OwnSentence {
+                    utterance_id: event.utterance_id,
+                    text: text.to_owned(),
+                });
+            }
+        }
+        Self { top, sentences }
+    }
+
+    /// Every top error already has all the sentences it can show.
+    fn decided(&self, per_error: usize) -> bool {
+        self.sentences.iter().all(|s| s.len() >= per_error)
+    }
+}
+
+/// The latest events are read in this smaller window first; the full window
+/// is read only when the small one cannot already decide every top error's
+/// sentences (the result is the same: the small window starts the full one).
+const FIRST_PRACTICE_WINDOW: usize = 48;
+
 /// What a backend can fail with. The HTTP layer maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -140,6 +198,35 @@ pub trait Store: Send + Sync + 'static {
         user_id: Uuid,
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError>;
+
+    /// The learner's top errors and their own sentences for them, read
+    /// together. Fails with `UserNotFound` for an unknown learner. Backends
+    /// that can answer it in one read override this.
+    async fn practice_inputs(
+        &self,
+        user_id: Uuid,
+        query: PracticeQuery,
+    ) -> Result<PracticeInputs, StoreError> {
+        let top = self.frequencies(user_id).await?.top(query.top_n);
+        if top.is_empty() {
+            return Ok(PracticeInputs::default());
+        }
+        let first = query.window.min(FIRST_PRACTICE_WINDOW);
+        let recent = self.recent_errors(user_id, first).await?;
+        let inputs = PracticeInputs::from_recent(top.clone(), &recent, query.sentences_per_error);
+        if recent.len() < first
+            || first == query.window
+            || inputs.decided(query.sentences_per_error)
+        {
+            return Ok(inputs);
+        }
+        let recent = self.recent_errors(user_id, query.window).await?;
+        Ok(PracticeInputs::from_recent(
+            top,
+            &recent,
+            query.sentences_per_error,
+        ))
+    }
 
     /// A number that grows with each call for the learner: it moves the
     /// exercise rotation along.
