@@ -26,10 +26,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use super::{
-    Conversation, ErrorReport, NewUser, NewUtterance, RecentError, RecordOutcome, Store,
-    StoreError, User, Utterance,
+    Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery, RecentError,
+    RecordOutcome, Store, StoreError, User, Utterance,
 };
-use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
+use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable, OwnSentence};
 
 const DATABASE_FILE: &str = "errata.db";
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
@@ -95,7 +95,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
         let path: PathBuf = data_dir.join(DATABASE_FILE);
         let conn = Connection::open(&path).map_err(internal)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(internal)?;
+        configure(&conn).map_err(internal)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(internal)?;
         // FULL: the WAL is synced at every commit, so an acknowledged write
@@ -116,7 +116,7 @@ impl SqliteStore {
 
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| c.busy_timeout(BUSY_TIMEOUT));
+            .with_init(|c| configure(c));
         let readers = Pool::builder()
             .max_size(READERS as u32)
             .min_idle(Some(1))
@@ -179,6 +179,17 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
     }
+}
+
+/// What every connection is opened with.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Plans stay as prepared. Without this, a statement whose LIMIT is a
+    // bound parameter (or whose plan could depend on a bound value) is
+    // compiled again every time it is bound to a new value, which made
+    // SQL parsing a tenth of a practice request's CPU.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
@@ -285,6 +296,30 @@ fn user_exists(conn: &Connection, user_id: Uuid) -> Result<bool, StoreError> {
     conn.prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")
         .and_then(|mut s| s.exists([user_id.to_string()]))
         .map_err(internal)
+}
+
+/// Every error count of the learner (empty for an unknown learner too).
+fn read_frequencies(conn: &Connection, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
+    conn.prepare_cached(
+        "SELECT category_key, subcategory_key, category, subcategory, frequency, last_seen
+         FROM error_counts WHERE user_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_map([user_id.to_string()], |r| {
+            Ok(ErrorFrequency {
+                key: ErrorKey {
+                    category: r.get(0)?,
+                    subcategory: r.get(1)?,
+                },
+                category: r.get(2)?,
+                subcategory: r.get(3)?,
+                frequency: r.get(4)?,
+                last_seen: Some(from_micros(r.get(5)?)),
+            })
+        })?
+        .collect()
+    })
+    .map_err(internal)
 }
 
 fn conversation_owner(
@@ -553,31 +588,105 @@ impl Store for SqliteStore {
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         self.read(move |conn| {
-            let table: FrequencyTable = conn
-                .prepare_cached(
-                    "SELECT category_key, subcategory_key, category, subcategory, frequency, last_seen
-                     FROM error_counts WHERE user_id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_map([user_id.to_string()], |r| {
-                        Ok(ErrorFrequency {
-                            key: ErrorKey {
-                                category: r.get(0)?,
-                                subcategory: r.get(1)?,
-                            },
-                            category: r.get(2)?,
-                            subcategory: r.get(3)?,
-                            frequency: r.get(4)?,
-                            last_seen: Some(from_micros(r.get(5)?)),
-                        })
-                    })?
-                    .collect()
-                })
-                .map_err(internal)?;
+            let table = read_frequencies(conn, user_id)?;
             if table.is_empty() && !user_exists(conn, user_id)? {
                 return Err(StoreError::UserNotFound);
             }
             Ok(table)
+        })
+        .await
+    }
+
+    async fn practice_inputs(
+        &self,
+        user_id: Uuid,
+        query: PracticeQuery,
+    ) -> Result<PracticeInputs, StoreError> {
+        // One read: the counts, then the learner's latest events from the
+        // covering index, newest first, stopping as soon as every top error
+        // has its sentences. Only the events that add a sentence are decoded.
+        self.read(move |conn| {
+            let table = read_frequencies(conn, user_id)?;
+            if table.is_empty() {
+                if !user_exists(conn, user_id)? {
+                    return Err(StoreError::UserNotFound);
+                }
+                return Ok(PracticeInputs::default());
+            }
+            let top = table.top(query.top_n);
+            let per_error = query.sentences_per_error;
+            let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
+            let mut missing = if per_error == 0 { 0 } else { top.len() };
+            let mut texts = conn
+                .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
+                .map_err(internal)?;
+            let mut events = conn
+                .prepare_cached(
+                    "SELECT category_key, subcategory_key, utterance_id
+                     FROM error_events INDEXED BY error_events_recent
+                     WHERE user_id = ?1 ORDER BY event_id DESC LIMIT ?2",
+                )
+                .map_err(internal)?;
+            let mut rows = events
+                .query(params![user_id.to_string(), query.window as i64])
+                .map_err(internal)?;
+            // Utterances already looked up that had no text to show.
+            let mut textless: Vec<Uuid> = Vec::new();
+            while missing > 0 {
+                let Some(r) = rows.next().map_err(internal)? else {
+                    break;
+                };
+                let (category, subcategory) = (
+                    r.get_ref(0)
+                        .and_then(|v| Ok(v.as_str()?))
+                        .map_err(internal)?,
+                    r.get_ref(1)
+                        .and_then(|v| Ok(v.as_str()?))
+                        .map_err(internal)?,
+                );
+                let Some(i) = top
+                    .iter()
+                    .position(|e| e.key.category == category && e.key.subcategory == subcategory)
+                else {
+                    continue;
+                };
+                let own = &mut sentences[i];
+                if own.len() >= per_error {
+                    continue;
+                }
+                let utterance_id = uuid_column(r, 2).map_err(internal)?;
+                if textless.contains(&utterance_id)
+                    || own.iter().any(|s| s.utterance_id == utterance_id)
+                {
+                    continue;
+                }
+                let known = sentences
+                    .iter()
+                    .flatten()
+                    .find(|s| s.utterance_id == utterance_id)
+                    .map(|s| s.text.clone());
+                let text = match known {
+                    Some(text) => Some(text),
+                    None => texts
+                        .query_row([utterance_id.to_string()], |u| {
+                            u.get::<_, Option<String>>(0)
+                        })
+                        .optional()
+                        .map_err(internal)?
+                        .flatten()
+                        .filter(|t| !t.trim().is_empty()),
+                };
+                let Some(text) = text else {
+                    textless.push(utterance_id);
+                    continue;
+                };
+                let own = &mut sentences[i];
+                own.push(OwnSentence { utterance_id, text });
+                if own.len() == per_error {
+                    missing -= 1;
+                }
+            }
+            Ok(PracticeInputs { top, sentences })
         })
         .await
     }
@@ -664,5 +773,115 @@ impl Store for SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("database: {e}")))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, ErrorName, ErrorPoint, Username};
+    use crate::store::NewUtterance;
+
+    const NAMES: [(&str, &str); 5] = [
+        ("Grammar", "Articles"),
+        ("Grammar", "Verb Tense"),
+        ("Vocabulary", "Word Choice"),
+        ("Fluency", "Filler Words"),
+        ("Pronunciation", "Vowels"),
+    ];
+
+    fn point(i: usize) -> ErrorPoint {
+        let (category, subcategory) = NAMES[i % NAMES.len()];
+        ErrorPoint {
+            category: ErrorName::parse(category).unwrap(),
+            subcategory: ErrorName::parse(subcategory).unwrap(),
+        }
+    }
+
+    /// The one-read practice query answers exactly what the generic one,
+    /// built from `frequencies` and `recent_errors`, answers.
+    #[tokio::test]
+    async fn practice_inputs_in_one_read_match_the_generic_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let user = store
+            .create_user(NewUser {
+                username: Username::parse("ada").unwrap(),
+                email: Email::parse("ada@example.com").unwrap(),
+            })
+            .await
+            .unwrap();
+        let conversation = store.create_conversation(user.user_id).await.unwrap();
+        // Utterances with text, blank text and none; each reported several
+        // times with overlapping errors, so sentences repeat across events.
+        let mut utterances = Vec::new();
+        for n in 0..40 {
+            let content = match n % 7 {
+                0 => None,
+                1 => Some("   ".to_owned()),
+                _ => Some(format!("sentence number {n}")),
+            };
+            let utterance = store
+                .create_utterance(NewUtterance {
+                    user_id: user.user_id,
+                    conversation_id: conversation.conversation_id,
+                    content,
+                })
+                .await
+                .unwrap();
+            utterances.push(utterance.utterance_id);
+        }
+        for n in 0..150usize {
+            let points = (0..1 + n % 3).map(|i| point(n * 7 % 11 + i)).collect();
+            store
+                .record_errors(ErrorReport {
+                    user_id: user.user_id,
+                    conversation_id: conversation.conversation_id,
+                    utterance_id: utterances[n * 13 % utterances.len()],
+                    points,
+                    fingerprint: Uuid::new_v4(),
+                    received_at: crate::store::now(),
+                })
+                .await
+                .unwrap();
+        }
+        for (top_n, sentences_per_error, window) in
+            [(5, 3, 200), (1, 3, 10), (3, 1, 48), (50, 10, 200), (2, 3, 1), (5, 0, 200)]
+        {
+            let query = PracticeQuery {
+                top_n,
+                sentences_per_error,
+                window,
+            };
+            let top = store.frequencies(user.user_id).await.unwrap().top(top_n);
+            let recent = store.recent_errors(user.user_id, window).await.unwrap();
+            let expected = PracticeInputs::from_recent(top, &recent, sentences_per_error);
+            let got = store.practice_inputs(user.user_id, query).await.unwrap();
+            assert_eq!(got, expected, "{query:?}");
+        }
+        let some = store
+            .practice_inputs(
+                user.user_id,
+                PracticeQuery {
+                    top_n: 5,
+                    sentences_per_error: 3,
+                    window: 200,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(some.sentences.iter().any(|s| s.len() == 3));
+
+        let stranger = store
+            .practice_inputs(
+                Uuid::new_v4(),
+                PracticeQuery {
+                    top_n: 5,
+                    sentences_per_error: 3,
+                    window: 200,
+                },
+            )
+            .await;
+        assert!(matches!(stranger, Err(StoreError::UserNotFound)));
     }
 }
