@@ -8,6 +8,12 @@ use errata::config::Config;
 use errata::startup::{shutdown_signal, Application};
 use errata::{store, telemetry};
 
+// Requests allocate many short-lived buffers on one thread and free them on
+// another (rows decoded on the blocking pool, answers encoded on the
+// runtime); mimalloc handles that pattern far better than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "errata", version, about)]
 struct Cli {
