@@ -42,6 +42,30 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: usize = 8;
 /// How often the checkpointer folds the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// The checkpointer catches up until at most this many frames are left for
+/// the writer to copy when it restarts the WAL.
+const WAL_RESTART_LEFT: i64 = 256;
+
+/// How large the write-ahead log may grow.
+#[derive(Debug, Clone, Copy)]
+pub struct WalLimits {
+    /// Once the WAL holds this many frames, the writer makes it start over
+    /// from the beginning of the file.
+    pub restart_frames: i64,
+    /// What a restarted WAL file is cut back to, in bytes (its first frames
+    /// are rewritten in place, which is cheaper than growing a new file).
+    pub size_limit: i64,
+}
+
+impl Default for WalLimits {
+    fn default() -> Self {
+        // About 32 MiB of 4 KiB pages; the file is kept at 64 MiB.
+        Self {
+            restart_frames: 8_192,
+            size_limit: 64 << 20,
+        }
+    }
+}
 
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
@@ -84,13 +108,17 @@ struct WriteRequest {
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/errata.db` and starts the writer.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, WalLimits::default()).await
+    }
+
+    pub async fn open_with(data_dir: &Path, wal: WalLimits) -> Result<Self, StoreError> {
         let data_dir = data_dir.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir))
+        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, wal))
             .await
             .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))?
     }
 
-    fn open_blocking(data_dir: &Path) -> Result<Self, StoreError> {
+    fn open_blocking(data_dir: &Path, wal: WalLimits) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
         let path: PathBuf = data_dir.join(DATABASE_FILE);
@@ -107,6 +135,8 @@ impl SqliteStore {
         // copies and syncs up to 1,000 pages while callers wait): the
         // checkpointer thread does that beside it.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(internal)?;
+        conn.pragma_update(None, "journal_size_limit", wal.size_limit)
             .map_err(internal)?;
         let checkpointer = Connection::open(&path).map_err(internal)?;
         checkpointer.busy_timeout(BUSY_TIMEOUT).map_err(internal)?;
@@ -125,16 +155,22 @@ impl SqliteStore {
             .map_err(internal)?;
 
         let (writer, queue) = mpsc::channel(QUEUE_DEPTH);
+        let wal_full = Arc::new(AtomicBool::new(false));
         thread::Builder::new()
             .name("errata-sqlite-writer".into())
-            .spawn(move || run_writer(conn, queue))
+            .spawn({
+                let wal_full = wal_full.clone();
+                move || run_writer(conn, queue, &wal_full)
+            })
             .map_err(internal)?;
         let stopped = Arc::new(AtomicBool::new(false));
         {
             let stopped = stopped.clone();
             thread::Builder::new()
                 .name("errata-sqlite-checkpointer".into())
-                .spawn(move || run_checkpointer(checkpointer, &stopped))
+                .spawn(move || {
+                    run_checkpointer(checkpointer, &stopped, &wal_full, wal.restart_frames)
+                })
                 .map_err(internal)?;
         }
         Ok(Self {
@@ -188,7 +224,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // bound parameter (or whose plan could depend on a bound value) is
     // compiled again every time it is bound to a new value, which made
     // SQL parsing a tenth of a practice request's CPU.
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 
@@ -214,20 +253,45 @@ fn uuid_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Uuid> 
 /// Copies committed WAL frames back into the database file, beside the
 /// writer (a passive checkpoint never blocks it), so the WAL stays short and
 /// commits never pay for a checkpoint.
-fn run_checkpointer(conn: Connection, stopped: &AtomicBool) {
+fn run_checkpointer(
+    conn: Connection,
+    stopped: &AtomicBool,
+    wal_full: &AtomicBool,
+    restart_frames: i64,
+) {
+    let checkpoint = || {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+    };
     while !stopped.load(Ordering::Relaxed) {
         thread::sleep(CHECKPOINT_EVERY);
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+        match checkpoint() {
+            Ok((frames, _)) if frames >= restart_frames => {
+                // Catch up with the writer first, so that what is left for
+                // it to copy when it restarts the WAL is a few frames.
+                for _ in 0..4 {
+                    match checkpoint() {
+                        Ok((frames, copied)) if frames - copied > WAL_RESTART_LEFT => continue,
+                        _ => break,
+                    }
+                }
+                wal_full.store(true, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }
     // A last one, so a clean shutdown leaves the WAL folded in.
-    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    let _ = checkpoint();
 }
 
 /// The writer thread: drains the queue in groups, one transaction each.
-fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriteRequest>) {
+fn run_writer(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    wal_full: &AtomicBool,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = queue.blocking_recv() {
         group.push(first);
@@ -243,6 +307,24 @@ fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<WriteRequest>) {
             // stands either way.
             let _ = request.reply.send(result);
         }
+        if wal_full.swap(false, Ordering::Relaxed) {
+            restart_wal(&conn);
+        }
+    }
+}
+
+/// The WAL only starts over from the beginning of its file when a
+/// checkpoint has copied every frame and no commit has appended since.
+/// Under steady writes the checkpointer's passive checkpoints never get
+/// there, and the file grows without bound (gigabytes a minute). So when
+/// it has grown, the writer itself, between two groups, copies what the
+/// checkpointer left (a few frames); its next commit then starts the WAL
+/// over, unless a reader still reads old frames (then a later round does).
+/// A passive checkpoint never sleeps waiting for locks, so a commit waits
+/// for the copy and nothing else.
+fn restart_wal(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint failed");
     }
 }
 
@@ -798,6 +880,74 @@ mod tests {
         }
     }
 
+    /// Under steady writes the WAL starts over instead of growing: with a
+    /// restart every 200 frames and a 256 KiB limit, the file is cut back
+    /// again and again (a WAL that is never restarted only ever grows).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = WalLimits {
+            restart_frames: 200,
+            size_limit: 256 << 10,
+        };
+        let store = Arc::new(SqliteStore::open_with(dir.path(), limits).await.unwrap());
+        let user = store
+            .create_user(NewUser {
+                username: Username::parse("ada").unwrap(),
+                email: Email::parse("ada@example.com").unwrap(),
+            })
+            .await
+            .unwrap();
+        let conversation = store.create_conversation(user.user_id).await.unwrap();
+        let utterance = store
+            .create_utterance(NewUtterance {
+                user_id: user.user_id,
+                conversation_id: conversation.conversation_id,
+                content: Some("I has a cat".into()),
+            })
+            .await
+            .unwrap();
+        let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+        let (mut last, mut shrunk, mut written) = (0u64, 0usize, 0usize);
+        let started = std::time::Instant::now();
+        // Keep writing until the checkpointer has had its turn many times.
+        while started.elapsed() < Duration::from_secs(3) {
+            let mut batch = tokio::task::JoinSet::new();
+            for n in 0..16 {
+                let store = store.clone();
+                batch.spawn(async move {
+                    store
+                        .record_errors(ErrorReport {
+                            user_id: user.user_id,
+                            conversation_id: conversation.conversation_id,
+                            utterance_id: utterance.utterance_id,
+                            points: vec![point(n), point(n + 1)],
+                            fingerprint: Uuid::new_v4(),
+                            received_at: crate::store::now(),
+                        })
+                        .await
+                        .unwrap()
+                });
+            }
+            written += batch.join_all().await.len();
+            let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            if size < last {
+                shrunk += 1;
+            }
+            last = size;
+        }
+        let table = store.frequencies(user.user_id).await.unwrap();
+        assert_eq!(table.total(), 2 * written as i64, "every write counted");
+        assert!(
+            written > 2_000,
+            "only {written} writes: the test proves nothing"
+        );
+        assert!(
+            shrunk >= 2,
+            "the WAL was cut back {shrunk} times over {written} writes; it is {last} bytes"
+        );
+    }
+
     /// The one-read practice query answers exactly what the generic one,
     /// built from `frequencies` and `recent_errors`, answers.
     #[tokio::test]
@@ -845,9 +995,14 @@ mod tests {
                 .await
                 .unwrap();
         }
-        for (top_n, sentences_per_error, window) in
-            [(5, 3, 200), (1, 3, 10), (3, 1, 48), (50, 10, 200), (2, 3, 1), (5, 0, 200)]
-        {
+        for (top_n, sentences_per_error, window) in [
+            (5, 3, 200),
+            (1, 3, 10),
+            (3, 1, 48),
+            (50, 10, 200),
+            (2, 3, 1),
+            (5, 0, 200),
+        ] {
             let query = PracticeQuery {
                 top_n,
                 sentences_per_error,
