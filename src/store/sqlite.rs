@@ -404,6 +404,34 @@ fn read_frequencies(conn: &Connection, user_id: Uuid) -> Result<FrequencyTable, 
     .map_err(internal)
 }
 
+/// The learner's `n` most frequent errors, in the order of
+/// `FrequencyTable::top` (frequency, then the latest, then the key; keys
+/// compare as bytes in both), ranked by SQLite so that only those are decoded.
+fn read_top(conn: &Connection, user_id: Uuid, n: usize) -> Result<Vec<ErrorFrequency>, StoreError> {
+    conn.prepare_cached(
+        "SELECT category_key, subcategory_key, category, subcategory, frequency, last_seen
+         FROM error_counts WHERE user_id = ?1 AND frequency > 0
+         ORDER BY frequency DESC, last_seen DESC, category_key, subcategory_key
+         LIMIT ?2",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![user_id.to_string(), n as i64], |r| {
+            Ok(ErrorFrequency {
+                key: ErrorKey {
+                    category: r.get(0)?,
+                    subcategory: r.get(1)?,
+                },
+                category: r.get(2)?,
+                subcategory: r.get(3)?,
+                frequency: r.get(4)?,
+                last_seen: Some(from_micros(r.get(5)?)),
+            })
+        })?
+        .collect()
+    })
+    .map_err(internal)
+}
+
 fn conversation_owner(
     conn: &Connection,
     conversation_id: Uuid,
@@ -688,14 +716,13 @@ impl Store for SqliteStore {
         // covering index, newest first, stopping as soon as every top error
         // has its sentences. Only the events that add a sentence are decoded.
         self.read(move |conn| {
-            let table = read_frequencies(conn, user_id)?;
-            if table.is_empty() {
+            let top = read_top(conn, user_id, query.top_n)?;
+            if top.is_empty() {
                 if !user_exists(conn, user_id)? {
                     return Err(StoreError::UserNotFound);
                 }
                 return Ok(PracticeInputs::default());
             }
-            let top = table.top(query.top_n);
             let per_error = query.sentences_per_error;
             let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
             let mut missing = if per_error == 0 { 0 } else { top.len() };
@@ -1014,6 +1041,48 @@ mod tests {
             let got = store.practice_inputs(user.user_id, query).await.unwrap();
             assert_eq!(got, expected, "{query:?}");
         }
+        // Ties: one report of five errors, each counted once at one time,
+        // ranks by key alone; both paths must agree on the cut.
+        let tied = store
+            .create_user(NewUser {
+                username: Username::parse("bo").unwrap(),
+                email: Email::parse("bo@example.com").unwrap(),
+            })
+            .await
+            .unwrap();
+        let talk = store.create_conversation(tied.user_id).await.unwrap();
+        let said = store
+            .create_utterance(NewUtterance {
+                user_id: tied.user_id,
+                conversation_id: talk.conversation_id,
+                content: Some("She go home".into()),
+            })
+            .await
+            .unwrap();
+        store
+            .record_errors(ErrorReport {
+                user_id: tied.user_id,
+                conversation_id: talk.conversation_id,
+                utterance_id: said.utterance_id,
+                points: (0..NAMES.len()).rev().map(point).collect(),
+                fingerprint: Uuid::new_v4(),
+                received_at: crate::store::now(),
+            })
+            .await
+            .unwrap();
+        for top_n in 1..=NAMES.len() {
+            let query = PracticeQuery {
+                top_n,
+                sentences_per_error: 3,
+                window: 200,
+            };
+            let top = store.frequencies(tied.user_id).await.unwrap().top(top_n);
+            let recent = store.recent_errors(tied.user_id, 200).await.unwrap();
+            let expected = PracticeInputs::from_recent(top, &recent, 3);
+            let got = store.practice_inputs(tied.user_id, query).await.unwrap();
+            assert_eq!(got, expected, "{query:?}");
+        }
+
         let some = store
             .practice_inputs(
                 user.user_id,
