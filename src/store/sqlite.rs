@@ -59,10 +59,12 @@ pub struct WalLimits {
 
 impl Default for WalLimits {
     fn default() -> Self {
-        // About 32 MiB of 4 KiB pages; the file is kept at 64 MiB.
+        // About 64 MiB of 4 KiB pages. The limit is above that, so that a
+        // restarted WAL is rewritten in place rather than cut back and grown
+        // again (growing a file costs block allocation and zeroing).
         Self {
-            restart_frames: 8_192,
-            size_limit: 64 << 20,
+            restart_frames: 16_384,
+            size_limit: 128 << 20,
         }
     }
 }
