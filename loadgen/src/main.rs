@@ -92,6 +92,11 @@ struct Args {
     /// Skip the end-of-run correctness check.
     #[arg(long)]
     no_check: bool,
+    /// A shell command to run after the load and before the correctness
+    /// check (e.g. `errata flush`, so that the check reads durable counts);
+    /// the run fails if it fails.
+    #[arg(long, value_name = "COMMAND")]
+    before_check: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -285,6 +290,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if let Some(command) = &args.before_check {
+        eprintln!("before the check: {command}");
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .status()
+            .with_context(|| format!("running {command:?}"))?;
+        if !status.success() {
+            bail!("{command:?} failed: {status}");
+        }
+    }
     let check = if args.no_check {
         None
     } else {
