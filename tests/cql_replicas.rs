@@ -178,6 +178,24 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     // Restarted on its append-only file; errata keeps running.
     redis.restart();
     wait_for(acked_at_kill + 200).await;
+    // Ingestion works again; readiness recovers too, without a restart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz answers");
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz still {} after Redis came back",
+            ready.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     running.store(false, Ordering::SeqCst);
     for task in tasks {
         task.await.expect("a client");
