@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
+use futures_util::StreamExt;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -46,6 +47,9 @@ const SNIPPET_CHARS: usize = 500;
 const EVENTS_PER_BATCH: usize = 16;
 /// Learners one flusher tick takes from each dirty shard.
 const LEARNERS_PER_TICK: usize = 64;
+/// Learners a flusher flushes at once (each is a few Redis and CQL round
+/// trips; one at a time, a replica flushed only ~100 learners a second).
+const FLUSH_CONCURRENCY: usize = 16;
 /// A flusher stops retrying to finish a flush this long before its lock
 /// expires (then another flusher may take the learner).
 const FINISH_MARGIN: Duration = Duration::from_secs(10);
@@ -331,11 +335,16 @@ async fn run_flusher(inner: Arc<Inner>, interval: Duration, mut stop: oneshot::R
                     break;
                 }
             };
-            for user in learners {
-                if let Err(e) = inner.flush_learner(user).await {
-                    tracing::warn!(error = %e, %user, "flusher: flush failed, will retry");
-                }
-            }
+            futures_util::stream::iter(learners)
+                .for_each_concurrent(FLUSH_CONCURRENCY, |user| {
+                    let inner = &inner;
+                    async move {
+                        if let Err(e) = inner.flush_learner(user).await {
+                            tracing::warn!(error = %e, %user, "flusher: flush failed, will retry");
+                        }
+                    }
+                })
+                .await;
         }
     }
 }
