@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use utoipa::OpenApi;
 
@@ -30,6 +30,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .set_buckets(&[
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ])
+            .expect("static bucket list is not empty")
+            // Counter statements per flush batch: a count, not seconds.
+            .set_buckets_for_metric(
+                Matcher::Full("errata_flush_batch_size".into()),
+                &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0],
+            )
             .expect("static bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
