@@ -388,21 +388,7 @@ fn read_frequencies(conn: &Connection, user_id: Uuid) -> Result<FrequencyTable, 
         "SELECT category_key, subcategory_key, category, subcategory, frequency, last_seen
          FROM error_counts WHERE user_id = ?1",
     )
-    .and_then(|mut s| {
-        s.query_map([user_id.to_string()], |r| {
-            Ok(ErrorFrequency {
-                key: ErrorKey {
-                    category: r.get(0)?,
-                    subcategory: r.get(1)?,
-                },
-                category: r.get(2)?,
-                subcategory: r.get(3)?,
-                frequency: r.get(4)?,
-                last_seen: Some(from_micros(r.get(5)?)),
-            })
-        })?
-        .collect()
-    })
+    .and_then(|mut s| s.query_map([user_id.to_string()], frequency_row)?.collect())
     .map_err(internal)
 }
 
@@ -417,21 +403,25 @@ fn read_top(conn: &Connection, user_id: Uuid, n: usize) -> Result<Vec<ErrorFrequ
          LIMIT ?2",
     )
     .and_then(|mut s| {
-        s.query_map(params![user_id.to_string(), n as i64], |r| {
-            Ok(ErrorFrequency {
-                key: ErrorKey {
-                    category: r.get(0)?,
-                    subcategory: r.get(1)?,
-                },
-                category: r.get(2)?,
-                subcategory: r.get(3)?,
-                frequency: r.get(4)?,
-                last_seen: Some(from_micros(r.get(5)?)),
-            })
-        })?
-        .collect()
+        s.query_map(params![user_id.to_string(), n as i64], frequency_row)?
+            .collect()
     })
     .map_err(internal)
+}
+
+/// An `error_counts` row selected as (category_key, subcategory_key,
+/// category, subcategory, frequency, last_seen).
+fn frequency_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorFrequency> {
+    Ok(ErrorFrequency {
+        key: ErrorKey {
+            category: r.get(0)?,
+            subcategory: r.get(1)?,
+        },
+        category: r.get(2)?,
+        subcategory: r.get(3)?,
+        frequency: r.get(4)?,
+        last_seen: Some(from_micros(r.get(5)?)),
+    })
 }
 
 fn conversation_owner(
@@ -909,6 +899,35 @@ mod tests {
         }
     }
 
+    /// A new learner with one conversation: (user, conversation).
+    async fn learner(store: &SqliteStore, name: &str) -> (Uuid, Uuid) {
+        let user = store
+            .create_user(NewUser {
+                username: Username::parse(name).unwrap(),
+                email: Email::parse(&format!("{name}@example.com")).unwrap(),
+            })
+            .await
+            .unwrap();
+        let conversation = store.create_conversation(user.user_id).await.unwrap();
+        (user.user_id, conversation.conversation_id)
+    }
+
+    async fn utterance(
+        store: &SqliteStore,
+        (user_id, conversation_id): (Uuid, Uuid),
+        content: Option<&str>,
+    ) -> Uuid {
+        store
+            .create_utterance(NewUtterance {
+                user_id,
+                conversation_id,
+                content: content.map(str::to_owned),
+            })
+            .await
+            .unwrap()
+            .utterance_id
+    }
+
     /// Under steady writes the WAL starts over instead of growing: with a
     /// restart every 200 frames and a 256 KiB limit, the file is cut back
     /// again and again (a WAL that is never restarted only ever grows).
@@ -920,22 +939,8 @@ mod tests {
             size_limit: 256 << 10,
         };
         let store = Arc::new(SqliteStore::open_with(dir.path(), limits).await.unwrap());
-        let user = store
-            .create_user(NewUser {
-                username: Username::parse("ada").unwrap(),
-                email: Email::parse("ada@example.com").unwrap(),
-            })
-            .await
-            .unwrap();
-        let conversation = store.create_conversation(user.user_id).await.unwrap();
-        let utterance = store
-            .create_utterance(NewUtterance {
-                user_id: user.user_id,
-                conversation_id: conversation.conversation_id,
-                content: Some("I has a cat".into()),
-            })
-            .await
-            .unwrap();
+        let (user_id, conversation_id) = learner(&store, "ada").await;
+        let utterance_id = utterance(&store, (user_id, conversation_id), Some("I has a cat")).await;
         let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
         let (mut last, mut shrunk, mut written) = (0u64, 0usize, 0usize);
         let started = std::time::Instant::now();
@@ -947,9 +952,9 @@ mod tests {
                 batch.spawn(async move {
                     store
                         .record_errors(ErrorReport {
-                            user_id: user.user_id,
-                            conversation_id: conversation.conversation_id,
-                            utterance_id: utterance.utterance_id,
+                            user_id,
+                            conversation_id,
+                            utterance_id,
                             points: vec![point(n), point(n + 1)],
                             fingerprint: Uuid::new_v4(),
                             received_at: crate::store::now(),
@@ -965,7 +970,7 @@ mod tests {
             }
             last = size;
         }
-        let table = store.frequencies(user.user_id).await.unwrap();
+        let table = store.frequencies(user_id).await.unwrap();
         assert_eq!(table.total(), 2 * written as i64, "every write counted");
         assert!(
             written > 2_000,
@@ -983,14 +988,7 @@ mod tests {
     async fn practice_inputs_in_one_read_match_the_generic_answer() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let user = store
-            .create_user(NewUser {
-                username: Username::parse("ada").unwrap(),
-                email: Email::parse("ada@example.com").unwrap(),
-            })
-            .await
-            .unwrap();
-        let conversation = store.create_conversation(user.user_id).await.unwrap();
+        let ada = learner(&store, "ada").await;
         // Utterances with text, blank text and none; each reported several
         // times with overlapping errors, so sentences repeat across events.
         let mut utterances = Vec::new();
@@ -1000,29 +998,11 @@ mod tests {
                 1 => Some("   ".to_owned()),
                 _ => Some(format!("sentence number {n}")),
             };
-            let utterance = store
-                .create_utterance(NewUtterance {
-                    user_id: user.user_id,
-                    conversation_id: conversation.conversation_id,
-                    content,
-                })
-                .await
-                .unwrap();
-            utterances.push(utterance.utterance_id);
+            utterances.push(utterance(&store, ada, content.as_deref()).await);
         }
         for n in 0..150usize {
             let points = (0..1 + n % 3).map(|i| point(n * 7 % 11 + i)).collect();
-            store
-                .record_errors(ErrorReport {
-                    user_id: user.user_id,
-                    conversation_id: conversation.conversation_id,
-                    utterance_id: utterances[n * 13 % utterances.len()],
-                    points,
-                    fingerprint: Uuid::new_v4(),
-                    received_at: crate::store::now(),
-                })
-                .await
-                .unwrap();
+            record(&store, ada, utterances[n * 13 % utterances.len()], points).await;
         }
         for (top_n, sentences_per_error, window) in [
             (5, 3, 200),
@@ -1037,77 +1017,60 @@ mod tests {
                 sentences_per_error,
                 window,
             };
-            let top = store.frequencies(user.user_id).await.unwrap().top(top_n);
-            let recent = store.recent_errors(user.user_id, window).await.unwrap();
-            let expected = PracticeInputs::from_recent(top, &recent, sentences_per_error);
-            let got = store.practice_inputs(user.user_id, query).await.unwrap();
-            assert_eq!(got, expected, "{query:?}");
+            assert_same_practice(&store, ada.0, query).await;
         }
+        let full = PracticeQuery {
+            top_n: 5,
+            sentences_per_error: 3,
+            window: 200,
+        };
+        let some = store.practice_inputs(ada.0, full).await.unwrap();
+        assert!(some.sentences.iter().any(|s| s.len() == 3));
+
         // Ties: one report of five errors, each counted once at one time,
         // ranks by key alone; both paths must agree on the cut.
-        let tied = store
-            .create_user(NewUser {
-                username: Username::parse("bo").unwrap(),
-                email: Email::parse("bo@example.com").unwrap(),
-            })
-            .await
-            .unwrap();
-        let talk = store.create_conversation(tied.user_id).await.unwrap();
-        let said = store
-            .create_utterance(NewUtterance {
-                user_id: tied.user_id,
-                conversation_id: talk.conversation_id,
-                content: Some("She go home".into()),
-            })
-            .await
-            .unwrap();
+        let bo = learner(&store, "bo").await;
+        let said = utterance(&store, bo, Some("She go home")).await;
+        record(
+            &store,
+            bo,
+            said,
+            (0..NAMES.len()).rev().map(point).collect(),
+        )
+        .await;
+        for top_n in 1..=NAMES.len() {
+            assert_same_practice(&store, bo.0, PracticeQuery { top_n, ..full }).await;
+        }
+
+        let stranger = store.practice_inputs(Uuid::new_v4(), full).await;
+        assert!(matches!(stranger, Err(StoreError::UserNotFound)));
+    }
+
+    async fn record(
+        store: &SqliteStore,
+        (user_id, conversation_id): (Uuid, Uuid),
+        utterance_id: Uuid,
+        points: Vec<ErrorPoint>,
+    ) {
         store
             .record_errors(ErrorReport {
-                user_id: tied.user_id,
-                conversation_id: talk.conversation_id,
-                utterance_id: said.utterance_id,
-                points: (0..NAMES.len()).rev().map(point).collect(),
+                user_id,
+                conversation_id,
+                utterance_id,
+                points,
                 fingerprint: Uuid::new_v4(),
                 received_at: crate::store::now(),
             })
             .await
             .unwrap();
-        for top_n in 1..=NAMES.len() {
-            let query = PracticeQuery {
-                top_n,
-                sentences_per_error: 3,
-                window: 200,
-            };
-            let top = store.frequencies(tied.user_id).await.unwrap().top(top_n);
-            let recent = store.recent_errors(tied.user_id, 200).await.unwrap();
-            let expected = PracticeInputs::from_recent(top, &recent, 3);
-            let got = store.practice_inputs(tied.user_id, query).await.unwrap();
-            assert_eq!(got, expected, "{query:?}");
-        }
+    }
 
-        let some = store
-            .practice_inputs(
-                user.user_id,
-                PracticeQuery {
-                    top_n: 5,
-                    sentences_per_error: 3,
-                    window: 200,
-                },
-            )
-            .await
-            .unwrap();
-        assert!(some.sentences.iter().any(|s| s.len() == 3));
-
-        let stranger = store
-            .practice_inputs(
-                Uuid::new_v4(),
-                PracticeQuery {
-                    top_n: 5,
-                    sentences_per_error: 3,
-                    window: 200,
-                },
-            )
-            .await;
-        assert!(matches!(stranger, Err(StoreError::UserNotFound)));
+    /// The one read answers what the generic two-step read answers.
+    async fn assert_same_practice(store: &SqliteStore, user_id: Uuid, query: PracticeQuery) {
+        let top = store.frequencies(user_id).await.unwrap().top(query.top_n);
+        let recent = store.recent_errors(user_id, query.window).await.unwrap();
+        let expected = PracticeInputs::from_recent(top, &recent, query.sentences_per_error);
+        let got = store.practice_inputs(user_id, query).await.unwrap();
+        assert_eq!(got, expected, "{query:?}");
     }
 }
