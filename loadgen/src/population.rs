@@ -104,16 +104,42 @@ pub async fn via_api(
         .collect())
 }
 
-async fn post(client: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
-    let response = client.post(&url).json(&body).send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!(
-            "POST {url}: {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
+/// POSTs the body `attempt` makes, retrying (up to 5 attempts, backing off)
+/// when the server says it is unavailable for now (502/503/504) or the
+/// connection fails: setup should not die of one overloaded moment. A
+/// retried creation may leave an extra row behind, which load does not mind;
+/// `attempt` lets the caller vary what must stay unique (an e-mail).
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    body: impl Fn(u32) -> Value,
+) -> anyhow::Result<Value> {
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..=ATTEMPTS {
+        let last = attempt == ATTEMPTS;
+        let retry_in = Duration::from_millis(100 << attempt);
+        let response = match client.post(&url).json(&body(attempt)).send().await {
+            Ok(response) => response,
+            Err(e) if !last => {
+                eprintln!("\n  setup: POST {url}: {e}; retrying");
+                tokio::time::sleep(retry_in).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json().await?);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let transient = matches!(status.as_u16(), 502..=504);
+        if !transient || last {
+            bail!("POST {url}: {status}: {text}");
+        }
+        eprintln!("\n  setup: POST {url}: {status}: {text}; retrying");
+        tokio::time::sleep(retry_in).await;
     }
-    Ok(response.json().await?)
+    unreachable!("the last attempt returns")
 }
 
 fn id(value: &Value, field: &str) -> anyhow::Result<Uuid> {
@@ -133,25 +159,23 @@ async fn create_one(
     let user = post(
         client,
         format!("{base}/users/"),
-        json!({"username": format!("learner{i}"), "email": format!("learner{i}.{run}@load.test")}),
+        |attempt| json!({"username": format!("learner{i}"), "email": format!("learner{i}.{attempt}.{run}@load.test")}),
     )
     .await?;
     let user_id = id(&user, "user_id")?;
     let conversation = post(
         client,
         format!("{base}/conversations/"),
-        json!({"user_id": user_id}),
+        |_| json!({"user_id": user_id}),
     )
     .await?;
     let conversation_id = id(&conversation, "conversation_id")?;
     let mut utterance_ids = Vec::with_capacity(utterances);
     for u in 0..utterances {
-        let utterance = post(
-            client,
-            format!("{base}/utterances/"),
+        let utterance = post(client, format!("{base}/utterances/"), |_| {
             json!({"user_id": user_id, "conversation_id": conversation_id,
-                   "content": SENTENCES[(i + u) % SENTENCES.len()]}),
-        )
+                       "content": SENTENCES[(i + u) % SENTENCES.len()]})
+        })
         .await?;
         utterance_ids.push(id(&utterance, "utterance_id")?);
     }
