@@ -41,7 +41,9 @@ fn three_replicas_behind_nginx_count_every_acknowledged_point_exactly() {
     command
         .current_dir(root)
         .env("ERRATA_TEST_CQL", cql)
-        .env("ERRATA_BIN", env!("CARGO_BIN_EXE_errata"));
+        .env("ERRATA_BIN", env!("CARGO_BIN_EXE_errata"))
+        // Errors, not backtraces, in the failure message.
+        .env("RUST_BACKTRACE", "0");
     if let Some(loadgen) = loadgen() {
         command.env("ERRATA_LOADGEN_BIN", loadgen);
     }
