@@ -315,8 +315,9 @@ impl Buffer {
         }
     }
 
-    /// Marks the learner dirty, then adds the deltas and closes the lease.
-    /// Returns false when the lease was lost (nothing was counted).
+    /// Marks the learner dirty, adds the deltas and closes the lease, then
+    /// marks the learner dirty again. Returns false when the lease was lost
+    /// (nothing was counted).
     pub async fn commit(
         &self,
         user: Uuid,
@@ -325,9 +326,10 @@ impl Buffer {
         deltas: &[(ErrorKey, i64)],
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
+        let shard = dirty_key(dirty_shard(user));
         // Dirty first: a crash after this leaves at most a spurious entry,
         // which the flusher drops; never deltas nobody will flush.
-        bounded(conn.sadd::<_, _, i64>(dirty_key(dirty_shard(user)), user.to_string())).await?;
+        bounded(conn.sadd::<_, _, i64>(&shard, user.to_string())).await?;
         let mut invocation = self.commit.key(request_key(user, fingerprint));
         invocation
             .key(pending_key(user))
@@ -338,7 +340,21 @@ impl Buffer {
             invocation.arg(key.encode()).arg(*delta);
         }
         let committed: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
-        Ok(committed == 1)
+        if committed != 1 {
+            return Ok(false);
+        }
+        // And dirty again: a flusher that found the learner empty between
+        // the first mark and the script may have removed the mark in
+        // `clean` after checking for deltas that did not exist yet (the
+        // shard set lives in another cluster slot, so no script can do
+        // both). This mark comes after the deltas, so that flusher either
+        // saw them or loses the mark to this one.
+        if let Err(e) = bounded(conn.sadd::<_, _, i64>(&shard, user.to_string())).await {
+            // Counted all the same; only that rare race could now leave
+            // the deltas unflushed until the learner's next report.
+            tracing::warn!(error = %e, %user, "could not mark a learner dirty after counting");
+        }
+        Ok(true)
     }
 
     pub async fn abandon(&self, user: Uuid, fingerprint: Uuid, token: &str) {
@@ -468,6 +484,7 @@ impl Buffer {
     }
 
     /// Drops a learner from its dirty shard, unless deltas arrived meanwhile.
+    /// Deltas committed after the check are marked again by `commit`.
     pub async fn clean(&self, user: Uuid) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let shard = dirty_key(dirty_shard(user));
