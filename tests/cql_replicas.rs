@@ -164,17 +164,34 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     wait_for(200).await;
     redis.kill();
     let acked_at_kill = acked.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let ready = client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("readyz answers while Redis is down");
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        unavailable.load(Ordering::SeqCst) > 0,
-        "no 503 while Redis was down"
-    );
+    // Unready, with the reason, and the clients get 503s (polled: no sleep
+    // standing in for either).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz answers while Redis is down");
+        let status = ready.status();
+        let reason = ready.text().await.expect("a body");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(reason.contains("redis"), "no reason given: {reason}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz still {status} with Redis down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while unavailable.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 503 while Redis was down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Restarted on its append-only file; errata keeps running.
     redis.restart();
     wait_for(acked_at_kill + 200).await;
