@@ -238,3 +238,78 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     assert_eq!(durable, seen, "flush left deltas in Redis");
     replica.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
+    const CLIENTS: usize = 8;
+    let redis = RedisServer::start();
+    let (mut config, slot) = cql_config(&redis.url()).await;
+    // The flusher never gets its turn: only the shutdown drain can make
+    // anything durable.
+    config.flush_interval_ms = 600_000;
+    let mut replica = ServeProcess::start(&config);
+    let base = replica.url("");
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &base).await;
+
+    let acked = Arc::new(AtomicI64::new(0));
+    let sent = Arc::new(AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, base, acked, sent) =
+            (client.clone(), base.clone(), acked.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            // Until the server stops answering: then every later request
+            // fails to connect, and the client stops.
+            loop {
+                sent.fetch_add(2, Ordering::SeqCst);
+                match http_record(&client, &base, learner, &[TAXONOMY[0], TAXONOMY[2]]).await {
+                    Ok(StatusCode::OK) => {
+                        acked.fetch_add(2, Ordering::SeqCst);
+                    }
+                    Ok(other) => panic!("unexpected status {other} while running"),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::SeqCst) < 300 {
+        assert!(std::time::Instant::now() < deadline, "load stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = replica.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = replica.child.wait().expect("errata exits");
+    assert!(
+        status.success(),
+        "errata exited with {status} after SIGTERM"
+    );
+    for task in tasks {
+        task.await.expect("a client");
+    }
+    let (acked, sent) = (acked.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+
+    let pending: Vec<String> = support::redis_keys(&redis)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":pending") || k.ends_with(":inflight"))
+        .collect();
+    assert!(
+        pending.is_empty(),
+        "left in Redis after the drain: {pending:?}"
+    );
+    let durable: i64 = durable_counts(&slot.keyspace, learner.0)
+        .await
+        .values()
+        .sum();
+    assert!(
+        durable >= acked,
+        "acknowledged {acked} points, {durable} durable"
+    );
+    assert!(durable <= sent, "{durable} durable, only {sent} sent");
+}
