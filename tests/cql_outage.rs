@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use support::{
-    cql_config, cql_node, durable_counts, http_frequencies, http_learner, http_record, run_errata,
-    RedisServer, ServeProcess,
+    cql_config, cql_node, durable_counts, http_frequencies, http_learner, http_record,
+    readyz_until, run_errata, RedisServer, ServeProcess,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -86,33 +86,6 @@ impl Proxy {
             }
         };
         self.serve(listener);
-    }
-}
-
-/// /readyz until it answers `want` (at most `within`); returns the body.
-async fn readyz_until(
-    client: &reqwest::Client,
-    base: &str,
-    want: StatusCode,
-    within: Duration,
-) -> String {
-    let started = Instant::now();
-    loop {
-        let response = client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .expect("/readyz answers");
-        let status = response.status();
-        let body = response.text().await.expect("a body");
-        if status == want {
-            return body;
-        }
-        assert!(
-            started.elapsed() < within,
-            "/readyz still answers {status} {body} after {within:?}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

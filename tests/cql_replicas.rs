@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use support::{
-    cql_config, durable_counts, http_frequencies, http_learner, http_record, run_errata,
-    RedisServer, ServeProcess,
+    cql_config, durable_counts, http_frequencies, http_learner, http_record, readyz_until,
+    run_errata, RedisServer, ServeProcess,
 };
 
 const TAXONOMY: [(&str, &str); 3] = [
@@ -167,24 +167,14 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     // Unready, with the reason, and the clients get 503s (polled: no sleep
     // standing in for either).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .expect("readyz answers while Redis is down");
-        let status = ready.status();
-        let reason = ready.text().await.expect("a body");
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            assert!(reason.contains("redis"), "no reason given: {reason}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "readyz still {status} with Redis down"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reason = readyz_until(
+        &client,
+        &base,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(reason.contains("redis"), "no reason given: {reason}");
     while unavailable.load(Ordering::SeqCst) == 0 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -196,23 +186,7 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     redis.restart();
     wait_for(acked_at_kill + 200).await;
     // Ingestion works again; readiness recovers too, without a restart.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .expect("readyz answers");
-        if ready.status() == StatusCode::OK {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "readyz still {} after Redis came back",
-            ready.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    readyz_until(&client, &base, StatusCode::OK, Duration::from_secs(30)).await;
     running.store(false, Ordering::SeqCst);
     for task in tasks {
         task.await.expect("a client");

@@ -541,3 +541,30 @@ pub fn key_slot(key: &str) -> u16 {
     }
     crc % 16384
 }
+
+/// /readyz until it answers `want` (at most `within`); returns the body.
+pub async fn readyz_until(
+    client: &reqwest::Client,
+    base: &str,
+    want: reqwest::StatusCode,
+    within: Duration,
+) -> String {
+    let started = Instant::now();
+    loop {
+        let response = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("/readyz answers");
+        let status = response.status();
+        let body = response.text().await.expect("a body");
+        if status == want {
+            return body;
+        }
+        assert!(
+            started.elapsed() < within,
+            "/readyz still answers {status} {body} after {within:?}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
