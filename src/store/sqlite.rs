@@ -141,7 +141,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_size_limit", wal.size_limit)
             .map_err(internal)?;
         let checkpointer = Connection::open(&path).map_err(internal)?;
-        checkpointer.busy_timeout(BUSY_TIMEOUT).map_err(internal)?;
+        configure(&checkpointer).map_err(internal)?;
         checkpointer
             .pragma_update(None, "synchronous", "FULL")
             .map_err(internal)?;
