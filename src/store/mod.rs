@@ -3,6 +3,7 @@
 //! decided once, at start-up, from the configuration.
 
 pub mod cql;
+pub mod practice_cache;
 pub mod sqlite;
 
 use std::sync::Arc;

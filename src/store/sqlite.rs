@@ -22,9 +22,10 @@ use r2d2_sqlite::rusqlite::{
     self, params, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
 };
 use r2d2_sqlite::SqliteConnectionManager;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::practice_cache::PracticeCache;
 use super::{
     Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery, RecentError,
     RecordOutcome, Store, StoreError, User, Utterance,
@@ -32,14 +33,17 @@ use super::{
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable, OwnSentence};
 
 const DATABASE_FILE: &str = "errata.db";
+const LOCK_FILE: &str = "errata.lock";
 const SCHEMA: &str = include_str!("sqlite_schema.sql");
 /// Most write requests committed in one transaction.
 const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reader connections (and reads running at once).
+/// Reader connections kept open.
 const READERS: usize = 8;
+/// Memory for learners' practice inputs kept between writes.
+const PRACTICE_CACHE_BYTES: u64 = 64 << 20;
 /// How often the checkpointer folds the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// The checkpointer catches up until at most this many frames are left for
@@ -72,9 +76,13 @@ impl Default for WalLimits {
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteRequest>,
     readers: Pool<SqliteConnectionManager>,
-    /// One permit per reader connection: a read waits here, as a task,
-    /// rather than as a blocking thread parked inside the pool.
-    read_slots: Arc<Semaphore>,
+    /// Learners' practice inputs, dropped by the writer when it commits
+    /// their errors.
+    practice: Arc<PracticeCache>,
+    /// Held while the store is open: one process per data directory, since
+    /// what this process keeps in memory is only kept right by its own
+    /// writer.
+    _lock: std::fs::File,
     /// Exercise rotation is a presentation nicety, not data: it lives in
     /// memory and starts over when the process restarts.
     rounds: Mutex<HashMap<Uuid, u64>>,
@@ -123,6 +131,7 @@ impl SqliteStore {
     fn open_blocking(data_dir: &Path, wal: WalLimits) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
+        let lock = lock_data_dir(data_dir)?;
         let path: PathBuf = data_dir.join(DATABASE_FILE);
         let conn = Connection::open(&path).map_err(internal)?;
         configure(&conn).map_err(internal)?;
@@ -158,11 +167,13 @@ impl SqliteStore {
 
         let (writer, queue) = mpsc::channel(QUEUE_DEPTH);
         let wal_full = Arc::new(AtomicBool::new(false));
+        let practice = Arc::new(PracticeCache::new(PRACTICE_CACHE_BYTES));
         thread::Builder::new()
             .name("errata-sqlite-writer".into())
             .spawn({
                 let wal_full = wal_full.clone();
-                move || run_writer(conn, queue, &wal_full)
+                let practice = practice.clone();
+                move || run_writer(conn, queue, &wal_full, &practice)
             })
             .map_err(internal)?;
         let stopped = Arc::new(AtomicBool::new(false));
@@ -178,7 +189,8 @@ impl SqliteStore {
         Ok(Self {
             writer,
             readers,
-            read_slots: Arc::new(Semaphore::new(READERS)),
+            practice,
+            _lock: lock,
             rounds: Mutex::new(HashMap::new()),
             stopped,
         })
@@ -195,27 +207,42 @@ impl SqliteStore {
             .map_err(|_| StoreError::Internal("the database writer has stopped".into()))?
     }
 
+    /// Runs a read on the calling task's thread. Reads never wait for the
+    /// writer (WAL) and take tens of microseconds from pages that are
+    /// cached, so handing each one to the blocking pool and back cost more
+    /// (two thread switches, most of a read's time under load) than it
+    /// spared the runtime.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
     {
-        let slot = self
-            .read_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Internal("the reader slots are closed".into()))?;
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let conn = pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
-            f(&conn)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+        let conn = self
+            .readers
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+        f(&conn)
+    }
+}
+
+/// Takes the data directory for this process, or says which one holds it.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Internal(format!("opening {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "{} is in use by another errata process (one process per data directory)",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Internal(format!(
+            "locking {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -293,6 +320,7 @@ fn run_writer(
     mut conn: Connection,
     mut queue: mpsc::Receiver<WriteRequest>,
     wal_full: &AtomicBool,
+    practice: &PracticeCache,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = queue.blocking_recv() {
@@ -303,7 +331,21 @@ fn run_writer(
                 Err(_) => break,
             }
         }
+        // Whose errors this group may change (read before the ops are
+        // taken out of the requests).
+        let learners: Vec<Uuid> = group
+            .iter()
+            .filter_map(|r| match &r.op {
+                WriteOp::RecordErrors(report) => Some(report.user_id),
+                _ => None,
+            })
+            .collect();
         let results = commit_group(&mut conn, &mut group);
+        // Before anyone hears back: the next practice read of these
+        // learners must see this commit.
+        for user_id in learners {
+            practice.invalidate(user_id);
+        }
         for (request, result) in group.drain(..).zip(results) {
             // The caller may have gone away (client disconnected); the write
             // stands either way.
@@ -704,92 +746,101 @@ impl Store for SqliteStore {
         user_id: Uuid,
         query: PracticeQuery,
     ) -> Result<PracticeInputs, StoreError> {
+        let ticket = match self.practice.get(user_id, query) {
+            Ok(cached) => return Ok(PracticeInputs::clone(&cached)),
+            Err(ticket) => ticket,
+        };
         // One read: the counts, then the learner's latest events from the
         // covering index, newest first, stopping as soon as every top error
         // has its sentences. Only the events that add a sentence are decoded.
-        self.read(move |conn| {
-            let top = read_top(conn, user_id, query.top_n)?;
-            if top.is_empty() {
-                if !user_exists(conn, user_id)? {
-                    return Err(StoreError::UserNotFound);
+        let inputs = self
+            .read(move |conn| {
+                let top = read_top(conn, user_id, query.top_n)?;
+                if top.is_empty() {
+                    if !user_exists(conn, user_id)? {
+                        return Err(StoreError::UserNotFound);
+                    }
+                    return Ok(PracticeInputs::default());
                 }
-                return Ok(PracticeInputs::default());
-            }
-            let per_error = query.sentences_per_error;
-            let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
-            let mut missing = if per_error == 0 { 0 } else { top.len() };
-            let mut texts = conn
-                .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
-                .map_err(internal)?;
-            let mut events = conn
-                .prepare_cached(
-                    "SELECT category_key, subcategory_key, utterance_id
+                let per_error = query.sentences_per_error;
+                let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
+                let mut missing = if per_error == 0 { 0 } else { top.len() };
+                let mut texts = conn
+                    .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
+                    .map_err(internal)?;
+                let mut events = conn
+                    .prepare_cached(
+                        "SELECT category_key, subcategory_key, utterance_id
                      FROM error_events INDEXED BY error_events_recent
                      WHERE user_id = ?1 ORDER BY event_id DESC LIMIT ?2",
-                )
-                .map_err(internal)?;
-            let mut rows = events
-                .query(params![user_id.to_string(), query.window as i64])
-                .map_err(internal)?;
-            // Utterances already looked up that had no text to show.
-            let mut textless: Vec<Uuid> = Vec::new();
-            while missing > 0 {
-                let Some(r) = rows.next().map_err(internal)? else {
-                    break;
-                };
-                let (category, subcategory) = (
-                    r.get_ref(0)
-                        .and_then(|v| Ok(v.as_str()?))
-                        .map_err(internal)?,
-                    r.get_ref(1)
-                        .and_then(|v| Ok(v.as_str()?))
-                        .map_err(internal)?,
-                );
-                let Some(i) = top
-                    .iter()
-                    .position(|e| e.key.category == category && e.key.subcategory == subcategory)
-                else {
-                    continue;
-                };
-                let own = &mut sentences[i];
-                if own.len() >= per_error {
-                    continue;
-                }
-                let utterance_id = uuid_column(r, 2).map_err(internal)?;
-                if textless.contains(&utterance_id)
-                    || own.iter().any(|s| s.utterance_id == utterance_id)
-                {
-                    continue;
-                }
-                let known = sentences
-                    .iter()
-                    .flatten()
-                    .find(|s| s.utterance_id == utterance_id)
-                    .map(|s| s.text.clone());
-                let text = match known {
-                    Some(text) => Some(text),
-                    None => texts
-                        .query_row([utterance_id.to_string()], |u| {
-                            u.get::<_, Option<String>>(0)
-                        })
-                        .optional()
-                        .map_err(internal)?
+                    )
+                    .map_err(internal)?;
+                let mut rows = events
+                    .query(params![user_id.to_string(), query.window as i64])
+                    .map_err(internal)?;
+                // Utterances already looked up that had no text to show.
+                let mut textless: Vec<Uuid> = Vec::new();
+                while missing > 0 {
+                    let Some(r) = rows.next().map_err(internal)? else {
+                        break;
+                    };
+                    let (category, subcategory) = (
+                        r.get_ref(0)
+                            .and_then(|v| Ok(v.as_str()?))
+                            .map_err(internal)?,
+                        r.get_ref(1)
+                            .and_then(|v| Ok(v.as_str()?))
+                            .map_err(internal)?,
+                    );
+                    let Some(i) = top.iter().position(|e| {
+                        e.key.category == category && e.key.subcategory == subcategory
+                    }) else {
+                        continue;
+                    };
+                    let own = &mut sentences[i];
+                    if own.len() >= per_error {
+                        continue;
+                    }
+                    let utterance_id = uuid_column(r, 2).map_err(internal)?;
+                    if textless.contains(&utterance_id)
+                        || own.iter().any(|s| s.utterance_id == utterance_id)
+                    {
+                        continue;
+                    }
+                    let known = sentences
+                        .iter()
                         .flatten()
-                        .filter(|t| !t.trim().is_empty()),
-                };
-                let Some(text) = text else {
-                    textless.push(utterance_id);
-                    continue;
-                };
-                let own = &mut sentences[i];
-                own.push(OwnSentence { utterance_id, text });
-                if own.len() == per_error {
-                    missing -= 1;
+                        .find(|s| s.utterance_id == utterance_id)
+                        .map(|s| s.text.clone());
+                    let text = match known {
+                        Some(text) => Some(text),
+                        None => texts
+                            .query_row([utterance_id.to_string()], |u| {
+                                u.get::<_, Option<String>>(0)
+                            })
+                            .optional()
+                            .map_err(internal)?
+                            .flatten()
+                            .filter(|t| !t.trim().is_empty()),
+                    };
+                    let Some(text) = text else {
+                        textless.push(utterance_id);
+                        continue;
+                    };
+                    let own = &mut sentences[i];
+                    own.push(OwnSentence { utterance_id, text });
+                    if own.len() == per_error {
+                        missing -= 1;
+                    }
                 }
-            }
-            Ok(PracticeInputs { top, sentences })
-        })
-        .await
+                Ok(PracticeInputs { top, sentences })
+            })
+            .await?;
+        if !inputs.top.is_empty() {
+            self.practice
+                .fill(user_id, query, Arc::new(inputs.clone()), ticket);
+        }
+        Ok(inputs)
     }
 
     async fn recent_errors(
@@ -1044,6 +1095,71 @@ mod tests {
 
         let stranger = store.practice_inputs(Uuid::new_v4(), full).await;
         assert!(matches!(stranger, Err(StoreError::UserNotFound)));
+    }
+
+    /// Practice answers are kept in memory between writes; a write the
+    /// writer has acknowledged is in the very next answer.
+    #[tokio::test]
+    async fn kept_practice_inputs_follow_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let al = learner(&store, "al").await;
+        let said = utterance(&store, al, Some("She go to school")).await;
+        let query = PracticeQuery {
+            top_n: 3,
+            sentences_per_error: 3,
+            window: 200,
+        };
+        let mut expected = 0;
+        for round in 0..20 {
+            let points: Vec<ErrorPoint> = (0..=round % 3).map(|_| point(0)).collect();
+            expected += points.len() as i64;
+            record(&store, al, said, points).await;
+            // Twice: once filling the cache, once from it.
+            for _ in 0..2 {
+                let inputs = store.practice_inputs(al.0, query).await.unwrap();
+                assert_eq!(inputs.top[0].frequency, expected, "round {round}");
+                assert_eq!(inputs.sentences[0].len(), 1);
+            }
+        }
+        // Reads racing writes: every answer a reader gets after a write was
+        // acknowledged counts that write.
+        let store = Arc::new(store);
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    record(&store, al, said, vec![point(0)]).await;
+                }
+            })
+        };
+        let mut last = expected;
+        while !writer.is_finished() {
+            let seen = store.practice_inputs(al.0, query).await.unwrap().top[0].frequency;
+            assert!(seen >= last, "went back from {last} to {seen}");
+            last = seen;
+            tokio::task::yield_now().await;
+        }
+        writer.await.unwrap();
+        let seen = store.practice_inputs(al.0, query).await.unwrap().top[0].frequency;
+        assert_eq!(seen, expected + 200);
+    }
+
+    /// Two processes on one data directory would each keep answers the
+    /// other's writes made stale: the second is refused, with the reason.
+    #[tokio::test]
+    async fn one_store_per_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SqliteStore::open(dir.path()).await.unwrap();
+        let second = SqliteStore::open(dir.path()).await;
+        match second {
+            Err(StoreError::Unavailable(reason)) => {
+                assert!(reason.contains("another errata process"), "{reason}")
+            }
+            other => panic!("a second store opened: {:?}", other.err()),
+        }
+        drop(first);
+        SqliteStore::open(dir.path()).await.unwrap();
     }
 
     async fn record(
