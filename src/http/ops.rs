@@ -37,6 +37,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0],
             )
             .expect("static bucket list is not empty")
+            // Requests per embedded-store commit: a count, not seconds.
+            .set_buckets_for_metric(
+                Matcher::Full("errata_sqlite_commit_requests".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            )
+            .expect("static bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
         // Fails only when another recorder is already installed, which

@@ -340,7 +340,10 @@ fn run_writer(
                 _ => None,
             })
             .collect();
+        let started = std::time::Instant::now();
         let results = commit_group(&mut conn, &mut group);
+        metrics::histogram!("errata_sqlite_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("errata_sqlite_commit_requests").record(group.len() as f64);
         // Before anyone hears back: the next practice read of these
         // learners must see this commit.
         for user_id in learners {
