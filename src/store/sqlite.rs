@@ -43,7 +43,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reader connections kept open.
 const READERS: usize = 8;
 /// Memory for learners' practice inputs kept between writes.
-const PRACTICE_CACHE_BYTES: u64 = 64 << 20;
+const PRACTICE_CACHE_BYTES: u64 = 128 << 20;
 /// How often the checkpointer folds the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// The checkpointer catches up until at most this many frames are left for
@@ -293,6 +293,7 @@ fn run_checkpointer(
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         })
     };
+    lower_this_threads_priority();
     while !stopped.load(Ordering::Relaxed) {
         thread::sleep(CHECKPOINT_EVERY);
         match checkpoint() {
@@ -313,6 +314,32 @@ fn run_checkpointer(
     }
     // A last one, so a clean shutdown leaves the WAL folded in.
     let _ = checkpoint();
+}
+
+/// Checkpoints are background work: copying pages (and syncing the file)
+/// at the same priority as the writer and the request handlers took CPU
+/// slices from them on a busy machine, and showed as their latency. With a
+/// lower priority, the checkpointer runs on what they leave; it still
+/// catches up, since requests wait on I/O part of the time. (Ingest at 32
+/// connections on 2 cores, five runs each: p99 8.2-12.0 ms, median 9.2,
+/// against 10.1-16.6 ms, median 12.3.)
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; on
+        // Linux, PRIO_PROCESS with a thread id sets that thread's nice value
+        // only.
+        let failed = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0
+        };
+        if failed {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the checkpointer's priority"
+            );
+        }
+    }
 }
 
 /// The writer thread: drains the queue in groups, one transaction each.
