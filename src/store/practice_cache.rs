@@ -158,12 +158,17 @@ mod tests {
         })
     }
 
+    /// A read that misses, then fills the cache with what it found.
+    fn read_through(cache: &PracticeCache, user: Uuid, frequency: i64) {
+        let ticket = cache.get(user, QUERY).unwrap_err();
+        cache.fill(user, QUERY, inputs(frequency), ticket);
+    }
+
     #[test]
     fn a_read_fills_and_a_later_get_hits() {
         let cache = PracticeCache::new(1 << 20);
         let user = Uuid::now_v7();
-        let ticket = cache.get(user, QUERY).unwrap_err();
-        cache.fill(user, QUERY, inputs(1), ticket);
+        read_through(&cache, user, 1);
         assert_eq!(cache.get(user, QUERY).unwrap().top[0].frequency, 1);
         // Another query shape is a miss, not the wrong answer.
         let other = PracticeQuery { top_n: 3, ..QUERY };
@@ -174,8 +179,7 @@ mod tests {
     fn a_write_drops_the_entry() {
         let cache = PracticeCache::new(1 << 20);
         let user = Uuid::now_v7();
-        let ticket = cache.get(user, QUERY).unwrap_err();
-        cache.fill(user, QUERY, inputs(1), ticket);
+        read_through(&cache, user, 1);
         cache.invalidate(user);
         assert!(cache.get(user, QUERY).is_err());
     }
@@ -191,8 +195,7 @@ mod tests {
         cache.fill(user, QUERY, inputs(1), ticket);
         assert!(cache.get(user, QUERY).is_err());
         // A read that starts after the write fills the cache again.
-        let ticket = cache.get(user, QUERY).unwrap_err();
-        cache.fill(user, QUERY, inputs(2), ticket);
+        read_through(&cache, user, 2);
         assert_eq!(cache.get(user, QUERY).unwrap().top[0].frequency, 2);
     }
 
@@ -200,9 +203,7 @@ mod tests {
     fn memory_stays_within_the_budget() {
         let cache = PracticeCache::new(64 << 10);
         for _ in 0..10_000 {
-            let user = Uuid::now_v7();
-            let ticket = cache.get(user, QUERY).unwrap_err();
-            cache.fill(user, QUERY, inputs(1), ticket);
+            read_through(&cache, Uuid::now_v7(), 1);
         }
         assert!(cache.entries.weight() <= 64 << 10);
         assert!(cache.entries.len() < 10_000);
