@@ -40,6 +40,16 @@ const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a recorded request's fingerprint is kept: a retry within this
+/// time counts once (as in the cql mode).
+pub const FINGERPRINT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Fingerprints looked at per write (the writer's other requests wait
+/// for it, so it is kept to a few milliseconds).
+const FINGERPRINT_CHUNK: usize = 1000;
+/// Pause between two chunks of a pass, and between two passes.
+const EXPIRE_CHUNK_EVERY: Duration = Duration::from_millis(200);
+const EXPIRE_PASS_EVERY: Duration = Duration::from_secs(60);
+
 /// Reader connections kept open.
 const READERS: usize = 8;
 /// Memory for learners' practice inputs kept between writes.
@@ -101,6 +111,11 @@ enum WriteOp {
     CreateConversation(Uuid),
     CreateUtterance(NewUtterance),
     RecordErrors(ErrorReport),
+    /// One chunk of a pass that forgets old request fingerprints.
+    ExpireFingerprints {
+        after: Option<FingerprintCursor>,
+        before: i64,
+    },
 }
 
 enum Written {
@@ -108,6 +123,16 @@ enum Written {
     Conversation(Conversation),
     Utterance(Utterance),
     Recorded(RecordOutcome),
+    Expired(ExpiredChunk),
+}
+
+/// Where a pass over `ingest_requests` is: the last key looked at.
+type FingerprintCursor = (String, String);
+
+struct ExpiredChunk {
+    removed: usize,
+    /// `None` when the pass reached the end of the table.
+    next: Option<FingerprintCursor>,
 }
 
 struct WriteRequest {
@@ -179,6 +204,14 @@ impl SqliteStore {
         let stopped = Arc::new(AtomicBool::new(false));
         {
             let stopped = stopped.clone();
+            let writer = writer.downgrade();
+            thread::Builder::new()
+                .name("errata-sqlite-expirer".into())
+                .spawn(move || run_expirer(&writer, &stopped))
+                .map_err(internal)?;
+        }
+        {
+            let stopped = stopped.clone();
             thread::Builder::new()
                 .name("errata-sqlite-checkpointer".into())
                 .spawn(move || {
@@ -194,6 +227,30 @@ impl SqliteStore {
             rounds: Mutex::new(HashMap::new()),
             stopped,
         })
+    }
+
+    /// Forgets the fingerprints of requests recorded before `before`, in
+    /// one whole pass (the expirer thread does the same in the background,
+    /// a chunk at a time). Returns how many it removed.
+    pub async fn expire_fingerprints(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut after = None;
+        let mut removed = 0;
+        loop {
+            let op = WriteOp::ExpireFingerprints {
+                after,
+                before: micros(before),
+            };
+            match self.write(op).await? {
+                Written::Expired(chunk) => {
+                    removed += chunk.removed;
+                    match chunk.next {
+                        Some(next) => after = Some(next),
+                        None => return Ok(removed),
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
     }
 
     async fn write(&self, op: WriteOp) -> Result<Written, StoreError> {
@@ -314,6 +371,56 @@ fn run_checkpointer(
     }
     // A last one, so a clean shutdown leaves the WAL folded in.
     let _ = checkpoint();
+}
+
+/// Forgets old request fingerprints in the background, so that
+/// `ingest_requests` holds about a day of requests rather than every request
+/// ever made: passes over the table in key order, a chunk at a time through
+/// the writer, one pass a minute. It holds the writer's queue weakly, so it
+/// never keeps the writer alive.
+fn run_expirer(writer: &mpsc::WeakSender<WriteRequest>, stopped: &AtomicBool) {
+    lower_this_threads_priority();
+    let mut after: Option<FingerprintCursor> = None;
+    while !stopped.load(Ordering::Relaxed) {
+        let pause = if after.is_some() {
+            EXPIRE_CHUNK_EVERY
+        } else {
+            EXPIRE_PASS_EVERY
+        };
+        // Wakes often enough to notice the store closing.
+        let wake = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < wake {
+            if stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            let left = wake.saturating_duration_since(std::time::Instant::now());
+            thread::sleep(EXPIRE_CHUNK_EVERY.min(left));
+        }
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
+        let before = super::now() - chrono::Duration::from_std(FINGERPRINT_TTL).unwrap_or_default();
+        let (reply, answer) = oneshot::channel();
+        let op = WriteOp::ExpireFingerprints {
+            after: after.take(),
+            before: micros(before),
+        };
+        if writer.blocking_send(WriteRequest { op, reply }).is_err() {
+            return;
+        }
+        drop(writer);
+        match answer.blocking_recv() {
+            Ok(Ok(Written::Expired(chunk))) => {
+                if chunk.removed > 0 {
+                    tracing::debug!(removed = chunk.removed, "expired request fingerprints");
+                }
+                after = chunk.next;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "expiring request fingerprints failed"),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Checkpoints are background work: copying pages (and syncing the file)
@@ -445,7 +552,51 @@ fn apply(tx: &Connection, op: WriteOp) -> Result<Written, StoreError> {
         }
         WriteOp::CreateUtterance(new) => insert_utterance(tx, new).map(Written::Utterance),
         WriteOp::RecordErrors(report) => record(tx, report).map(Written::Recorded),
+        WriteOp::ExpireFingerprints { after, before } => {
+            expire_fingerprints(tx, after, before).map(Written::Expired)
+        }
     }
+}
+
+/// Looks at the next `FINGERPRINT_CHUNK` fingerprints after `after` (in key
+/// order) and deletes those recorded before `before` (microseconds).
+fn expire_fingerprints(
+    tx: &Connection,
+    after: Option<FingerprintCursor>,
+    before: i64,
+) -> Result<ExpiredChunk, StoreError> {
+    let (user_id, fingerprint) = after.unwrap_or_default();
+    let keys: Vec<(String, String, i64)> = tx
+        .prepare_cached(
+            "SELECT user_id, fingerprint, received_at FROM ingest_requests
+             WHERE (user_id, fingerprint) > (?1, ?2)
+             ORDER BY user_id, fingerprint LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![user_id, fingerprint, FINGERPRINT_CHUNK as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .collect()
+        })
+        .map_err(internal)?;
+    let mut delete = tx
+        .prepare_cached("DELETE FROM ingest_requests WHERE user_id = ?1 AND fingerprint = ?2")
+        .map_err(internal)?;
+    let mut removed = 0;
+    for (user_id, fingerprint, received_at) in &keys {
+        if *received_at < before {
+            removed += delete
+                .execute(params![user_id, fingerprint])
+                .map_err(internal)?;
+        }
+    }
+    let next = if keys.len() < FINGERPRINT_CHUNK {
+        None
+    } else {
+        keys.last().map(|(u, f, _)| (u.clone(), f.clone()))
+    };
+    Ok(ExpiredChunk { removed, next })
 }
 
 fn user_exists(conn: &Connection, user_id: Uuid) -> Result<bool, StoreError> {
@@ -707,6 +858,7 @@ fn unexpected(written: Written) -> StoreError {
         Written::Conversation(_) => "a conversation",
         Written::Utterance(_) => "an utterance",
         Written::Recorded(_) => "a record outcome",
+        Written::Expired(_) => "expired fingerprints",
     };
     StoreError::Internal(format!("the writer answered with {what} unexpectedly"))
 }
@@ -1173,6 +1325,52 @@ mod tests {
         writer.await.unwrap();
         let seen = store.practice_inputs(al.0, query).await.unwrap().top[0].frequency;
         assert_eq!(seen, expected + 200);
+    }
+
+    /// Fingerprints are kept for a day: a retry within it counts once, and
+    /// the ones older than that are removed, over as many chunks as it takes.
+    #[tokio::test]
+    async fn old_fingerprints_expire_and_recent_ones_still_deduplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let al = learner(&store, "al").await;
+        let said = utterance(&store, al, Some("She go to school")).await;
+        let report = |fingerprint: Uuid, received_at: DateTime<Utc>| ErrorReport {
+            user_id: al.0,
+            conversation_id: al.1,
+            utterance_id: said,
+            points: vec![point(0)],
+            fingerprint,
+            received_at,
+        };
+        let now = crate::store::now();
+        let day_and_a_bit = chrono::Duration::hours(25);
+        // More old ones than one chunk looks at.
+        let old: Vec<Uuid> = (0..FINGERPRINT_CHUNK + 150)
+            .map(|_| Uuid::new_v4())
+            .collect();
+        let recorded = futures_util::future::join_all(
+            old.iter()
+                .map(|f| store.record_errors(report(*f, now - day_and_a_bit))),
+        )
+        .await;
+        assert!(recorded.iter().all(|r| r.as_ref().unwrap().recorded == 1));
+        let recent = Uuid::new_v4();
+        store.record_errors(report(recent, now)).await.unwrap();
+
+        let removed = store
+            .expire_fingerprints(now - chrono::Duration::from_std(FINGERPRINT_TTL).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(removed, old.len());
+
+        // The recent request is still known; an old one counts again.
+        let retry = store.record_errors(report(recent, now)).await.unwrap();
+        assert!(retry.duplicate);
+        let again = store.record_errors(report(old[7], now)).await.unwrap();
+        assert_eq!((again.recorded, again.duplicate), (1, false));
+        let total = store.frequencies(al.0).await.unwrap().top(1)[0].frequency;
+        assert_eq!(total, old.len() as i64 + 2);
     }
 
     /// Two processes on one data directory would each keep answers the
