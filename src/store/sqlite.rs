@@ -1145,6 +1145,16 @@ mod tests {
         (user.user_id, conversation.conversation_id)
     }
 
+    /// A fresh store (in a temporary directory, kept alive by the first
+    /// value) with one learner who said one sentence.
+    async fn one_learner_with_a_sentence() -> (tempfile::TempDir, SqliteStore, (Uuid, Uuid), Uuid) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let al = learner(&store, "al").await;
+        let said = utterance(&store, al, Some("She go to school")).await;
+        (dir, store, al, said)
+    }
+
     async fn utterance(
         store: &SqliteStore,
         (user_id, conversation_id): (Uuid, Uuid),
@@ -1283,10 +1293,7 @@ mod tests {
     /// writer has acknowledged is in the very next answer.
     #[tokio::test]
     async fn kept_practice_inputs_follow_every_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let al = learner(&store, "al").await;
-        let said = utterance(&store, al, Some("She go to school")).await;
+        let (_dir, store, al, said) = one_learner_with_a_sentence().await;
         let query = PracticeQuery {
             top_n: 3,
             sentences_per_error: 3,
@@ -1331,10 +1338,7 @@ mod tests {
     /// the ones older than that are removed, over as many chunks as it takes.
     #[tokio::test]
     async fn old_fingerprints_expire_and_recent_ones_still_deduplicate() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let al = learner(&store, "al").await;
-        let said = utterance(&store, al, Some("She go to school")).await;
+        let (_dir, store, al, said) = one_learner_with_a_sentence().await;
         let report = |fingerprint: Uuid, received_at: DateTime<Utc>| ErrorReport {
             user_id: al.0,
             conversation_id: al.1,
