@@ -151,6 +151,11 @@ impl PracticeInputs {
 /// sentences (the result is the same: the small window starts the full one).
 const FIRST_PRACTICE_WINDOW: usize = 48;
 
+/// How long a counted request is remembered, in every backend: a retry
+/// within this time counts once. (The clients' retry horizon; in cql mode it
+/// dominates Redis memory, see docs/operations.md.)
+pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// What a backend can fail with. The HTTP layer maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

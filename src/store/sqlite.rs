@@ -40,9 +40,6 @@ const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a recorded request's fingerprint is kept: a retry within this
-/// time counts once (as in the cql mode).
-pub const FINGERPRINT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Fingerprints looked at per write (the writer's other requests wait
 /// for it, so it is kept to a few milliseconds).
 const FINGERPRINT_CHUNK: usize = 1000;
@@ -399,7 +396,8 @@ fn run_expirer(writer: &mpsc::WeakSender<WriteRequest>, stopped: &AtomicBool) {
         let Some(writer) = writer.upgrade() else {
             return;
         };
-        let before = super::now() - chrono::Duration::from_std(FINGERPRINT_TTL).unwrap_or_default();
+        let before =
+            super::now() - chrono::Duration::from_std(super::DEDUP_WINDOW).unwrap_or_default();
         let (reply, answer) = oneshot::channel();
         let op = WriteOp::ExpireFingerprints {
             after: after.take(),
@@ -1114,7 +1112,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::domain::{Email, ErrorName, ErrorPoint, Username};
-    use crate::store::NewUtterance;
+    use crate::store::{NewUtterance, DEDUP_WINDOW};
 
     const NAMES: [(&str, &str); 5] = [
         ("Grammar", "Articles"),
@@ -1363,7 +1361,7 @@ mod tests {
         store.record_errors(report(recent, now)).await.unwrap();
 
         let removed = store
-            .expire_fingerprints(now - chrono::Duration::from_std(FINGERPRINT_TTL).unwrap())
+            .expire_fingerprints(now - chrono::Duration::from_std(DEDUP_WINDOW).unwrap())
             .await
             .unwrap();
         assert_eq!(removed, old.len());

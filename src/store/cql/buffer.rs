@@ -32,9 +32,7 @@ pub const DIRTY_SHARDS: u32 = 16;
 /// it over.
 pub const LEASE: Duration = Duration::from_secs(10);
 /// How long a counted request is remembered as a duplicate.
-/// (The clients' retry horizon; it dominates Redis memory, see
-/// docs/operations.md.)
-pub const MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const MARKER_TTL: Duration = crate::store::DEDUP_WINDOW;
 /// How long a flusher owns a learner (far above a counter batch's timeout).
 pub const FLUSH_LOCK: Duration = Duration::from_secs(30);
 /// No Redis call may take longer than this; then the request fails with 503.
