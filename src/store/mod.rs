@@ -207,15 +207,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The learner's top errors and their own sentences for them, read
     /// together. Fails with `UserNotFound` for an unknown learner. Backends
-    /// that can answer it in one read override this.
+    /// that can answer it in one read override this. Shared, because a
+    /// backend may keep the answer and hand the same one out again.
     async fn practice_inputs(
         &self,
         user_id: Uuid,
         query: PracticeQuery,
-    ) -> Result<PracticeInputs, StoreError> {
+    ) -> Result<Arc<PracticeInputs>, StoreError> {
         let top = self.frequencies(user_id).await?.top(query.top_n);
         if top.is_empty() {
-            return Ok(PracticeInputs::default());
+            return Ok(Arc::default());
         }
         let first = query.window.min(FIRST_PRACTICE_WINDOW);
         let recent = self.recent_errors(user_id, first).await?;
@@ -224,14 +225,14 @@ pub trait Store: Send + Sync + 'static {
             || first == query.window
             || inputs.decided(query.sentences_per_error)
         {
-            return Ok(inputs);
+            return Ok(Arc::new(inputs));
         }
         let recent = self.recent_errors(user_id, query.window).await?;
-        Ok(PracticeInputs::from_recent(
+        Ok(Arc::new(PracticeInputs::from_recent(
             top,
             &recent,
             query.sentences_per_error,
-        ))
+        )))
     }
 
     /// A number that grows with each call for the learner: it moves the

@@ -925,9 +925,9 @@ impl Store for SqliteStore {
         &self,
         user_id: Uuid,
         query: PracticeQuery,
-    ) -> Result<PracticeInputs, StoreError> {
+    ) -> Result<Arc<PracticeInputs>, StoreError> {
         let ticket = match self.practice.get(user_id, query) {
-            Ok(cached) => return Ok(PracticeInputs::clone(&cached)),
+            Ok(cached) => return Ok(cached),
             Err(ticket) => ticket,
         };
         // One read: the counts, then the learner's latest events from the
@@ -1016,9 +1016,9 @@ impl Store for SqliteStore {
                 Ok(PracticeInputs { top, sentences })
             })
             .await?;
+        let inputs = Arc::new(inputs);
         if !inputs.top.is_empty() {
-            self.practice
-                .fill(user_id, query, Arc::new(inputs.clone()), ticket);
+            self.practice.fill(user_id, query, inputs.clone(), ticket);
         }
         Ok(inputs)
     }
@@ -1417,6 +1417,6 @@ mod tests {
         let recent = store.recent_errors(user_id, query.window).await.unwrap();
         let expected = PracticeInputs::from_recent(top, &recent, query.sentences_per_error);
         let got = store.practice_inputs(user_id, query).await.unwrap();
-        assert_eq!(got, expected, "{query:?}");
+        assert_eq!(*got, expected, "{query:?}");
     }
 }
