@@ -47,7 +47,7 @@ const FINGERPRINT_CHUNK: usize = 1000;
 const EXPIRE_CHUNK_EVERY: Duration = Duration::from_millis(200);
 const EXPIRE_PASS_EVERY: Duration = Duration::from_secs(60);
 
-/// Reader connections kept open.
+/// Most reader connections open at once.
 const READERS: usize = 8;
 /// Memory for learners' practice inputs kept between writes.
 const PRACTICE_CACHE_BYTES: u64 = 128 << 20;
@@ -237,15 +237,11 @@ impl SqliteStore {
                 after,
                 before: micros(before),
             };
-            match self.write(op).await? {
-                Written::Expired(chunk) => {
-                    removed += chunk.removed;
-                    match chunk.next {
-                        Some(next) => after = Some(next),
-                        None => return Ok(removed),
-                    }
-                }
-                other => return Err(unexpected(other)),
+            let chunk = expired(self.write(op).await?)?;
+            removed += chunk.removed;
+            match chunk.next {
+                Some(next) => after = Some(next),
+                None => return Ok(removed),
             }
         }
     }
@@ -407,27 +403,28 @@ fn run_expirer(writer: &mpsc::WeakSender<WriteRequest>, stopped: &AtomicBool) {
             return;
         }
         drop(writer);
-        match answer.blocking_recv() {
-            Ok(Ok(Written::Expired(chunk))) => {
+        let Ok(written) = answer.blocking_recv() else {
+            return;
+        };
+        match written.and_then(expired) {
+            Ok(chunk) => {
                 if chunk.removed > 0 {
                     tracing::debug!(removed = chunk.removed, "expired request fingerprints");
                 }
                 after = chunk.next;
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "expiring request fingerprints failed"),
-            Err(_) => return,
+            Err(e) => tracing::warn!(error = %e, "expiring request fingerprints failed"),
         }
     }
 }
 
-/// Checkpoints are background work: copying pages (and syncing the file)
-/// at the same priority as the writer and the request handlers took CPU
-/// slices from them on a busy machine, and showed as their latency. With a
-/// lower priority, the checkpointer runs on what they leave; it still
-/// catches up, since requests wait on I/O part of the time. (Ingest at 32
-/// connections on 2 cores, five runs each: p99 8.2-12.0 ms, median 9.2,
-/// against 10.1-16.6 ms, median 12.3.)
+/// For the background threads (checkpointer, expirer). Checkpoints copy
+/// pages (and sync the file); at the same priority as the writer and the
+/// request handlers that took CPU slices from them on a busy machine, and
+/// showed as their latency. With a lower priority, background work runs on
+/// what they leave; it still catches up, since requests wait on I/O part of
+/// the time. (Ingest at 32 connections on 2 cores, five runs each: p99
+/// 8.2-12.0 ms, median 9.2, against 10.1-16.6 ms, median 12.3.)
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
     {
@@ -441,7 +438,7 @@ fn lower_this_threads_priority() {
         if failed {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),
-                "could not lower the checkpointer's priority"
+                "could not lower a background thread's priority"
             );
         }
     }
@@ -848,6 +845,14 @@ fn record(tx: &Connection, report: ErrorReport) -> Result<RecordOutcome, StoreEr
         recorded: report.points.len(),
         duplicate: false,
     })
+}
+
+/// The writer's answer to an `ExpireFingerprints` op.
+fn expired(written: Written) -> Result<ExpiredChunk, StoreError> {
+    match written {
+        Written::Expired(chunk) => Ok(chunk),
+        other => Err(unexpected(other)),
+    }
 }
 
 fn unexpected(written: Written) -> StoreError {
