@@ -1,9 +1,6 @@
 //! `errata migrate` for the cql store: applies the files in `cql/`.
 
-use std::time::Duration;
-
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 
 use crate::config::Config;
 
@@ -18,15 +15,6 @@ const FILES: [(&str, &str); 2] = [
         include_str!("../../../cql/002_tables.cql"),
     ),
 ];
-
-pub async fn connect(config: &Config) -> anyhow::Result<Session> {
-    let session = SessionBuilder::new()
-        .known_nodes(&config.cql_nodes)
-        .connection_timeout(Duration::from_secs(5))
-        .build()
-        .await?;
-    Ok(session)
-}
 
 /// A keyspace name must be a plain CQL identifier: it is put into statements.
 pub fn check_keyspace(name: &str) -> anyhow::Result<()> {
@@ -105,7 +93,7 @@ async fn replication(session: &Session, config: &Config) -> anyhow::Result<Strin
 /// Creates the keyspace and tables if missing; returns a line saying so.
 pub async fn migrate(config: &Config) -> anyhow::Result<String> {
     check_keyspace(&config.cql_keyspace)?;
-    let session = connect(config).await?;
+    let session = super::session::connect(config, None).await?;
     let replication = replication(&session, config).await?;
     // Only ScyllaDB has system.scylla_local, and only a ScyllaDB with
     // tablets has system.tablets; counters need tablets off there.

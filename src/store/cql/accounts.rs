@@ -1,0 +1,177 @@
+//! Users, conversations and utterances: created once, never changed, so
+//! their existence and ownership are facts a request can check.
+
+use scylla::value::{CqlTimestamp, Row};
+use uuid::Uuid;
+
+use super::session::{cql_error, first_column_true, from_timestamp, internal, timestamp};
+use super::Inner;
+use crate::store::{Conversation, NewUser, NewUtterance, StoreError, User, Utterance};
+
+impl Inner {
+    pub(super) async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let s = &self.statements;
+        let user = User {
+            user_id: Uuid::now_v7(),
+            username: new.username.as_str().to_owned(),
+            email: new.email.as_str().to_owned(),
+            created_at: crate::store::now(),
+        };
+        // The row first, then the e-mail claim: a crash in between leaves an
+        // unreachable row, never an e-mail claimed by nobody.
+        self.session
+            .execute_unpaged(
+                &s.insert_user,
+                (
+                    user.user_id,
+                    &user.username,
+                    &user.email,
+                    timestamp(user.created_at),
+                ),
+            )
+            .await
+            .map_err(cql_error)?;
+        let claim = self
+            .session
+            .execute_unpaged(&s.claim_email, (new.email.key(), user.user_id))
+            .await
+            .map_err(cql_error)?
+            .into_rows_result()
+            .map_err(internal)?;
+        let applied = first_column_true(claim.maybe_first_row::<Row>().map_err(internal)?);
+        if !applied {
+            if let Err(e) = self
+                .session
+                .execute_unpaged(&s.delete_user, (user.user_id,))
+                .await
+            {
+                tracing::warn!(error = %e, "could not remove the row of a refused sign-up");
+            }
+            return Err(StoreError::EmailTaken);
+        }
+        Ok(user)
+    }
+
+    pub(super) async fn create_conversation(
+        &self,
+        user_id: Uuid,
+    ) -> Result<Conversation, StoreError> {
+        if !self.user_exists(user_id).await? {
+            return Err(StoreError::UserNotFound);
+        }
+        let conversation = Conversation {
+            conversation_id: Uuid::now_v7(),
+            user_id,
+            started_at: crate::store::now(),
+        };
+        self.session
+            .execute_unpaged(
+                &self.statements.insert_conversation,
+                (
+                    user_id,
+                    conversation.conversation_id,
+                    timestamp(conversation.started_at),
+                ),
+            )
+            .await
+            .map_err(cql_error)?;
+        Ok(conversation)
+    }
+
+    pub(super) async fn create_utterance(
+        &self,
+        new: NewUtterance,
+    ) -> Result<Utterance, StoreError> {
+        if !self
+            .conversation_exists(new.user_id, new.conversation_id)
+            .await?
+        {
+            return Err(StoreError::ConversationNotFound);
+        }
+        let utterance = Utterance {
+            utterance_id: Uuid::now_v7(),
+            conversation_id: new.conversation_id,
+            user_id: new.user_id,
+            content: new.content,
+            created_at: crate::store::now(),
+        };
+        self.session
+            .execute_unpaged(
+                &self.statements.insert_utterance,
+                (
+                    utterance.user_id,
+                    utterance.conversation_id,
+                    utterance.utterance_id,
+                    &utterance.content,
+                    timestamp(utterance.created_at),
+                ),
+            )
+            .await
+            .map_err(cql_error)?;
+        Ok(utterance)
+    }
+
+    pub(super) async fn user_exists(&self, user_id: Uuid) -> Result<bool, StoreError> {
+        Ok(self.fetch_user(user_id).await?.is_some())
+    }
+
+    pub(super) async fn fetch_user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.statements.select_user, (user_id,))
+            .await
+            .map_err(cql_error)?
+            .into_rows_result()
+            .map_err(internal)?;
+        let row = rows
+            .maybe_first_row::<(Option<String>, Option<String>, Option<CqlTimestamp>)>()
+            .map_err(internal)?;
+        Ok(row.map(|(username, email, created_at)| User {
+            user_id,
+            username: username.unwrap_or_default(),
+            email: email.unwrap_or_default(),
+            created_at: created_at.map(from_timestamp).unwrap_or_default(),
+        }))
+    }
+
+    pub(super) async fn conversation_exists(
+        &self,
+        user_id: Uuid,
+        conversation_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(
+                &self.statements.select_conversation,
+                (user_id, conversation_id),
+            )
+            .await
+            .map_err(cql_error)?
+            .into_rows_result()
+            .map_err(internal)?;
+        Ok(rows.rows_num() > 0)
+    }
+
+    /// `None` when the utterance is not in this learner's conversation.
+    pub(super) async fn utterance_content(
+        &self,
+        user_id: Uuid,
+        conversation_id: Uuid,
+        utterance_id: Uuid,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(
+                &self.statements.select_utterance,
+                (user_id, conversation_id, utterance_id),
+            )
+            .await
+            .map_err(cql_error)?
+            .into_rows_result()
+            .map_err(internal)?;
+        let row = rows
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(internal)?;
+        Ok(row.map(|(content,)| content))
+    }
+}

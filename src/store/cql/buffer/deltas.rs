@@ -1,0 +1,221 @@
+//! Count deltas: pending ones added by requests, in-flight ones a flusher
+//! is applying, the flush lock, and the dirty sets that say whom to flush.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::redis::AsyncCommands;
+use uuid::Uuid;
+
+use super::keys::{
+    dirty_key, dirty_shard, epoch_key, inflight_key, lock_key, pending_key, since_key,
+    DIRTY_SHARDS, FLUSH_LOCK,
+};
+use super::{bounded, Buffer};
+use crate::domain::ErrorKey;
+use crate::store::StoreError;
+
+pub enum Take {
+    Busy,
+    Empty,
+    /// Deltas to apply; `replay` when a crashed flusher left them.
+    Deltas {
+        deltas: Vec<(ErrorKey, i64)>,
+        replay: bool,
+        /// How long the oldest delta waited in Redis.
+        age: Duration,
+    },
+}
+
+/// A consistent view of a learner's buffered deltas.
+pub struct Buffered {
+    pub pending: HashMap<ErrorKey, i64>,
+    pub inflight: HashMap<ErrorKey, i64>,
+    pub epoch: i64,
+    /// A flusher owns the learner now (its batch may be half way).
+    pub locked: bool,
+}
+
+fn decode_deltas(pairs: &[String]) -> Vec<(ErrorKey, i64)> {
+    pairs
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let key = ErrorKey::decode(&pair[0]);
+            let delta = pair[1].parse::<i64>().ok();
+            if key.is_none() || delta.is_none() {
+                tracing::warn!("ignoring a malformed buffered delta");
+            }
+            Some((key?, delta?))
+        })
+        .collect()
+}
+
+fn to_map(raw: HashMap<String, i64>) -> HashMap<ErrorKey, i64> {
+    raw.into_iter()
+        .filter_map(|(k, v)| Some((ErrorKey::decode(&k)?, v)))
+        .collect()
+}
+
+impl Buffer {
+    /// Pending and in-flight deltas, the epoch and the lock, atomically.
+    pub async fn buffered(&self, user: Uuid) -> Result<Buffered, StoreError> {
+        let mut conn = self.conn();
+        let (pending, inflight, epoch, locked): (
+            HashMap<String, i64>,
+            HashMap<String, i64>,
+            Option<i64>,
+            i64,
+        ) = bounded(
+            redis::pipe()
+                .atomic()
+                .hgetall(pending_key(user))
+                .hgetall(inflight_key(user))
+                .get(epoch_key(user))
+                .exists(lock_key(user))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(Buffered {
+            pending: to_map(pending),
+            inflight: to_map(inflight),
+            epoch: epoch.unwrap_or(0),
+            locked: locked == 1,
+        })
+    }
+
+    pub async fn epoch(&self, user: Uuid) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let epoch: Option<i64> = bounded(conn.get(epoch_key(user))).await?;
+        Ok(epoch.unwrap_or(0))
+    }
+
+    pub async fn take(&self, user: Uuid, token: &str) -> Result<Take, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.take.key(pending_key(user));
+        invocation
+            .key(inflight_key(user))
+            .key(lock_key(user))
+            .key(epoch_key(user))
+            .key(since_key(user))
+            .arg(token)
+            .arg(FLUSH_LOCK.as_millis() as u64);
+        let answer: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
+        match answer.first().map(String::as_str) {
+            Some("busy") => Ok(Take::Busy),
+            Some("empty") => Ok(Take::Empty),
+            Some(state) => Ok(Take::Deltas {
+                replay: state == "replay",
+                age: Duration::from_millis(
+                    answer
+                        .get(1)
+                        .and_then(|a| a.parse::<u64>().ok())
+                        .unwrap_or(0),
+                ),
+                deltas: decode_deltas(answer.get(2..).unwrap_or_default()),
+            }),
+            None => Err(StoreError::Internal("redis: empty take answer".into())),
+        }
+    }
+
+    pub async fn done(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.done.key(inflight_key(user));
+        invocation
+            .key(lock_key(user))
+            .key(epoch_key(user))
+            .arg(token);
+        let done: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(done == 1)
+    }
+
+    pub async fn release(&self, user: Uuid, token: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.release.key(lock_key(user));
+        invocation.key(epoch_key(user)).arg(token);
+        bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// Some learners of one dirty shard (all of them when `count` is None).
+    pub async fn dirty(&self, shard: u32, count: Option<usize>) -> Result<Vec<Uuid>, StoreError> {
+        let mut conn = self.conn();
+        let members: Vec<String> = match count {
+            Some(n) => {
+                bounded(
+                    redis::cmd("SRANDMEMBER")
+                        .arg(dirty_key(shard))
+                        .arg(n)
+                        .query_async(&mut conn),
+                )
+                .await?
+            }
+            None => bounded(conn.smembers(dirty_key(shard))).await?,
+        };
+        Ok(members
+            .iter()
+            .filter_map(|m| Uuid::parse_str(m).ok())
+            .collect())
+    }
+
+    /// How many learners are dirty, over every shard.
+    pub async fn dirty_learners(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        for shard in 0..DIRTY_SHARDS {
+            pipe.scard(dirty_key(shard));
+        }
+        let sizes: Vec<u64> = bounded(pipe.query_async(&mut conn)).await?;
+        Ok(sizes.iter().sum())
+    }
+
+    /// Drops a learner from its dirty shard, unless deltas arrived meanwhile.
+    /// Deltas committed after the check are marked again by `commit`.
+    pub async fn clean(&self, user: Uuid) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let shard = dirty_key(dirty_shard(user));
+        bounded(conn.srem::<_, _, i64>(&shard, user.to_string())).await?;
+        let (pending, inflight): (i64, i64) = bounded(
+            redis::pipe()
+                .exists(pending_key(user))
+                .exists(inflight_key(user))
+                .query_async(&mut conn),
+        )
+        .await?;
+        if pending + inflight > 0 {
+            bounded(conn.sadd::<_, _, i64>(&shard, user.to_string())).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the flush lock for work that must not run beside a flush
+    /// (repair). Returns false when a flusher owns the learner.
+    pub async fn lock(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let set: Option<String> = bounded(
+            redis::cmd("SET")
+                .arg(lock_key(user))
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(FLUSH_LOCK.as_millis() as u64)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_deltas_decode_with_separators_in_names() {
+        let key = ErrorKey {
+            category: "a:{b}".into(),
+            subcategory: "c}:{".into(),
+        };
+        let raw = vec![key.encode(), "3".into(), "garbage".into(), "x".into()];
+        assert_eq!(decode_deltas(&raw), vec![(key, 3)]);
+    }
+}

@@ -1,0 +1,81 @@
+//! The Redis keys of the buffer. Every key a learner owns carries the
+//! `{user_id}` hash tag, so all of them live in one Redis Cluster slot and
+//! one script may touch them together.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+pub const DIRTY_SHARDS: u32 = 16;
+/// How long a request holds its deduplication lease before a retry may take
+/// it over.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How long a counted request is remembered as a duplicate.
+pub const MARKER_TTL: Duration = crate::store::DEDUP_WINDOW;
+/// How long a flusher owns a learner (far above a counter batch's timeout).
+pub const FLUSH_LOCK: Duration = Duration::from_secs(30);
+/// No Redis call may take longer than this; then the request fails with 503.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn pending_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:pending")
+}
+pub fn inflight_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:inflight")
+}
+pub fn lock_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:flushlock")
+}
+pub fn since_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:since")
+}
+pub fn epoch_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:epoch")
+}
+pub fn request_key(user: Uuid, fingerprint: Uuid) -> String {
+    format!("errata:{{{user}}}:req:{fingerprint}")
+}
+pub fn round_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:round")
+}
+/// Every key of one learner, for tests and tooling.
+pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
+    vec![
+        pending_key(user),
+        inflight_key(user),
+        lock_key(user),
+        since_key(user),
+        epoch_key(user),
+        request_key(user, fingerprint),
+        round_key(user),
+    ]
+}
+pub fn dirty_shard(user: Uuid) -> u32 {
+    (user.as_u128() % u128::from(DIRTY_SHARDS)) as u32
+}
+pub fn dirty_key(shard: u32) -> String {
+    format!("errata:dirty:{{{shard}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_learner_key_carries_the_user_hash_tag() {
+        let user = Uuid::new_v4();
+        let tag = format!("{{{user}}}");
+        for key in learner_keys(user, Uuid::new_v4()) {
+            // The tag is the first {...} of the key, so it decides the slot.
+            assert_eq!(key.find('{'), key.find(&tag), "{key}");
+        }
+    }
+
+    #[test]
+    fn dirty_shards_cover_every_shard_and_only_those() {
+        let shards: std::collections::HashSet<u32> =
+            (0..2000).map(|_| dirty_shard(Uuid::new_v4())).collect();
+        assert_eq!(shards.len(), DIRTY_SHARDS as usize);
+        assert!(shards.iter().all(|s| *s < DIRTY_SHARDS));
+    }
+}

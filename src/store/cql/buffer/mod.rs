@@ -1,0 +1,110 @@
+//! The Redis write-behind buffer of the cql store.
+//!
+//! Every key a learner owns carries the `{user_id}` hash tag, so all of them
+//! live in one Redis Cluster slot and the Lua scripts below may touch them
+//! together:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `errata:{U}:pending` | hash | acknowledged count deltas not yet taken by a flusher (field: [`ErrorKey::encode`]) |
+//! | `errata:{U}:inflight` | hash | deltas a flusher is applying (or left behind when it crashed) |
+//! | `errata:{U}:flushlock` | string | the flusher that owns the learner now (token, expires) |
+//! | `errata:{U}:since` | integer | when the oldest pending delta arrived (ms), for the flush lag |
+//! | `errata:{U}:epoch` | integer | bumped when a flush starts and ends, for consistent reads |
+//! | `errata:{U}:req:F` | string | request F: `L|at|deadline|token` while leased, `D` once counted |
+//! | `errata:{U}:round` | integer | the exercise rotation |
+//!
+//! Dirty learners are kept in [`DIRTY_SHARDS`] sets `errata:dirty:{N}` (one
+//! per shard, so no single hot key); a learner is added before its deltas.
+//!
+//! [`keys`] names the keys, [`dedup`] leases and marks requests, [`deltas`]
+//! moves count deltas between requests and flushers; the scripts are the
+//! `.lua` files in `scripts/`, each run atomically on one learner's slot.
+
+mod dedup;
+mod deltas;
+pub mod keys;
+
+pub use self::dedup::Lease;
+pub use self::deltas::{Buffered, Take};
+pub use self::keys::*;
+
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{AsyncCommands, Script};
+use uuid::Uuid;
+
+use crate::store::StoreError;
+
+/// A script that reads the server's clock starts with `now_ms()`.
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("scripts/clock.lua"),
+            include_str!(concat!("scripts/", $file))
+        ))
+    };
+}
+
+/// The buffer: one multiplexed Redis connection and the loaded scripts.
+pub struct Buffer {
+    conn: ConnectionManager,
+    pub(super) lease: Script,
+    pub(super) commit: Script,
+    pub(super) abandon: Script,
+    pub(super) take: Script,
+    pub(super) done: Script,
+    pub(super) release: Script,
+}
+
+pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// Runs a Redis call with the call timeout; errors and timeouts are 503s.
+pub(super) async fn bounded<T>(
+    call: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
+    }
+}
+
+impl Buffer {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = ::redis::Client::open(url).map_err(unavailable)?;
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = bounded(ConnectionManager::new_with_config(client, config)).await?;
+        Ok(Self {
+            conn,
+            lease: script!("lease.lua"),
+            commit: script!("commit.lua"),
+            abandon: script!("abandon.lua"),
+            take: script!("take.lua"),
+            done: script!("done.lua"),
+            release: script!("release.lua"),
+        })
+    }
+
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        bounded(::redis::cmd("PING").query_async::<String>(&mut conn)).await?;
+        Ok(())
+    }
+
+    pub async fn next_round(&self, user: Uuid) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let round: i64 = bounded(conn.incr(round_key(user), 1)).await?;
+        Ok(round.saturating_sub(1).max(0) as u64)
+    }
+}

@@ -1,0 +1,194 @@
+//! The flusher: a task in every process that moves a dirty learner's
+//! pending deltas aside, applies them as one counter batch and forgets them
+//! only after the batch succeeded. Replicas cooperate through the flush
+//! locks in Redis; there is no leader.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::Counter;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::buffer::{self, Take, DIRTY_SHARDS};
+use super::session::cql_error;
+use super::Inner;
+use crate::domain::ErrorKey;
+use crate::store::StoreError;
+
+/// Learners one flusher tick takes from each dirty shard.
+const LEARNERS_PER_TICK: usize = 64;
+/// Learners a flusher flushes at once (each is a few Redis and CQL round
+/// trips; one at a time, a replica flushed only ~100 learners a second).
+const FLUSH_CONCURRENCY: usize = 16;
+/// A flusher stops retrying to finish a flush this long before its lock
+/// expires (then another flusher may take the learner).
+const FINISH_MARGIN: Duration = Duration::from_secs(10);
+/// How long `flush` keeps draining before it gives up.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(60);
+
+pub(super) enum Flushed {
+    /// Deltas were applied.
+    Yes,
+    /// Nothing was buffered.
+    Nothing,
+    /// Another flusher owns the learner now.
+    Busy,
+}
+
+/// The background flusher: every interval, takes some learners of every
+/// dirty shard and flushes them. Replicas cooperate through the flush locks.
+pub(super) async fn run(inner: Arc<Inner>, interval: Duration, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match inner.buffer.dirty_learners().await {
+            Ok(n) => metrics::gauge!("errata_buffer_pending_learners").set(n as f64),
+            Err(e) => tracing::warn!(error = %e, "flusher: cannot count dirty learners"),
+        }
+        for shard in 0..DIRTY_SHARDS {
+            let learners = match inner.buffer.dirty(shard, Some(LEARNERS_PER_TICK)).await {
+                Ok(learners) => learners,
+                Err(e) => {
+                    tracing::warn!(error = %e, "flusher: cannot read dirty learners");
+                    break;
+                }
+            };
+            futures_util::stream::iter(learners)
+                .for_each_concurrent(FLUSH_CONCURRENCY, |user| {
+                    let inner = &inner;
+                    async move {
+                        if let Err(e) = inner.flush_learner(user).await {
+                            tracing::warn!(error = %e, %user, "flusher: flush failed, will retry");
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+}
+
+impl Inner {
+    /// Adds the deltas to the learner's counters in one counter batch.
+    pub(super) async fn apply_counts(
+        &self,
+        user: Uuid,
+        deltas: &[(ErrorKey, i64)],
+    ) -> Result<(), StoreError> {
+        let values: Vec<(Counter, Uuid, &str, &str)> = deltas
+            .iter()
+            .filter(|(_, delta)| *delta != 0)
+            .map(|(key, delta)| {
+                (
+                    Counter(*delta),
+                    user,
+                    key.category.as_str(),
+                    key.subcategory.as_str(),
+                )
+            })
+            .collect();
+        if values.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new(BatchType::Counter);
+        batch.set_is_idempotent(false);
+        for _ in &values {
+            batch.append_statement(self.statements.add_count.clone());
+        }
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(cql_error)?;
+        Ok(())
+    }
+
+    /// Applies every buffered delta of one learner.
+    pub(super) async fn flush_learner(&self, user: Uuid) -> Result<Flushed, StoreError> {
+        let token = Uuid::new_v4().to_string();
+        let mut flushed = Flushed::Nothing;
+        loop {
+            match self.buffer.take(user, &token).await? {
+                Take::Busy => return Ok(Flushed::Busy),
+                Take::Empty => {
+                    self.buffer.clean(user).await?;
+                    return Ok(flushed);
+                }
+                Take::Deltas {
+                    deltas,
+                    replay,
+                    age,
+                } => {
+                    if replay {
+                        tracing::warn!(%user, "re-applying in-flight deltas of an interrupted flush");
+                    } else {
+                        metrics::gauge!("errata_flush_lag_seconds").set(age.as_secs_f64());
+                    }
+                    if let Err(e) = self.apply_counts(user, &deltas).await {
+                        metrics::counter!("errata_flush_failures_total").increment(1);
+                        if let Err(release) = self.buffer.release(user, &token).await {
+                            tracing::warn!(error = %release, "could not release a flush lock");
+                        }
+                        return Err(e);
+                    }
+                    metrics::counter!("errata_flush_batches_total").increment(1);
+                    metrics::histogram!("errata_flush_batch_size").record(deltas.len() as f64);
+                    if !self.finish_flush(user, &token).await? {
+                        tracing::warn!(%user, "flush lock expired during a counter batch");
+                    }
+                    flushed = Flushed::Yes;
+                }
+            }
+        }
+    }
+
+    /// Deletes the in-flight deltas after their batch was applied. Redis may
+    /// be briefly away: retrying while the flush lock is still ours beats
+    /// leaving the deltas to be applied a second time by the next flusher.
+    pub(super) async fn finish_flush(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        loop {
+            match self.buffer.done(user, token).await {
+                Ok(done) => return Ok(done),
+                Err(e) if started.elapsed() + FINISH_MARGIN < buffer::FLUSH_LOCK => {
+                    tracing::warn!(error = %e, %user, "flusher: cannot finish a flush yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(super) async fn drain(&self) -> Result<usize, StoreError> {
+        let started = Instant::now();
+        let mut flushed = 0;
+        loop {
+            let mut any = false;
+            let mut busy = false;
+            for shard in 0..DIRTY_SHARDS {
+                for user in self.buffer.dirty(shard, None).await? {
+                    any = true;
+                    match self.flush_learner(user).await? {
+                        Flushed::Yes => flushed += 1,
+                        Flushed::Busy => busy = true,
+                        Flushed::Nothing => {}
+                    }
+                }
+            }
+            if !any {
+                return Ok(flushed);
+            }
+            if started.elapsed() > FLUSH_DEADLINE {
+                return Err(StoreError::Unavailable(
+                    "flush: learners kept arriving or stayed locked".into(),
+                ));
+            }
+            if busy {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

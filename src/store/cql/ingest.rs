@@ -1,0 +1,251 @@
+//! Recording a report: validate against CQL, lease the request's
+//! fingerprint in Redis, append its events (idempotent writes), then count
+//! it in Redis and turn the lease into a "done" marker in one script; only
+//! then is it acknowledged.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, Utc};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::CqlTimestamp;
+use uuid::Uuid;
+
+use super::buffer::{Lease, LEASE};
+use super::session::{cql_error, timestamp};
+use super::Inner;
+use crate::domain::ErrorKey;
+use crate::store::{ErrorReport, RecordOutcome, StoreError};
+
+/// Characters of the utterance kept with each event.
+const SNIPPET_CHARS: usize = 500;
+/// Events per unlogged batch (one partition), to stay far below batch limits.
+const EVENTS_PER_BATCH: usize = 16;
+/// Twice 2026-01-01T00:00:00Z in microseconds. Spelling cells are written
+/// with the timestamp `SPELLING_CLOCK - now`: it decreases as time goes on,
+/// so the first write wins, and it stays in the past (ScyllaDB refuses
+/// timestamps far in the future) until 2082.
+const SPELLING_CLOCK: i64 = 2 * 1_767_225_600_000_000;
+
+/// The month bucket of `error_events`, as yyyymm.
+pub fn bucket(t: DateTime<Utc>) -> i32 {
+    t.year() * 100 + t.month() as i32
+}
+
+fn snippet(content: Option<&str>) -> Option<String> {
+    content.map(|c| c.chars().take(SNIPPET_CHARS).collect())
+}
+
+impl Inner {
+    pub(super) async fn record(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
+        let inner = self;
+        let (user, conversation, utterance) = tokio::join!(
+            inner.user_exists(report.user_id),
+            inner.conversation_exists(report.user_id, report.conversation_id),
+            inner.utterance_content(report.user_id, report.conversation_id, report.utterance_id),
+        );
+        if !user? {
+            return Err(StoreError::UserNotFound);
+        }
+        if !conversation? {
+            return Err(StoreError::ConversationNotFound);
+        }
+        let Some(content) = utterance? else {
+            return Err(StoreError::UtteranceNotFound);
+        };
+
+        let token = Uuid::new_v4().to_string();
+        let started = Instant::now();
+        let at_ms = loop {
+            match inner
+                .buffer
+                .lease(
+                    report.user_id,
+                    report.fingerprint,
+                    report.received_at.timestamp_millis(),
+                    &token,
+                )
+                .await?
+            {
+                Lease::Acquired { at_ms } => break at_ms,
+                Lease::Done => {
+                    return Ok(RecordOutcome {
+                        recorded: 0,
+                        duplicate: true,
+                    })
+                }
+                Lease::Busy => {
+                    if started.elapsed() > LEASE + Duration::from_secs(2) {
+                        return Err(StoreError::Unavailable(
+                            "the same request is still being recorded".into(),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let at = DateTime::from_timestamp_millis(at_ms).unwrap_or(report.received_at);
+        if let Err(e) = inner.write_events(&report, at, content.as_deref()).await {
+            inner
+                .buffer
+                .abandon(report.user_id, report.fingerprint, &token)
+                .await;
+            return Err(e);
+        }
+        let mut deltas: Vec<(ErrorKey, i64)> = Vec::new();
+        for point in &report.points {
+            let key = point.key();
+            match deltas.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => deltas.push((key, 1)),
+            }
+        }
+        if !inner
+            .buffer
+            .commit(report.user_id, report.fingerprint, &token, &deltas)
+            .await?
+        {
+            return Err(StoreError::Unavailable(
+                "the request's lease expired before it was counted; retry it".into(),
+            ));
+        }
+        Ok(RecordOutcome {
+            recorded: report.points.len(),
+            duplicate: false,
+        })
+    }
+
+    /// Writes the events, labels and bucket of a leased report (idempotent:
+    /// a takeover rewrites the same rows).
+    pub(super) async fn write_events(
+        &self,
+        report: &ErrorReport,
+        at: DateTime<Utc>,
+        content: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let s = &self.statements;
+        let (user, month) = (report.user_id, bucket(at));
+        let at_micros = at.timestamp_micros();
+        let snippet = snippet(content);
+
+        let mut labels = Batch::new(BatchType::Unlogged);
+        labels.set_is_idempotent(true);
+        let mut label_values: Vec<(i64, String, String, Uuid, String, String)> = Vec::new();
+        let mut seen_values: Vec<(i64, CqlTimestamp, Uuid, String, String)> = Vec::new();
+        let mut keys: Vec<ErrorKey> = Vec::new();
+        for point in &report.points {
+            let key = point.key();
+            if keys.contains(&key) {
+                continue;
+            }
+            label_values.push((
+                SPELLING_CLOCK - at_micros,
+                point.category.as_str().to_owned(),
+                point.subcategory.as_str().to_owned(),
+                user,
+                key.category.clone(),
+                key.subcategory.clone(),
+            ));
+            seen_values.push((
+                at_micros,
+                timestamp(at),
+                user,
+                key.category.clone(),
+                key.subcategory.clone(),
+            ));
+            keys.push(key);
+        }
+        // One unlogged batch on the learner's partition: bucket, spellings
+        // and last-seen times.
+        labels.append_statement(s.insert_bucket.clone());
+        for _ in &label_values {
+            labels.append_statement(s.label_spelling.clone());
+        }
+        for _ in &seen_values {
+            labels.append_statement(s.label_seen.clone());
+        }
+        let labels_write = async {
+            let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>> =
+                Vec::with_capacity(1 + label_values.len() + seen_values.len());
+            values.push(Box::new((user, month)));
+            for v in label_values {
+                values.push(Box::new(v));
+            }
+            for v in seen_values {
+                values.push(Box::new(v));
+            }
+            self.session
+                .batch(&labels, values)
+                .await
+                .map_err(cql_error)
+                .map(|_| ())
+        };
+
+        let events_write = async {
+            let rows: Vec<_> = report
+                .points
+                .iter()
+                .enumerate()
+                .map(|(index, point)| {
+                    let key = point.key();
+                    (
+                        user,
+                        month,
+                        timestamp(at),
+                        Uuid::new_v5(&report.fingerprint, index.to_string().as_bytes()),
+                        report.conversation_id,
+                        report.utterance_id,
+                        key.category,
+                        key.subcategory,
+                        point.category.as_str().to_owned(),
+                        point.subcategory.as_str().to_owned(),
+                        snippet.clone(),
+                    )
+                })
+                .collect();
+            for chunk in rows.chunks(EVENTS_PER_BATCH) {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                batch.set_is_idempotent(true);
+                for _ in chunk {
+                    batch.append_statement(s.insert_event.clone());
+                }
+                self.session.batch(&batch, chunk).await.map_err(cql_error)?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        tokio::try_join!(labels_write, events_write)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn events_are_bucketed_by_month() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 28, 23, 59, 59).unwrap();
+        assert_eq!(bucket(t), 202611);
+        let t = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(bucket(t), 202701);
+    }
+
+    #[test]
+    fn spelling_timestamps_decrease_and_stay_in_the_past() {
+        let now = Utc::now().timestamp_micros();
+        let later = now + 1_000_000;
+        assert!(SPELLING_CLOCK - now > SPELLING_CLOCK - later);
+        assert!(SPELLING_CLOCK - now < now);
+        assert!(SPELLING_CLOCK - now > 0);
+    }
+
+    #[test]
+    fn snippets_are_cut_by_characters() {
+        let long = "é".repeat(SNIPPET_CHARS + 10);
+        assert_eq!(
+            snippet(Some(&long)).map(|s| s.chars().count()),
+            Some(SNIPPET_CHARS)
+        );
+        assert_eq!(snippet(None), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! Reads: the durable counters and labels, merged with the deltas still
+//! buffered in Redis (read-your-writes), and the latest events.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use scylla::value::{Counter, CqlTimestamp};
+use uuid::Uuid;
+
+use super::session::{cql_error, from_timestamp, internal};
+use super::Inner;
+use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
+use crate::store::{RecentError, StoreError};
+
+impl Inner {
+    pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
+        let inner = self;
+        const ATTEMPTS: usize = 50;
+        let mut attempt = 0;
+        let (buffered, counts, labels) = loop {
+            attempt += 1;
+            let last = attempt >= ATTEMPTS;
+            let buffered = inner.buffer.buffered(user_id).await?;
+            if buffered.locked && !buffered.inflight.is_empty() && !last {
+                // A counter batch may be half way: the counters may or may
+                // not hold the in-flight deltas yet.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            let (counts, labels) = tokio::try_join!(inner.counts(user_id), inner.labels(user_id))?;
+            if inner.buffer.epoch(user_id).await? == buffered.epoch || last {
+                break (buffered, counts, labels);
+            }
+        };
+        let mut table: HashMap<ErrorKey, ErrorFrequency> = HashMap::new();
+        let deltas = counts
+            .into_iter()
+            .chain(buffered.pending)
+            .chain(buffered.inflight);
+        for (key, delta) in deltas {
+            let entry = table.entry(key.clone()).or_insert_with(|| {
+                let (category, subcategory, last_seen) = labels
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| (key.category.clone(), key.subcategory.clone(), None));
+                ErrorFrequency {
+                    key,
+                    category,
+                    subcategory,
+                    frequency: 0,
+                    last_seen,
+                }
+            });
+            entry.frequency += delta;
+        }
+        if table.is_empty() && !inner.user_exists(user_id).await? {
+            return Err(StoreError::UserNotFound);
+        }
+        Ok(table.into_values().collect())
+    }
+
+    pub(super) async fn recent_errors(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<RecentError>, StoreError> {
+        let inner = self;
+        let buckets = inner.buckets(user_id).await?;
+        let mut recent = Vec::new();
+        for month in buckets {
+            if recent.len() >= limit {
+                break;
+            }
+            let wanted = i32::try_from(limit - recent.len()).unwrap_or(i32::MAX);
+            let rows = inner
+                .session
+                .execute_unpaged(&inner.statements.select_recent, (user_id, month, wanted))
+                .await
+                .map_err(cql_error)?
+                .into_rows_result()
+                .map_err(internal)?;
+            type EventRow = (
+                CqlTimestamp,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+                Option<Uuid>,
+                Option<Uuid>,
+                Option<String>,
+            );
+            for row in rows.rows::<EventRow>().map_err(internal)? {
+                let (at, ck, sk, category, subcategory, conversation, utterance, snippet) =
+                    row.map_err(internal)?;
+                recent.push(RecentError {
+                    category: category.unwrap_or_else(|| ck.clone()),
+                    subcategory: subcategory.unwrap_or_else(|| sk.clone()),
+                    key: ErrorKey {
+                        category: ck,
+                        subcategory: sk,
+                    },
+                    conversation_id: conversation.unwrap_or_default(),
+                    utterance_id: utterance.unwrap_or_default(),
+                    utterance: snippet,
+                    occurred_at: from_timestamp(at),
+                });
+            }
+        }
+        if recent.is_empty() {
+            if !inner.user_exists(user_id).await? {
+                return Err(StoreError::UserNotFound);
+            }
+            return Ok(recent);
+        }
+        // Events show the spelling the learner's table shows (the first).
+        let labels = inner.labels(user_id).await?;
+        for error in &mut recent {
+            if let Some((category, subcategory, _)) = labels.get(&error.key) {
+                error.category.clone_from(category);
+                error.subcategory.clone_from(subcategory);
+            }
+        }
+        recent.truncate(limit);
+        Ok(recent)
+    }
+
+    /// Durable counters of a learner.
+    pub(super) async fn counts(&self, user_id: Uuid) -> Result<HashMap<ErrorKey, i64>, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.statements.select_counts, (user_id,))
+            .await
+            .map_err(cql_error)?
+            .into_rows_result()
+            .map_err(internal)?;
+        let mut counts = HashMap::new();
+        for row in rows
+            .rows::<(String, String, Option<Counter>)>()
+            .map_err(internal)?
+        {
+            let (category, subcategory, frequency) = row.map_err(internal)?;
+            counts.insert(
+                ErrorKey {
+                    category,
+                    subcategory,
+                },
+                frequency.map_or(0, |c| c.0),
+            );
+        }
+        Ok(counts)
+    }
+
+    /// Spellings and last-seen times of a learner's errors.
+    pub(super) async fn labels(
+        &self,
+        user_id: Uuid,
+    ) -> Result<HashMap<ErrorKey, (String, String, Option<DateTime<Utc>>)>, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.statements.select_labels, (user_id,))
+            .await
+            .map_err(cql_error)?
+            .into_rows_result()
+            .map_err(internal)?;
+        let mut labels = HashMap::new();
+        type LabelRow = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<CqlTimestamp>,
+        );
+        for row in rows.rows::<LabelRow>().map_err(internal)? {
+            let (category_key, subcategory_key, category, subcategory, last_seen) =
+                row.map_err(internal)?;
+            labels.insert(
+                ErrorKey {
+                    category: category_key.clone(),
+                    subcategory: subcategory_key.clone(),
+                },
+                (
+                    category.unwrap_or(category_key),
+                    subcategory.unwrap_or(subcategory_key),
+                    last_seen.map(from_timestamp),
+                ),
+            );
+        }
+        Ok(labels)
+    }
+
+    pub(super) async fn buckets(&self, user_id: Uuid) -> Result<Vec<i32>, StoreError> {
+        let rows = self
+            .session
+            .execute_unpaged(&self.statements.select_buckets, (user_id,))
+            .await
+            .map_err(cql_error)?
+            .into_rows_result()
+            .map_err(internal)?;
+        rows.rows::<(i32,)>()
+            .map_err(internal)?
+            .map(|row| row.map(|(b,)| b).map_err(internal))
+            .collect()
+    }
+}

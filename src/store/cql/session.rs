@@ -1,0 +1,130 @@
+//! The CQL session: connecting (for serving and for `errata migrate`),
+//! mapping driver errors to store errors, and the row helpers every query
+//! shares.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::response::PagingState;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlTimestamp, CqlValue, Row};
+
+use crate::config::Config;
+use crate::store::StoreError;
+
+/// No CQL request may take longer than this (then 503).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to a node may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Connects to the configured contact points; with `keyspace`, every
+/// statement runs in it.
+pub async fn connect(config: &Config, keyspace: Option<&str>) -> anyhow::Result<Session> {
+    let profile = ExecutionProfile::builder()
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        .build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.cql_nodes)
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .default_execution_profile_handle(profile.into_handle());
+    if let Some(keyspace) = keyspace {
+        builder = builder.use_keyspace(keyspace, false);
+    }
+    builder.build().await.map_err(|e| {
+        anyhow::anyhow!(
+            "connecting to {:?}{}: {e}",
+            config.cql_nodes,
+            keyspace.map_or(String::new(), |k| format!(
+                ", keyspace {k} (did `errata migrate` run?)"
+            ))
+        )
+    })
+}
+
+pub fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("cql: {e}"))
+}
+
+/// Unreachable or overloaded nodes are 503s; anything else is a bug (500).
+pub fn cql_error(e: ExecutionError) -> StoreError {
+    let unavailable = match &e {
+        ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_)
+        | ExecutionError::EmptyPlan => true,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::BrokenConnectionError(_)
+            | RequestAttemptError::UnableToAllocStreamId => true,
+            RequestAttemptError::DbError(db, _) => matches!(
+                db,
+                DbError::Unavailable { .. }
+                    | DbError::Overloaded
+                    | DbError::IsBootstrapping
+                    | DbError::ReadTimeout { .. }
+                    | DbError::WriteTimeout { .. }
+                    | DbError::ReadFailure { .. }
+                    | DbError::WriteFailure { .. }
+            ),
+            _ => false,
+        },
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(format!("cql: {e}"))
+    } else {
+        StoreError::Internal(format!("cql: {e}"))
+    }
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> CqlTimestamp {
+    CqlTimestamp(t.timestamp_millis())
+}
+
+pub fn from_timestamp(t: CqlTimestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.0).unwrap_or_default()
+}
+
+/// The `[applied]` column of a lightweight transaction's answer.
+pub fn first_column_true(row: Option<Row>) -> bool {
+    matches!(
+        row.and_then(|r| r.columns.into_iter().next().flatten()),
+        Some(CqlValue::Boolean(true))
+    )
+}
+
+/// Runs a statement page by page and hands every row to `each`: for scans
+/// that may be long (a learner's whole event log, every learner).
+pub async fn for_each_row<R, V>(
+    session: &Session,
+    statement: &PreparedStatement,
+    values: V,
+    mut each: impl FnMut(R),
+) -> StoreResult<()>
+where
+    R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+    V: SerializeRow,
+{
+    let mut paging = PagingState::start();
+    loop {
+        let (result, next) = session
+            .execute_single_page(statement, &values, paging)
+            .await
+            .map_err(cql_error)?;
+        let rows = result.into_rows_result().map_err(internal)?;
+        for row in rows.rows::<R>().map_err(internal)? {
+            each(row.map_err(internal)?);
+        }
+        match next.into_paging_control_flow() {
+            ControlFlow::Break(()) => return Ok(()),
+            ControlFlow::Continue(state) => paging = state,
+        }
+    }
+}
