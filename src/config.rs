@@ -78,6 +78,23 @@ pub struct Config {
     )]
     pub cql_replication_factor: u32,
 
+    /// Cql mode: the consistency level of every read and write (`ONE`,
+    /// `LOCAL_ONE`, `QUORUM`, `LOCAL_QUORUM`, `EACH_QUORUM`, `ALL`);
+    /// lightweight transactions run at `LOCAL_SERIAL`.
+    #[arg(
+        long,
+        env = "ERRATA_CQL_CONSISTENCY",
+        default_value = "LOCAL_QUORUM",
+        global = true
+    )]
+    pub cql_consistency: String,
+
+    /// Cql mode: the local data center. When set, requests go to its nodes
+    /// first (others only when none of them can serve); unset, every node
+    /// is used.
+    #[arg(long, env = "ERRATA_CQL_LOCAL_DC", global = true)]
+    pub cql_local_dc: Option<String>,
+
     /// Cql mode: the Redis write-behind buffer.
     #[arg(
         long,
@@ -107,6 +124,27 @@ pub struct Config {
     pub api_tokens: Vec<String>,
 }
 
+/// The defaults of every setting, as the command line has them (for
+/// embedding errata and for tests, which override what they need).
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            store: StoreKind::Embedded,
+            data_dir: PathBuf::from("./data"),
+            cql_nodes: vec!["127.0.0.1:9042".into()],
+            cql_keyspace: "errata".into(),
+            cql_replication_strategy: "SimpleStrategy".into(),
+            cql_replication_factor: 1,
+            cql_consistency: "LOCAL_QUORUM".into(),
+            cql_local_dc: None,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            flush_interval_ms: 1000,
+            api_tokens: Vec::new(),
+        }
+    }
+}
+
 impl Config {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms.max(1))
@@ -119,5 +157,33 @@ impl Config {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn the_defaults_are_the_command_lines() {
+        let vars: Vec<String> = std::env::vars()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("ERRATA_"))
+            .collect();
+        if !vars.is_empty() {
+            // The command line would read them; the defaults do not.
+            eprintln!("skipping the comparison of defaults: {vars:?} set");
+            return;
+        }
+        let parsed = Cli::parse_from(["errata"]).config;
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
     }
 }

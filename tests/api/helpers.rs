@@ -62,15 +62,9 @@ async fn base_config(
         None => (
             Config {
                 bind: "127.0.0.1:0".parse().unwrap(),
-                store: StoreKind::Embedded,
                 data_dir: data.path().to_owned(),
-                cql_nodes: vec!["127.0.0.1:9042".into()],
-                cql_keyspace: "errata".into(),
-                cql_replication_strategy: "SimpleStrategy".into(),
-                cql_replication_factor: 1,
-                redis_url: "redis://127.0.0.1:6379".into(),
                 flush_interval_ms: 50,
-                api_tokens: Vec::new(),
+                ..Config::default()
             },
             None,
         ),

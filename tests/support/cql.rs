@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -257,14 +257,11 @@ fn bare_config() -> Config {
     Config {
         bind: "127.0.0.1:0".parse().expect("an address"),
         store: StoreKind::Cql,
-        data_dir: PathBuf::from("./data"),
         cql_nodes: vec![cql_node()],
         cql_keyspace: String::new(),
-        cql_replication_strategy: "SimpleStrategy".into(),
-        cql_replication_factor: 1,
         redis_url: String::new(),
         flush_interval_ms: 50,
-        api_tokens: Vec::new(),
+        ..Config::default()
     }
 }
 

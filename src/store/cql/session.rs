@@ -11,9 +11,11 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::response::PagingState;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlTimestamp, CqlValue, Row};
 
 use crate::config::Config;
@@ -29,8 +31,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Connects to the configured contact points; with `keyspace`, every
 /// statement runs in it.
 pub async fn connect(config: &Config, keyspace: Option<&str>) -> anyhow::Result<Session> {
+    let mut policy = DefaultPolicy::builder().token_aware(true);
+    if let Some(dc) = &config.cql_local_dc {
+        policy = policy
+            .prefer_datacenter(dc.clone())
+            .permit_dc_failover(true);
+    }
     let profile = ExecutionProfile::builder()
         .request_timeout(Some(REQUEST_TIMEOUT))
+        .consistency(consistency(&config.cql_consistency)?)
+        .serial_consistency(Some(SerialConsistency::LocalSerial))
+        .load_balancing_policy(policy.build())
         .build();
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.cql_nodes)
@@ -47,6 +58,21 @@ pub async fn connect(config: &Config, keyspace: Option<&str>) -> anyhow::Result<
                 ", keyspace {k} (did `errata migrate` run?)"
             ))
         )
+    })
+}
+
+/// A consistency level by its CQL name (any case).
+pub fn consistency(name: &str) -> anyhow::Result<Consistency> {
+    Ok(match name.trim().to_ascii_uppercase().as_str() {
+        "ONE" => Consistency::One,
+        "LOCAL_ONE" => Consistency::LocalOne,
+        "QUORUM" => Consistency::Quorum,
+        "LOCAL_QUORUM" => Consistency::LocalQuorum,
+        "EACH_QUORUM" => Consistency::EachQuorum,
+        "ALL" => Consistency::All,
+        other => anyhow::bail!(
+            "consistency {other:?}: expected ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM, EACH_QUORUM or ALL"
+        ),
     })
 }
 
@@ -126,5 +152,21 @@ where
             ControlFlow::Break(()) => return Ok(()),
             ControlFlow::Continue(state) => paging = state,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_levels_are_read_by_name() {
+        assert_eq!(
+            consistency("local_quorum").unwrap(),
+            Consistency::LocalQuorum
+        );
+        assert_eq!(consistency(" ONE ").unwrap(), Consistency::One);
+        assert!(consistency("SERIAL").is_err());
+        assert!(consistency("quorum!").is_err());
     }
 }
