@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::ExerciseBank;
-use crate::http::{self, ops, AppState};
+use crate::http::{self, AppState};
 use crate::store::{self, Store};
+use crate::telemetry;
 
 pub struct Application {
     listener: TcpListener,
@@ -21,7 +22,7 @@ pub struct Application {
 impl Application {
     /// Opens the store and binds the listener (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        ops::prometheus();
+        telemetry::prometheus();
         let bank = ExerciseBank::shipped().context("loading the exercise bank")?;
         let store = store::open(config).await.context("opening the store")?;
         let listener = TcpListener::bind(config.bind)

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, Detail, ValidationDetail};
-use super::errors::FrequencyBody;
+use super::error_points::FrequencyBody;
 use super::extract::{in_range, QueryParams};
 use super::AppState;
 use crate::domain::Exercise;

@@ -3,7 +3,7 @@
 
 pub mod conversations;
 pub mod error;
-pub mod errors;
+pub mod error_points;
 pub mod exercises;
 pub mod extract;
 pub mod ops;
@@ -42,7 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(conversations::router())
         .merge(utterances::router())
-        .merge(errors::router())
+        .merge(error_points::router())
         .merge(exercises::router())
         .merge(ops::router())
         // A route layer sees the matched route, so metrics are labelled by

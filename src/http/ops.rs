@@ -1,13 +1,10 @@
 //! Operations endpoints: liveness, readiness, metrics and the API document.
 
-use std::sync::OnceLock;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use utoipa::OpenApi;
 
@@ -20,36 +17,6 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))
-}
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ])
-            .expect("static bucket list is not empty")
-            // Counter statements per flush batch: a count, not seconds.
-            .set_buckets_for_metric(
-                Matcher::Full("errata_flush_batch_size".into()),
-                &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0],
-            )
-            .expect("static bucket list is not empty")
-            // Requests per embedded-store commit: a count, not seconds.
-            .set_buckets_for_metric(
-                Matcher::Full("errata_sqlite_commit_requests".into()),
-                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
-            )
-            .expect("static bucket list is not empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        // Fails only when another recorder is already installed, which
-        // leaves metrics to that one.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
 }
 
 /// Liveness: the process answers.
@@ -77,7 +44,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics_text() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus().render(),
+        crate::telemetry::prometheus().render(),
     )
 }
 
@@ -97,10 +64,10 @@ pub async fn docs() -> Html<&'static str> {
         super::users::get_user,
         super::conversations::create_conversation,
         super::utterances::create_utterance,
-        super::errors::record_errors,
-        super::errors::record_utterance_errors,
-        super::errors::list_errors,
-        super::errors::recent_errors,
+        super::error_points::record_errors,
+        super::error_points::record_utterance_errors,
+        super::error_points::list_errors,
+        super::error_points::recent_errors,
         super::exercises::generate_exercise,
         healthz,
         readyz,

@@ -92,9 +92,10 @@ impl Buffer {
     pub async fn abandon(&self, user: Uuid, fingerprint: Uuid, token: &str) {
         let mut conn = self.conn();
         let mut invocation = self.abandon.key(request_key(user, fingerprint));
-        invocation.arg(token);
+        invocation.arg(token).arg(MARKER_TTL.as_millis() as u64);
         if let Err(e) = bounded(invocation.invoke_async::<i64>(&mut conn)).await {
-            tracing::warn!(error = %e, "could not release a request lease; it expires by itself");
+            // The lease expires by itself and keeps the time for a takeover.
+            tracing::warn!(error = %e, "could not release a request lease");
         }
     }
 }

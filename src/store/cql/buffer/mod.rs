@@ -11,7 +11,7 @@
 //! | `errata:{U}:flushlock` | string | the flusher that owns the learner now (token, expires) |
 //! | `errata:{U}:since` | integer | when the oldest pending delta arrived (ms), for the flush lag |
 //! | `errata:{U}:epoch` | integer | bumped when a flush starts and ends, for consistent reads |
-//! | `errata:{U}:req:F` | string | request F: `L|at|deadline|token` while leased, `D` once counted |
+//! | `errata:{U}:req:F` | string | request F: `L|at|deadline|token` while leased, `A|at` once abandoned (a retry reuses `at`), `D` once counted |
 //! | `errata:{U}:round` | integer | the exercise rotation |
 //!
 //! Dirty learners are kept in [`DIRTY_SHARDS`] sets `errata:dirty:{N}` (one

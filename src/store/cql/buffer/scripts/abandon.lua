@@ -1,7 +1,12 @@
--- Lets a request go without counting it (it failed before committing).
--- KEYS: marker. ARGV: token.
+-- Lets a request go without counting it (it failed before committing). Its
+-- events may have been written all the same, so the marker keeps their
+-- time for the retry that will rewrite them.
+-- KEYS: marker. ARGV: token, marker ttl ms.
 local v = redis.call('GET', KEYS[1])
-if v and string.match(v, '^L|%d+|%d+|(.*)$') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+if not v then return 0 end
+local at, token = string.match(v, '^L|(%d+)|%d+|(.*)$')
+if at and token == ARGV[1] then
+  redis.call('SET', KEYS[1], 'A|' .. at, 'PX', ARGV[2])
+  return 1
 end
 return 0
