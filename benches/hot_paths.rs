@@ -12,7 +12,7 @@ use errata::domain::{
     report_fingerprint, ErrorFrequency, ErrorKey, ErrorName, ErrorPoint, ExerciseBank,
     FrequencyTable, OwnSentence,
 };
-use errata::http::errors::FrequencyBody;
+use errata::http::error_points::FrequencyBody;
 use errata::http::exercises::PracticeBody;
 use uuid::Uuid;
 

@@ -4,96 +4,18 @@
 
 pub mod cql;
 pub mod practice_cache;
+mod records;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::{Config, StoreKind};
-use crate::domain::{
-    Email, ErrorFrequency, ErrorKey, ErrorPoint, FrequencyTable, OwnSentence, Username,
-};
+use crate::domain::{ErrorFrequency, FrequencyTable, OwnSentence};
 
-/// The current time at the precision every backend keeps (milliseconds, as
-/// CQL timestamps), so a value reads back exactly as it was answered.
-pub fn now() -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(3)
-}
-
-/// A learner's account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub user_id: Uuid,
-    pub username: String,
-    pub email: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub username: Username,
-    pub email: Email,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conversation {
-    pub conversation_id: Uuid,
-    pub user_id: Uuid,
-    pub started_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Utterance {
-    pub utterance_id: Uuid,
-    pub conversation_id: Uuid,
-    pub user_id: Uuid,
-    pub content: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewUtterance {
-    pub user_id: Uuid,
-    pub conversation_id: Uuid,
-    pub content: Option<String>,
-}
-
-/// The error points the AI found in one utterance, as one request.
-#[derive(Debug, Clone)]
-pub struct ErrorReport {
-    pub user_id: Uuid,
-    pub conversation_id: Uuid,
-    pub utterance_id: Uuid,
-    pub points: Vec<ErrorPoint>,
-    /// The request's identity: a retry with the same fingerprint counts once.
-    pub fingerprint: Uuid,
-    pub received_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordOutcome {
-    /// Error points counted by this request (0 for a duplicate).
-    pub recorded: usize,
-    /// The request had already been recorded.
-    pub duplicate: bool,
-}
-
-/// One recorded error point, newest first in listings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecentError {
-    pub key: ErrorKey,
-    pub category: String,
-    pub subcategory: String,
-    pub conversation_id: Uuid,
-    pub utterance_id: Uuid,
-    /// The utterance's text (or the stored snippet of it), when it had any.
-    pub utterance: Option<String>,
-    pub occurred_at: DateTime<Utc>,
-}
+pub use self::records::*;
 
 /// What a practice request is built from: the learner's most frequent
 /// errors and, for each, their own latest sentences that carried it.

@@ -11,12 +11,8 @@ use crate::store::{Conversation, NewUser, NewUtterance, StoreError, User, Uttera
 impl Inner {
     pub(super) async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         let s = &self.statements;
-        let user = User {
-            user_id: Uuid::now_v7(),
-            username: new.username.as_str().to_owned(),
-            email: new.email.as_str().to_owned(),
-            created_at: crate::store::now(),
-        };
+        let email_key = new.email.key().to_owned();
+        let user = User::new(new);
         // The row first, then the e-mail claim: a crash in between leaves an
         // unreachable row, never an e-mail claimed by nobody.
         self.session
@@ -33,7 +29,7 @@ impl Inner {
             .map_err(cql_error)?;
         let claim = self
             .session
-            .execute_unpaged(&s.claim_email, (new.email.key(), user.user_id))
+            .execute_unpaged(&s.claim_email, (email_key, user.user_id))
             .await
             .map_err(cql_error)?
             .into_rows_result()
@@ -59,11 +55,7 @@ impl Inner {
         if !self.user_exists(user_id).await? {
             return Err(StoreError::UserNotFound);
         }
-        let conversation = Conversation {
-            conversation_id: Uuid::now_v7(),
-            user_id,
-            started_at: crate::store::now(),
-        };
+        let conversation = Conversation::new(user_id);
         self.session
             .execute_unpaged(
                 &self.statements.insert_conversation,
@@ -88,13 +80,7 @@ impl Inner {
         {
             return Err(StoreError::ConversationNotFound);
         }
-        let utterance = Utterance {
-            utterance_id: Uuid::now_v7(),
-            conversation_id: new.conversation_id,
-            user_id: new.user_id,
-            content: new.content,
-            created_at: crate::store::now(),
-        };
+        let utterance = Utterance::new(new);
         self.session
             .execute_unpaged(
                 &self.statements.insert_utterance,

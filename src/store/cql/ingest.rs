@@ -91,14 +91,7 @@ impl Inner {
                 .await;
             return Err(e);
         }
-        let mut deltas: Vec<(ErrorKey, i64)> = Vec::new();
-        for point in &report.points {
-            let key = point.key();
-            match deltas.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => deltas.push((key, 1)),
-            }
-        }
+        let deltas = report.deltas();
         if !inner
             .buffer
             .commit(report.user_id, report.fingerprint, &token, &deltas)

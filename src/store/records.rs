@@ -1,0 +1,137 @@
+//! The records a learner creates, as every backend stores and returns them.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{Email, ErrorKey, ErrorPoint, Username};
+
+/// The current time at the precision every backend keeps (milliseconds, as
+/// CQL timestamps), so a value reads back exactly as it was answered.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(3)
+}
+
+/// A learner's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub user_id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Utterance {
+    pub utterance_id: Uuid,
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    pub content: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUtterance {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    pub content: Option<String>,
+}
+
+/// The error points the AI found in one utterance, as one request.
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub user_id: Uuid,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+    pub points: Vec<ErrorPoint>,
+    /// The request's identity: a retry with the same fingerprint counts once.
+    pub fingerprint: Uuid,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Error points counted by this request (0 for a duplicate).
+    pub recorded: usize,
+    /// The request had already been recorded.
+    pub duplicate: bool,
+}
+
+/// One recorded error point, newest first in listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentError {
+    pub key: ErrorKey,
+    pub category: String,
+    pub subcategory: String,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+    /// The utterance's text (or the stored snippet of it), when it had any.
+    pub utterance: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl User {
+    /// A new account: a time-ordered id, created now.
+    pub fn new(new: NewUser) -> Self {
+        Self {
+            user_id: Uuid::now_v7(),
+            username: new.username.as_str().to_owned(),
+            email: new.email.as_str().to_owned(),
+            created_at: now(),
+        }
+    }
+}
+
+impl Conversation {
+    /// A new conversation of the learner, started now.
+    pub fn new(user_id: Uuid) -> Self {
+        Self {
+            conversation_id: Uuid::now_v7(),
+            user_id,
+            started_at: now(),
+        }
+    }
+}
+
+impl Utterance {
+    /// A new utterance, said now.
+    pub fn new(new: NewUtterance) -> Self {
+        Self {
+            utterance_id: Uuid::now_v7(),
+            conversation_id: new.conversation_id,
+            user_id: new.user_id,
+            content: new.content,
+            created_at: now(),
+        }
+    }
+}
+
+impl ErrorReport {
+    /// How many of the report's points each error has, in the order the
+    /// errors first appear (every point counts, so a repeated error adds
+    /// more than one).
+    pub fn deltas(&self) -> Vec<(ErrorKey, i64)> {
+        let mut deltas: Vec<(ErrorKey, i64)> = Vec::new();
+        for point in &self.points {
+            let key = point.key();
+            match deltas.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => deltas.push((key, 1)),
+            }
+        }
+        deltas
+    }
+}
