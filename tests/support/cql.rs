@@ -139,7 +139,7 @@ pub fn cql_node() -> String {
         Ok(node) if !node.trim().is_empty() => node.trim().to_owned(),
         _ => panic!(
             "ERRATA_TEST_CQL is not set: the cql tests need a CQL server \
-             (scripts/test starts one with ../shared/tools/cassandra)"
+             (scripts/test starts one with scripts/cassandra)"
         ),
     }
 }
