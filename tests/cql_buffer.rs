@@ -400,3 +400,49 @@ async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
         as_keys(&expected)
     );
 }
+
+#[tokio::test]
+async fn an_abandoned_attempt_leaves_its_time_to_the_retry() {
+    use errata::store::cql::buffer::{Buffer, Lease};
+    let redis = RedisServer::start();
+    let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
+    let (user, fingerprint) = (Uuid::now_v7(), Uuid::new_v4());
+    let first_ms = chrono::Utc::now().timestamp_millis() - 5_000;
+
+    // The first attempt leases the request, fails after (maybe) writing its
+    // events, and abandons it.
+    let lease = buffer
+        .lease(user, fingerprint, first_ms, "first")
+        .await
+        .expect("a lease");
+    assert!(matches!(lease, Lease::Acquired { at_ms } if at_ms == first_ms));
+    buffer.abandon(user, fingerprint, "first").await;
+
+    // The retry arrives later, yet writes its events at the first time: on
+    // the rows the first attempt may have written, not beside them.
+    let retry = buffer
+        .lease(user, fingerprint, first_ms + 3_000, "retry")
+        .await
+        .expect("a lease");
+    assert!(
+        matches!(retry, Lease::Acquired { at_ms } if at_ms == first_ms),
+        "the retry did not get the first attempt's time"
+    );
+    // A third attempt meanwhile waits for the retry's live lease.
+    let third = buffer
+        .lease(user, fingerprint, first_ms + 4_000, "third")
+        .await
+        .expect("a lease");
+    assert!(matches!(third, Lease::Busy));
+    // Once counted, the request is a duplicate.
+    let counted = buffer
+        .commit(user, fingerprint, "retry", &[])
+        .await
+        .expect("a commit");
+    assert!(counted);
+    let after = buffer
+        .lease(user, fingerprint, first_ms + 5_000, "late")
+        .await
+        .expect("a lease");
+    assert!(matches!(after, Lease::Done));
+}
