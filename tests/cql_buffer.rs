@@ -446,3 +446,95 @@ async fn an_abandoned_attempt_leaves_its_time_to_the_retry() {
         .expect("a lease");
     assert!(matches!(after, Lease::Done));
 }
+
+#[tokio::test]
+async fn a_late_done_never_deletes_deltas_another_flusher_moved() {
+    use errata::domain::ErrorKey;
+    use errata::store::cql::buffer::{lock_key, Buffer, Lease, Take};
+    let redis = RedisServer::start();
+    let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
+    let user = Uuid::now_v7();
+    let key = |s: &str| ErrorKey {
+        category: "grammar".into(),
+        subcategory: s.into(),
+    };
+    let count = |deltas: Vec<(ErrorKey, i64)>| {
+        let buffer = &buffer;
+        async move {
+            let fingerprint = Uuid::new_v4();
+            let now = chrono::Utc::now().timestamp_millis();
+            let lease = buffer
+                .lease(user, fingerprint, now, "r")
+                .await
+                .expect("lease");
+            assert!(matches!(lease, Lease::Acquired { .. }));
+            assert!(buffer
+                .commit(user, fingerprint, "r", &deltas)
+                .await
+                .expect("commit"));
+        }
+    };
+    let mut redis_conn = redis.client().await;
+
+    count(vec![(key("articles"), 2)]).await;
+    // Flusher 1 takes the deltas and pauses past its lock.
+    assert!(matches!(
+        buffer.take(user, "f1").await.expect("take"),
+        Take::Deltas { .. }
+    ));
+    let _: () = redis_conn.del(lock_key(user)).await.expect("DEL");
+    // Flusher 2 re-applies them and finishes; new deltas come in, flusher 3
+    // moves them in flight and its batch fails.
+    assert!(matches!(
+        buffer.take(user, "f2").await.expect("take"),
+        Take::Deltas { replay: true, .. }
+    ));
+    assert!(buffer.done(user, "f2").await.expect("done"));
+    count(vec![(key("tenses"), 3)]).await;
+    assert!(matches!(
+        buffer.take(user, "f3").await.expect("take"),
+        Take::Deltas { replay: false, .. }
+    ));
+    buffer.release(user, "f3").await.expect("release");
+
+    // Flusher 1 wakes up and says DONE: it must not delete flusher 3's deltas.
+    assert!(!buffer.done(user, "f1").await.expect("done"));
+    let buffered = buffer.buffered(user).await.expect("buffered");
+    assert_eq!(
+        buffered.inflight,
+        [(key("tenses"), 3)].into_iter().collect(),
+        "acknowledged deltas were lost"
+    );
+}
+
+#[tokio::test]
+async fn a_report_without_points_starts_no_flush_lag() {
+    use errata::store::cql::buffer::{dirty_key, dirty_shard, since_key, Buffer, Lease};
+    let redis = RedisServer::start();
+    let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
+    let (user, fingerprint) = (Uuid::now_v7(), Uuid::new_v4());
+    let now = chrono::Utc::now().timestamp_millis();
+    let lease = buffer
+        .lease(user, fingerprint, now, "t")
+        .await
+        .expect("lease");
+    assert!(matches!(lease, Lease::Acquired { .. }));
+    assert!(buffer
+        .commit(user, fingerprint, "t", &[])
+        .await
+        .expect("commit"));
+    let mut conn = redis.client().await;
+    let since: Option<i64> = conn.get(since_key(user)).await.expect("GET");
+    assert_eq!(since, None, "an empty report started the flush-lag clock");
+    let dirty: bool = conn
+        .sismember(dirty_key(dirty_shard(user)), user.to_string())
+        .await
+        .expect("SISMEMBER");
+    assert!(!dirty, "an empty report marked the learner dirty");
+    // And it is remembered as counted.
+    let again = buffer
+        .lease(user, fingerprint, now, "u")
+        .await
+        .expect("lease");
+    assert!(matches!(again, Lease::Done));
+}

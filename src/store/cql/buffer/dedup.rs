@@ -59,9 +59,13 @@ impl Buffer {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let shard = dirty_key(dirty_shard(user));
+        // A report without points leaves nothing to flush.
+        let marks = !deltas.is_empty();
         // Dirty first: a crash after this leaves at most a spurious entry,
         // which the flusher drops; never deltas nobody will flush.
-        bounded(conn.sadd::<_, _, i64>(&shard, user.to_string())).await?;
+        if marks {
+            bounded(conn.sadd::<_, _, i64>(&shard, user.to_string())).await?;
+        }
         let mut invocation = self.commit.key(request_key(user, fingerprint));
         invocation
             .key(pending_key(user))
@@ -74,6 +78,9 @@ impl Buffer {
         let committed: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
         if committed != 1 {
             return Ok(false);
+        }
+        if !marks {
+            return Ok(true);
         }
         // And dirty again: a flusher that found the learner empty between
         // the first mark and the script may have removed the mark in

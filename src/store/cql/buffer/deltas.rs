@@ -8,7 +8,7 @@ use ::redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::keys::{
-    dirty_key, dirty_shard, epoch_key, inflight_key, lock_key, pending_key, since_key,
+    batch_key, dirty_key, dirty_shard, epoch_key, inflight_key, lock_key, pending_key, since_key,
     DIRTY_SHARDS, FLUSH_LOCK,
 };
 use super::{bounded, Buffer};
@@ -97,6 +97,7 @@ impl Buffer {
             .key(lock_key(user))
             .key(epoch_key(user))
             .key(since_key(user))
+            .key(batch_key(user))
             .arg(token)
             .arg(FLUSH_LOCK.as_millis() as u64);
         let answer: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
@@ -123,6 +124,7 @@ impl Buffer {
         invocation
             .key(lock_key(user))
             .key(epoch_key(user))
+            .key(batch_key(user))
             .arg(token);
         let done: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(done == 1)

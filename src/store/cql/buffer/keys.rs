@@ -23,6 +23,10 @@ pub fn pending_key(user: Uuid) -> String {
 pub fn inflight_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:inflight")
 }
+/// Which flusher's take the in-flight deltas belong to (its token).
+pub fn batch_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:batch")
+}
 pub fn lock_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:flushlock")
 }
@@ -44,6 +48,7 @@ pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
         pending_key(user),
         inflight_key(user),
         lock_key(user),
+        batch_key(user),
         since_key(user),
         epoch_key(user),
         request_key(user, fingerprint),

@@ -9,6 +9,7 @@
 //! | `errata:{U}:pending` | hash | acknowledged count deltas not yet taken by a flusher (field: [`ErrorKey::encode`]) |
 //! | `errata:{U}:inflight` | hash | deltas a flusher is applying (or left behind when it crashed) |
 //! | `errata:{U}:flushlock` | string | the flusher that owns the learner now (token, expires) |
+//! | `errata:{U}:batch` | string | the token of the flusher whose take made the in-flight deltas (only its DONE deletes them) |
 //! | `errata:{U}:since` | integer | when the oldest pending delta arrived (ms), for the flush lag |
 //! | `errata:{U}:epoch` | integer | bumped when a flush starts and ends, for consistent reads |
 //! | `errata:{U}:req:F` | string | request F: `L|at|deadline|token` while leased, `A|at` once abandoned (a retry reuses `at`), `D` once counted |

@@ -9,6 +9,8 @@ if token ~= ARGV[1] then return 0 end
 for i = 3, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
 end
-redis.call('SET', KEYS[3], now_ms(), 'NX')
+-- The flush lag counts from the oldest delta; a report without points
+-- adds none, so it must not start the clock.
+if #ARGV >= 3 then redis.call('SET', KEYS[3], now_ms(), 'NX') end
 redis.call('SET', KEYS[1], 'D', 'PX', ARGV[2])
 return 1

@@ -1,5 +1,6 @@
--- A flusher takes a learner. KEYS: pending, inflight, lock, epoch, since.
--- ARGV: token, lock ms. Returns {'busy'} (another flusher owns it),
+-- A flusher takes a learner. KEYS: pending, inflight, lock, epoch, since,
+-- batch. ARGV: token, lock ms. The in-flight deltas become this flusher's
+-- batch (its token in the batch key), so only its DONE may delete them. Returns {'busy'} (another flusher owns it),
 -- {'empty'}, or {'moved'|'replay', age ms, field, delta, ...}: the
 -- in-flight deltas to apply ('replay' when a crashed flush left them) and
 -- the age of the oldest of them.
@@ -21,6 +22,7 @@ if since and state == 'moved' then
   age = now_ms() - tonumber(since)
   redis.call('DEL', KEYS[5])
 end
+redis.call('SET', KEYS[6], ARGV[1])
 redis.call('INCR', KEYS[4])
 local r = redis.call('HGETALL', KEYS[2])
 table.insert(r, 1, tostring(age))
