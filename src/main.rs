@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use errata::config::Config;
 use errata::startup::{shutdown_signal, Application};
+use errata::store::Background;
 use errata::{store, telemetry};
 
 // Requests allocate many short-lived buffers on one thread and free them on
@@ -55,15 +56,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Repair { user } => {
-            let store = store::open(&config).await?;
-            let corrected = store.repair(user).await?;
+            // No flusher: one cut off at exit would leave its batch to be
+            // applied again.
+            let store = store::open_for(&config, Background::Command).await?;
+            let repaired = store.repair(user).await;
+            store.close().await?;
+            let corrected = repaired?;
             println!("repair done: {corrected} counts corrected");
             Ok(())
         }
         Command::Flush => {
-            let store = store::open(&config).await?;
-            let flushed = store.flush().await?;
+            let store = store::open_for(&config, Background::Command).await?;
+            let flushed = store.flush().await;
             store.shutdown().await?;
+            let flushed = flushed?;
             println!("flush done: {flushed} learners flushed");
             Ok(())
         }

@@ -538,3 +538,81 @@ async fn a_report_without_points_starts_no_flush_lag() {
         .expect("lease");
     assert!(matches!(again, Lease::Done));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_during_a_flush_waits_or_says_503_but_never_guesses() {
+    use errata::store::cql::buffer::{lock_key, Buffer, Take};
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let expected = load(&app, &client, learner, 3).await;
+    let user = learner.0;
+
+    // A flusher has taken the deltas and its counter batch has not come back:
+    // the counters may or may not hold them.
+    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
+    assert!(matches!(
+        buffer.take(user, "slow").await.expect("take"),
+        Take::Deltas { .. }
+    ));
+    let started = std::time::Instant::now();
+    let response = client
+        .get(format!("{}/users/{user}/errors", app.base))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // The batch fails and the flusher lets go: a read waiting meanwhile
+    // answers as soon as the learner is settled, with every count once.
+    let waiting = {
+        let (client, url) = (client.clone(), format!("{}/users/{user}/errors", app.base));
+        tokio::spawn(async move { client.get(url).send().await.expect("GET") })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut conn = app.redis.client().await;
+    let _: () = conn.del(lock_key(user)).await.expect("DEL");
+    let response = waiting.await.expect("the read");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_runs_no_flusher_of_its_own() {
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let expected = load(&app, &client, learner, 4).await;
+    let user = learner.0;
+    // Were repair to start a flusher, at this interval it would take the
+    // learner's deltas while repair runs (and might be cut off at exit
+    // between its counter batch and its DONE).
+    let mut config = app.config.clone();
+    config.flush_interval_ms = 1;
+    for _ in 0..3 {
+        run_errata(&config, &["repair", "--user", &user.to_string()]);
+    }
+    let mut conn = app.redis.client().await;
+    let pending: BTreeMap<String, i64> = conn
+        .hgetall(format!("errata:{{{user}}}:pending"))
+        .await
+        .expect("HGETALL");
+    let total: i64 = pending.values().sum();
+    assert_eq!(
+        total,
+        expected.values().sum::<i64>(),
+        "repair moved buffered deltas: {pending:?}"
+    );
+    assert!(durable_counts(&app.config.cql_keyspace, user)
+        .await
+        .is_empty());
+    assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
+}

@@ -180,13 +180,33 @@ pub trait Store: Send + Sync + 'static {
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.flush().await.map(|_| ())
     }
+
+    /// Stops background work, leaving what is buffered for the next
+    /// flusher (for commands that only read or correct, such as repair).
+    async fn close(&self) -> Result<(), StoreError> {
+        self.shutdown().await
+    }
 }
 
-/// Opens the backend the configuration names.
+/// What a store runs beside the requests it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Background {
+    /// Everything serving needs (in cql mode, the flusher).
+    Serve,
+    /// Only what the store cannot work without: a one-shot command.
+    Command,
+}
+
+/// Opens the backend the configuration names, for serving.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    open_for(config, Background::Serve).await
+}
+
+/// Opens the backend the configuration names, with that background work.
+pub async fn open_for(config: &Config, background: Background) -> anyhow::Result<Arc<dyn Store>> {
     match config.store {
         StoreKind::Embedded => Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir).await?)),
-        StoreKind::Cql => Ok(Arc::new(cql::CqlStore::open(config).await?)),
+        StoreKind::Cql => Ok(Arc::new(cql::CqlStore::open(config, background).await?)),
     }
 }
 

@@ -35,8 +35,8 @@ use self::buffer::Buffer;
 pub use self::ingest::bucket;
 use self::statements::Statements;
 use super::{
-    Conversation, ErrorReport, NewUser, NewUtterance, RecentError, RecordOutcome, Store,
-    StoreError, User, Utterance,
+    Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError, RecordOutcome,
+    Store, StoreError, User, Utterance,
 };
 use crate::config::Config;
 use crate::domain::FrequencyTable;
@@ -55,9 +55,9 @@ pub struct CqlStore {
 }
 
 impl CqlStore {
-    /// Connects to CQL and Redis, prepares every statement and starts the
-    /// flusher.
-    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+    /// Connects to CQL and Redis, prepares every statement and, to serve,
+    /// starts the flusher.
+    pub async fn open(config: &Config, background: Background) -> anyhow::Result<Self> {
         schema::check_keyspace(&config.cql_keyspace)?;
         let session = session::connect(config, Some(&config.cql_keyspace)).await?;
         let statements = Statements::prepare(&session).await?;
@@ -67,15 +67,15 @@ impl CqlStore {
             statements,
             buffer,
         });
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(flusher::run(
-            inner.clone(),
-            config.flush_interval(),
-            stopped,
-        ));
+        let flusher = (background == Background::Serve).then(|| {
+            let (stop, stopped) = oneshot::channel();
+            let interval = config.flush_interval();
+            let task = tokio::spawn(flusher::run(inner.clone(), interval, stopped));
+            (stop, task)
+        });
         Ok(Self {
             inner,
-            flusher: Mutex::new(Some((stop, task))),
+            flusher: Mutex::new(flusher),
         })
     }
 
@@ -148,5 +148,10 @@ impl Store for CqlStore {
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.stop_flusher().await;
         self.inner.drain().await.map(|_| ())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.stop_flusher().await;
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! buffered in Redis (read-your-writes), and the latest events.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use scylla::value::{Counter, CqlTimestamp};
@@ -13,25 +13,34 @@ use super::Inner;
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
 use crate::store::{RecentError, StoreError};
 
+/// How long a read waits for a flush of the learner to finish before it
+/// answers 503 (a counter batch normally takes milliseconds).
+const READ_WAIT: Duration = Duration::from_secs(2);
+
 impl Inner {
     pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         let inner = self;
-        const ATTEMPTS: usize = 50;
-        let mut attempt = 0;
+        let started = Instant::now();
         let (buffered, counts, labels) = loop {
-            attempt += 1;
-            let last = attempt >= ATTEMPTS;
             let buffered = inner.buffer.buffered(user_id).await?;
-            if buffered.locked && !buffered.inflight.is_empty() && !last {
-                // A counter batch may be half way: the counters may or may
-                // not hold the in-flight deltas yet.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+            // With a counter batch half way, the counters may or may not
+            // hold the in-flight deltas yet; and a flush that started or
+            // ended between the reads moved deltas under them. Either way
+            // the merge would be a guess: read again once it is over.
+            let settled = !(buffered.locked && !buffered.inflight.is_empty());
+            if settled {
+                let (counts, labels) =
+                    tokio::try_join!(inner.counts(user_id), inner.labels(user_id))?;
+                if inner.buffer.epoch(user_id).await? == buffered.epoch {
+                    break (buffered, counts, labels);
+                }
             }
-            let (counts, labels) = tokio::try_join!(inner.counts(user_id), inner.labels(user_id))?;
-            if inner.buffer.epoch(user_id).await? == buffered.epoch || last {
-                break (buffered, counts, labels);
+            if started.elapsed() > READ_WAIT {
+                return Err(StoreError::Unavailable(
+                    "cql: the learner's counts are being flushed; retry".into(),
+                ));
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         };
         let mut table: HashMap<ErrorKey, ErrorFrequency> = HashMap::new();
         let deltas = counts
