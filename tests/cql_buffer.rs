@@ -616,3 +616,41 @@ async fn repair_runs_no_flusher_of_its_own() {
         .is_empty());
     assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errata_flush_finds_deltas_that_lost_their_dirty_mark() {
+    use errata::store::cql::buffer::{dirty_key, dirty_shard, Buffer, Take};
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let (one, two) = (
+        http_learner(&client, &app.base).await,
+        http_learner(&client, &app.base).await,
+    );
+    let expected_one = load(&app, &client, one, 3).await;
+    let expected_two = load(&app, &client, two, 2).await;
+    // Learner two's deltas are in flight from a flusher whose batch failed.
+    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
+    assert!(matches!(
+        buffer.take(two.0, "failed").await.expect("take"),
+        Take::Deltas { .. }
+    ));
+    buffer.release(two.0, "failed").await.expect("release");
+    // Both lose their dirty marks (a handler cancelled after its commit).
+    let mut conn = app.redis.client().await;
+    for user in [one.0, two.0] {
+        let _: () = conn
+            .srem(dirty_key(dirty_shard(user)), user.to_string())
+            .await
+            .expect("SREM");
+    }
+    run_errata(&app.config, &["flush"]);
+    let ks = &app.config.cql_keyspace;
+    assert_eq!(durable_counts(ks, one.0).await, as_keys(&expected_one));
+    assert_eq!(durable_counts(ks, two.0).await, as_keys(&expected_two));
+    let left: Vec<String> = redis_keys(&app.redis)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":pending") || k.ends_with(":inflight"))
+        .collect();
+    assert!(left.is_empty(), "left in Redis: {left:?}");
+}

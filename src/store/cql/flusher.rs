@@ -26,6 +26,8 @@ const FLUSH_CONCURRENCY: usize = 16;
 /// A flusher stops retrying to finish a flush this long before its lock
 /// expires (then another flusher may take the learner).
 const FINISH_MARGIN: Duration = Duration::from_secs(10);
+/// How often a flusher looks for deltas whose learner lost its dirty mark.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long `flush` keeps draining before it gives up.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -41,10 +43,18 @@ pub(super) enum Flushed {
 /// The background flusher: every interval, takes some learners of every
 /// dirty shard and flushes them. Replicas cooperate through the flush locks.
 pub(super) async fn run(inner: Arc<Inner>, interval: Duration, mut stop: oneshot::Receiver<()>) {
+    let mut last_sweep = Instant::now();
     loop {
         tokio::select! {
             _ = &mut stop => return,
             () = tokio::time::sleep(interval) => {}
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            match inner.buffer.sweep().await {
+                Ok(n) => tracing::debug!(learners = n, "flusher: swept for unmarked deltas"),
+                Err(e) => tracing::warn!(error = %e, "flusher: cannot sweep for unmarked deltas"),
+            }
         }
         match inner.buffer.dirty_learners().await {
             Ok(n) => metrics::gauge!("errata_buffer_pending_learners").set(n as f64),
@@ -164,6 +174,8 @@ impl Inner {
 
     pub(super) async fn drain(&self) -> Result<usize, StoreError> {
         let started = Instant::now();
+        // A drain must leave nothing behind, marked or not.
+        self.buffer.sweep().await?;
         let mut flushed = 0;
         loop {
             let mut any = false;

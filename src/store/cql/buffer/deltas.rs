@@ -8,8 +8,8 @@ use ::redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::keys::{
-    batch_key, dirty_key, dirty_shard, epoch_key, inflight_key, lock_key, pending_key, since_key,
-    DIRTY_SHARDS, FLUSH_LOCK,
+    batch_key, dirty_key, dirty_shard, epoch_key, inflight_key, learner_of, lock_key, pending_key,
+    since_key, DIRTY_SHARDS, FLUSH_LOCK,
 };
 use super::{bounded, Buffer};
 use crate::domain::ErrorKey;
@@ -187,6 +187,45 @@ impl Buffer {
             bounded(conn.sadd::<_, _, i64>(&shard, user.to_string())).await?;
         }
         Ok(())
+    }
+
+    /// Marks dirty every learner that has pending or in-flight deltas, in
+    /// case a mark was lost (a handler cancelled between its commit and its
+    /// mark, a failed second mark, a `clean` cut off after its SREM).
+    /// Returns how many learners it found. A full SCAN: run it rarely.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let mut found = 0;
+        for pattern in ["errata:{*}:pending", "errata:{*}:inflight"] {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut conn = self.conn();
+                let (next, keys): (u64, Vec<String>) = bounded(
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+                let learners: Vec<Uuid> = keys.iter().filter_map(|k| learner_of(k)).collect();
+                if !learners.is_empty() {
+                    let mut pipe = ::redis::pipe();
+                    for user in &learners {
+                        pipe.sadd(dirty_key(dirty_shard(*user)), user.to_string())
+                            .ignore();
+                    }
+                    bounded(pipe.query_async::<()>(&mut conn)).await?;
+                    found += learners.len();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(found)
     }
 
     /// Takes the flush lock for work that must not run beside a flush

@@ -55,6 +55,11 @@ pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
         round_key(user),
     ]
 }
+/// The learner whose key this is (`errata:{U}:…`).
+pub fn learner_of(key: &str) -> Option<Uuid> {
+    let tagged = key.strip_prefix("errata:{")?;
+    Uuid::parse_str(tagged.split_once('}')?.0).ok()
+}
 pub fn dirty_shard(user: Uuid) -> u32 {
     (user.as_u128() % u128::from(DIRTY_SHARDS)) as u32
 }
@@ -74,6 +79,16 @@ mod tests {
             // The tag is the first {...} of the key, so it decides the slot.
             assert_eq!(key.find('{'), key.find(&tag), "{key}");
         }
+    }
+
+    #[test]
+    fn a_key_names_its_learner() {
+        let user = Uuid::new_v4();
+        for key in learner_keys(user, Uuid::new_v4()) {
+            assert_eq!(learner_of(&key), Some(user), "{key}");
+        }
+        assert_eq!(learner_of("errata:dirty:{3}"), None);
+        assert_eq!(learner_of("other:{x}:pending"), None);
     }
 
     #[test]
