@@ -27,7 +27,7 @@ impl Inner {
             // hold the in-flight deltas yet; and a flush that started or
             // ended between the reads moved deltas under them. Either way
             // the merge would be a guess: read again once it is over.
-            let settled = !(buffered.locked && !buffered.inflight.is_empty());
+            let settled = !buffered.locked || buffered.inflight.is_empty();
             if settled {
                 let (counts, labels) =
                     tokio::try_join!(inner.counts(user_id), inner.labels(user_id))?;
