@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// The schema the embedded store creates; the bulk path creates the same.
-const SCHEMA: &str = include_str!("../../src/store/sqlite_schema.sql");
+const SCHEMA: &str = include_str!("../../src/store/sqlite/schema.sql");
 const DATABASE_FILE: &str = "errata.db";
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,6 @@
 //! decided once, at start-up, from the configuration.
 
 pub mod cql;
-pub mod practice_cache;
 mod records;
 pub mod sqlite;
 

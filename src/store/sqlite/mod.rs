@@ -8,6 +8,8 @@
 //! survives a crash. Reads run on a pool of read-only connections and, thanks
 //! to WAL, never wait for the writer.
 
+mod practice_cache;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,16 +27,16 @@ use r2d2_sqlite::SqliteConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::practice_cache::PracticeCache;
 use super::{
     Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery, RecentError,
     RecordOutcome, Store, StoreError, User, Utterance,
 };
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable, OwnSentence};
+use practice_cache::PracticeCache;
 
 const DATABASE_FILE: &str = "errata.db";
 const LOCK_FILE: &str = "errata.lock";
-const SCHEMA: &str = include_str!("sqlite_schema.sql");
+const SCHEMA: &str = include_str!("schema.sql");
 /// Most write requests committed in one transaction.
 const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).

@@ -20,7 +20,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use uuid::Uuid;
 
-use super::{PracticeInputs, PracticeQuery};
+use crate::store::{PracticeInputs, PracticeQuery};
 
 /// Generations are kept per shard of learners, so that a write makes only
 /// the reads of the learners in its shard skip filling the cache.
