@@ -1,0 +1,253 @@
+//! The read SQL. Reads run on a pooled read-only connection and, thanks to
+//! WAL, never wait for the writer; the lookups the writes need too
+//! (`user_exists`, `conversation_owner`) run in the writer's transaction.
+
+use std::collections::HashMap;
+
+use r2d2_sqlite::rusqlite::{self, params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::connection::{from_micros, internal, uuid_column};
+use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable, OwnSentence};
+use crate::store::{PracticeInputs, PracticeQuery, RecentError, StoreError, User};
+
+pub(super) fn user(conn: &Connection, user_id: Uuid) -> Result<Option<User>, StoreError> {
+    conn.prepare_cached("SELECT username, email, created_at FROM users WHERE user_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([user_id.to_string()], |r| {
+                Ok(User {
+                    user_id,
+                    username: r.get(0)?,
+                    email: r.get(1)?,
+                    created_at: from_micros(r.get(2)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(internal)
+}
+
+pub(super) fn user_exists(conn: &Connection, user_id: Uuid) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM users WHERE user_id = ?1")
+        .and_then(|mut s| s.exists([user_id.to_string()]))
+        .map_err(internal)
+}
+
+pub(super) fn conversation_owner(
+    conn: &Connection,
+    conversation_id: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    conn.prepare_cached("SELECT user_id FROM conversations WHERE conversation_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([conversation_id.to_string()], |r| uuid_column(r, 0))
+                .optional()
+        })
+        .map_err(internal)
+}
+
+/// Every error count of the learner; `UserNotFound` for an unknown one.
+pub(super) fn frequencies(conn: &Connection, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
+    let table: FrequencyTable = conn
+        .prepare_cached(
+            "SELECT category_key, subcategory_key, category, subcategory, frequency, last_seen
+             FROM error_counts WHERE user_id = ?1",
+        )
+        .and_then(|mut s| s.query_map([user_id.to_string()], frequency_row)?.collect())
+        .map_err(internal)?;
+    if table.is_empty() && !user_exists(conn, user_id)? {
+        return Err(StoreError::UserNotFound);
+    }
+    Ok(table)
+}
+
+/// The learner's `n` most frequent errors, in the order of
+/// `FrequencyTable::top` (frequency, then the latest, then the key; keys
+/// compare as bytes in both), ranked by SQLite so that only those are decoded.
+fn top(conn: &Connection, user_id: Uuid, n: usize) -> Result<Vec<ErrorFrequency>, StoreError> {
+    conn.prepare_cached(
+        "SELECT category_key, subcategory_key, category, subcategory, frequency, last_seen
+         FROM error_counts WHERE user_id = ?1 AND frequency > 0
+         ORDER BY frequency DESC, last_seen DESC, category_key, subcategory_key
+         LIMIT ?2",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![user_id.to_string(), n as i64], frequency_row)?
+            .collect()
+    })
+    .map_err(internal)
+}
+
+/// An `error_counts` row selected as (category_key, subcategory_key,
+/// category, subcategory, frequency, last_seen).
+fn frequency_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorFrequency> {
+    Ok(ErrorFrequency {
+        key: ErrorKey {
+            category: r.get(0)?,
+            subcategory: r.get(1)?,
+        },
+        category: r.get(2)?,
+        subcategory: r.get(3)?,
+        frequency: r.get(4)?,
+        last_seen: Some(from_micros(r.get(5)?)),
+    })
+}
+
+/// The practice inputs in one read: the counts, then the learner's latest
+/// events from the covering index, newest first, stopping as soon as every
+/// top error has its sentences. Only the events that add a sentence are
+/// decoded.
+pub(super) fn practice_inputs(
+    conn: &Connection,
+    user_id: Uuid,
+    query: PracticeQuery,
+) -> Result<PracticeInputs, StoreError> {
+    let top = top(conn, user_id, query.top_n)?;
+    if top.is_empty() {
+        if !user_exists(conn, user_id)? {
+            return Err(StoreError::UserNotFound);
+        }
+        return Ok(PracticeInputs::default());
+    }
+    let per_error = query.sentences_per_error;
+    let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
+    let mut missing = if per_error == 0 { 0 } else { top.len() };
+    let mut texts = conn
+        .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
+        .map_err(internal)?;
+    let mut events = conn
+        .prepare_cached(
+            "SELECT category_key, subcategory_key, utterance_id
+             FROM error_events INDEXED BY error_events_recent
+             WHERE user_id = ?1 ORDER BY event_id DESC LIMIT ?2",
+        )
+        .map_err(internal)?;
+    let mut rows = events
+        .query(params![user_id.to_string(), query.window as i64])
+        .map_err(internal)?;
+    // Utterances already looked up that had no text to show.
+    let mut textless: Vec<Uuid> = Vec::new();
+    while missing > 0 {
+        let Some(r) = rows.next().map_err(internal)? else {
+            break;
+        };
+        let (category, subcategory) = (
+            r.get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(internal)?,
+            r.get_ref(1)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(internal)?,
+        );
+        let Some(i) = top
+            .iter()
+            .position(|e| e.key.category == category && e.key.subcategory == subcategory)
+        else {
+            continue;
+        };
+        let own = &mut sentences[i];
+        if own.len() >= per_error {
+            continue;
+        }
+        let utterance_id = uuid_column(r, 2).map_err(internal)?;
+        if textless.contains(&utterance_id) || own.iter().any(|s| s.utterance_id == utterance_id) {
+            continue;
+        }
+        let known = sentences
+            .iter()
+            .flatten()
+            .find(|s| s.utterance_id == utterance_id)
+            .map(|s| s.text.clone());
+        let text = match known {
+            Some(text) => Some(text),
+            None => texts
+                .query_row([utterance_id.to_string()], |u| {
+                    u.get::<_, Option<String>>(0)
+                })
+                .optional()
+                .map_err(internal)?
+                .flatten()
+                .filter(|t| !t.trim().is_empty()),
+        };
+        let Some(text) = text else {
+            textless.push(utterance_id);
+            continue;
+        };
+        let own = &mut sentences[i];
+        own.push(OwnSentence { utterance_id, text });
+        if own.len() == per_error {
+            missing -= 1;
+        }
+    }
+    Ok(PracticeInputs { top, sentences })
+}
+
+/// The learner's latest error points, newest first; `UserNotFound` for an
+/// unknown learner. The events come from one covering index (no table
+/// lookups); the text of each distinct utterance is read once, not once per
+/// event.
+pub(super) fn recent_errors(
+    conn: &Connection,
+    user_id: Uuid,
+    limit: usize,
+) -> Result<Vec<RecentError>, StoreError> {
+    let mut texts: HashMap<String, Option<String>> = HashMap::new();
+    let mut utterance = conn
+        .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
+        .map_err(internal)?;
+    let recent: Vec<RecentError> = conn
+        .prepare_cached(
+            "SELECT category, subcategory, conversation_id, utterance_id,
+                    occurred_at, category_key, subcategory_key
+             FROM error_events INDEXED BY error_events_recent
+             WHERE user_id = ?1 ORDER BY event_id DESC LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            let mut rows = s.query(params![user_id.to_string(), limit as i64])?;
+            let mut recent = Vec::new();
+            while let Some(r) = rows.next()? {
+                let utterance_text: &str = r.get_ref(3)?.as_str()?;
+                let text = match texts.get(utterance_text) {
+                    Some(text) => text.clone(),
+                    None => {
+                        let text: Option<String> = utterance
+                            .query_row([utterance_text], |u| u.get(0))
+                            .optional()?
+                            .flatten();
+                        texts.insert(utterance_text.to_owned(), text.clone());
+                        text
+                    }
+                };
+                recent.push(recent_error_row(r, text)?);
+            }
+            Ok(recent)
+        })
+        .map_err(internal)?;
+    if recent.is_empty() && !user_exists(conn, user_id)? {
+        return Err(StoreError::UserNotFound);
+    }
+    Ok(recent)
+}
+
+/// An `error_events` row selected as (category, subcategory,
+/// conversation_id, utterance_id, occurred_at, category_key,
+/// subcategory_key), with its utterance's text.
+fn recent_error_row(r: &rusqlite::Row<'_>, text: Option<String>) -> rusqlite::Result<RecentError> {
+    Ok(RecentError {
+        key: ErrorKey {
+            category: r.get(5)?,
+            subcategory: r.get(6)?,
+        },
+        category: r.get(0)?,
+        subcategory: r.get(1)?,
+        conversation_id: uuid_column(r, 2)?,
+        utterance_id: uuid_column(r, 3)?,
+        utterance: text,
+        occurred_at: from_micros(r.get(4)?),
+    })
+}
+
+/// The database answers a query.
+pub(super) fn check(conn: &Connection) -> Result<(), StoreError> {
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+        .map_err(|e| StoreError::Unavailable(format!("database: {e}")))
+}

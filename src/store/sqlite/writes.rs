@@ -1,0 +1,309 @@
+//! The write SQL. Each function runs inside the writer's transaction, in
+//! the savepoint of the one request it serves.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use r2d2_sqlite::rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::connection::{internal, micros, uuid_column};
+use super::reads::{conversation_owner, user_exists};
+use crate::domain::ErrorKey;
+use crate::store::{
+    now, Conversation, ErrorReport, NewUser, NewUtterance, RecordOutcome, StoreError, User,
+    Utterance,
+};
+
+/// Fingerprints looked at per write (the writer's other requests wait
+/// for it, so it is kept to a few milliseconds).
+pub(super) const FINGERPRINT_CHUNK: usize = 1000;
+
+/// Where a pass over `ingest_requests` is: the last key looked at.
+pub(super) type FingerprintCursor = (String, String);
+
+/// One chunk of a pass that forgets old request fingerprints.
+#[derive(Debug)]
+pub(super) struct Expiry {
+    /// Where the pass is (`None`: at the start of the table).
+    pub after: Option<FingerprintCursor>,
+    /// Fingerprints recorded before this are forgotten.
+    pub before: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub(super) struct ExpiredChunk {
+    pub removed: usize,
+    /// `None` when the pass reached the end of the table.
+    pub next: Option<FingerprintCursor>,
+}
+
+pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreError> {
+    let user = User {
+        user_id: Uuid::now_v7(),
+        username: new.username.as_str().to_owned(),
+        email: new.email.as_str().to_owned(),
+        created_at: now(),
+    };
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO users (user_id, username, email, email_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email_key) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                user.user_id.to_string(),
+                user.username,
+                user.email,
+                new.email.key(),
+                micros(user.created_at)
+            ])
+        })
+        .map_err(internal)?;
+    if inserted == 0 {
+        return Err(StoreError::EmailTaken);
+    }
+    Ok(user)
+}
+
+pub(super) fn insert_conversation(
+    tx: &Connection,
+    user_id: Uuid,
+) -> Result<Conversation, StoreError> {
+    if !user_exists(tx, user_id)? {
+        return Err(StoreError::UserNotFound);
+    }
+    let conversation = Conversation {
+        conversation_id: Uuid::now_v7(),
+        user_id,
+        started_at: now(),
+    };
+    tx.prepare_cached(
+        "INSERT INTO conversations (conversation_id, user_id, started_at) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            conversation.conversation_id.to_string(),
+            user_id.to_string(),
+            micros(conversation.started_at)
+        ])
+    })
+    .map_err(internal)?;
+    Ok(conversation)
+}
+
+pub(super) fn insert_utterance(
+    tx: &Connection,
+    new: NewUtterance,
+) -> Result<Utterance, StoreError> {
+    if conversation_owner(tx, new.conversation_id)? != Some(new.user_id) {
+        return Err(StoreError::ConversationNotFound);
+    }
+    let utterance = Utterance {
+        utterance_id: Uuid::now_v7(),
+        conversation_id: new.conversation_id,
+        user_id: new.user_id,
+        content: new.content,
+        created_at: now(),
+    };
+    tx.prepare_cached(
+        "INSERT INTO utterances (utterance_id, conversation_id, user_id, content, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            utterance.utterance_id.to_string(),
+            utterance.conversation_id.to_string(),
+            utterance.user_id.to_string(),
+            utterance.content,
+            micros(utterance.created_at)
+        ])
+    })
+    .map_err(internal)?;
+    Ok(utterance)
+}
+
+/// Counts the report's points and logs them as events, unless its
+/// fingerprint was already recorded.
+pub(super) fn record(tx: &Connection, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
+    check_belongs_together(tx, &report)?;
+    let user_id = report.user_id.to_string();
+    let at = micros(report.received_at);
+    let first_time = tx
+        .prepare_cached(
+            "INSERT INTO ingest_requests (user_id, fingerprint, received_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id, fingerprint) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![user_id, report.fingerprint.to_string(), at]))
+        .map_err(internal)?
+        == 1;
+    if !first_time {
+        return Ok(RecordOutcome {
+            recorded: 0,
+            duplicate: true,
+        });
+    }
+    let shown = count_points(tx, &user_id, &report, at)?;
+    insert_events(tx, &user_id, &report, at, &shown)?;
+    Ok(RecordOutcome {
+        recorded: report.points.len(),
+        duplicate: false,
+    })
+}
+
+/// An utterance is only ever stored in its user's own conversation, and
+/// nothing is deleted: when it matches, the user and the conversation
+/// exist and belong together. Otherwise this names what is missing, user
+/// first.
+fn check_belongs_together(tx: &Connection, report: &ErrorReport) -> Result<(), StoreError> {
+    let utterance_owner = tx
+        .prepare_cached("SELECT conversation_id, user_id FROM utterances WHERE utterance_id = ?1")
+        .and_then(|mut s| {
+            s.query_row([report.utterance_id.to_string()], |r| {
+                Ok((uuid_column(r, 0)?, uuid_column(r, 1)?))
+            })
+            .optional()
+        })
+        .map_err(internal)?;
+    if utterance_owner == Some((report.conversation_id, report.user_id)) {
+        return Ok(());
+    }
+    if !user_exists(tx, report.user_id)? {
+        return Err(StoreError::UserNotFound);
+    }
+    if conversation_owner(tx, report.conversation_id)? != Some(report.user_id) {
+        return Err(StoreError::ConversationNotFound);
+    }
+    Err(StoreError::UtteranceNotFound)
+}
+
+/// The spelling the learner's table shows for each error (the first one
+/// seen), which the events then carry too.
+type Shown = HashMap<ErrorKey, (String, String)>;
+
+/// One upsert per distinct error of the report; returns the spelling each
+/// row shows.
+fn count_points(
+    tx: &Connection,
+    user_id: &str,
+    report: &ErrorReport,
+    at: i64,
+) -> Result<Shown, StoreError> {
+    let mut deltas: HashMap<ErrorKey, (usize, &str, &str)> = HashMap::new();
+    for point in &report.points {
+        deltas
+            .entry(point.key())
+            .or_insert((0, point.category.as_str(), point.subcategory.as_str()))
+            .0 += 1;
+    }
+    let mut shown = Shown::with_capacity(deltas.len());
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO error_counts
+               (user_id, category_key, subcategory_key, category, subcategory, frequency, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (user_id, category_key, subcategory_key) DO UPDATE SET
+               frequency = frequency + excluded.frequency,
+               last_seen = max(last_seen, excluded.last_seen)
+             RETURNING category, subcategory",
+        )
+        .map_err(internal)?;
+    for (key, (count, category, subcategory)) in deltas {
+        let spelling = upsert
+            .query_row(
+                params![
+                    user_id,
+                    key.category,
+                    key.subcategory,
+                    category,
+                    subcategory,
+                    count as i64,
+                    at
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(internal)?;
+        shown.insert(key, spelling);
+    }
+    Ok(shown)
+}
+
+/// One event per point of the report, in the spelling its count shows.
+fn insert_events(
+    tx: &Connection,
+    user_id: &str,
+    report: &ErrorReport,
+    at: i64,
+    shown: &Shown,
+) -> Result<(), StoreError> {
+    let mut insert_event = tx
+        .prepare_cached(
+            "INSERT INTO error_events
+               (user_id, conversation_id, utterance_id, category_key, subcategory_key,
+                category, subcategory, occurred_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(internal)?;
+    let (conversation_id, utterance_id) = (
+        report.conversation_id.to_string(),
+        report.utterance_id.to_string(),
+    );
+    for point in &report.points {
+        let key = point.key();
+        let (category, subcategory) = &shown[&key];
+        insert_event
+            .execute(params![
+                user_id,
+                conversation_id,
+                utterance_id,
+                key.category,
+                key.subcategory,
+                category,
+                subcategory,
+                at
+            ])
+            .map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// Looks at the next `FINGERPRINT_CHUNK` fingerprints after `after` (in key
+/// order) and deletes those recorded before `before`.
+pub(super) fn expire_fingerprints(
+    tx: &Connection,
+    Expiry { after, before }: Expiry,
+) -> Result<ExpiredChunk, StoreError> {
+    let before = micros(before);
+    let (user_id, fingerprint) = after.unwrap_or_default();
+    let keys: Vec<(String, String, i64)> = tx
+        .prepare_cached(
+            "SELECT user_id, fingerprint, received_at FROM ingest_requests
+             WHERE (user_id, fingerprint) > (?1, ?2)
+             ORDER BY user_id, fingerprint LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(
+                params![user_id, fingerprint, FINGERPRINT_CHUNK as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .collect()
+        })
+        .map_err(internal)?;
+    let mut delete = tx
+        .prepare_cached("DELETE FROM ingest_requests WHERE user_id = ?1 AND fingerprint = ?2")
+        .map_err(internal)?;
+    let mut removed = 0;
+    for (user_id, fingerprint, received_at) in &keys {
+        if *received_at < before {
+            removed += delete
+                .execute(params![user_id, fingerprint])
+                .map_err(internal)?;
+        }
+    }
+    let next = if keys.len() < FINGERPRINT_CHUNK {
+        None
+    } else {
+        keys.last().map(|(u, f, _)| (u.clone(), f.clone()))
+    };
+    Ok(ExpiredChunk { removed, next })
+}
