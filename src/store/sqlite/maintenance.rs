@@ -7,9 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use r2d2_sqlite::rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
 
-use super::writer::{expired, WriteOp, WriteRequest};
+use super::writer::{WeakWriteQueue, WriteRequest};
 use super::writes::{Expiry, FingerprintCursor};
 use crate::store::{now, DEDUP_WINDOW};
 
@@ -80,7 +79,7 @@ pub(super) fn restart_wal(conn: &Connection) {
 /// ever made: passes over the table in key order, a chunk at a time through
 /// the writer, one pass a minute. It holds the writer's queue weakly, so it
 /// never keeps the writer alive.
-pub(super) fn run_expirer(writer: &mpsc::WeakSender<WriteRequest>, stopped: &AtomicBool) {
+pub(super) fn run_expirer(writer: &WeakWriteQueue, stopped: &AtomicBool) {
     lower_this_threads_priority();
     let mut after: Option<FingerprintCursor> = None;
     while !stopped.load(Ordering::Relaxed) {
@@ -98,23 +97,16 @@ pub(super) fn run_expirer(writer: &mpsc::WeakSender<WriteRequest>, stopped: &Ato
             let left = wake.saturating_duration_since(Instant::now());
             thread::sleep(EXPIRE_CHUNK_EVERY.min(left));
         }
-        let Some(writer) = writer.upgrade() else {
-            return;
-        };
-        let before = now() - chrono::Duration::from_std(DEDUP_WINDOW).unwrap_or_default();
-        let (reply, answer) = oneshot::channel();
-        let op = WriteOp::ExpireFingerprints(Expiry {
+        let expiry = Expiry {
             after: after.take(),
-            before,
-        });
-        if writer.blocking_send(WriteRequest { op, reply }).is_err() {
-            return;
-        }
-        drop(writer);
-        let Ok(written) = answer.blocking_recv() else {
+            before: now() - chrono::Duration::from_std(DEDUP_WINDOW).unwrap_or_default(),
+        };
+        let Some(answer) =
+            writer.blocking_send(|reply| WriteRequest::ExpireFingerprints(expiry, reply))
+        else {
             return;
         };
-        match written.and_then(expired) {
+        match answer {
             Ok(chunk) => {
                 if chunk.removed > 0 {
                     tracing::debug!(removed = chunk.removed, "expired request fingerprints");

@@ -33,13 +33,12 @@ use chrono::{DateTime, Utc};
 use r2d2::Pool;
 use r2d2_sqlite::rusqlite::Connection;
 use r2d2_sqlite::SqliteConnectionManager;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use connection::WalLimits;
 use connection::{internal, DATABASE_FILE};
 use practice_cache::PracticeCache;
-use writer::{expired, unexpected, WriteOp, WriteRequest, Written};
+use writer::{WriteQueue, WriteRequest};
 use writes::Expiry;
 
 use super::{
@@ -54,7 +53,7 @@ const READERS: usize = 8;
 const PRACTICE_CACHE_BYTES: u64 = 128 << 20;
 
 pub struct SqliteStore {
-    writer: mpsc::Sender<WriteRequest>,
+    writer: WriteQueue,
     readers: Pool<SqliteConnectionManager>,
     /// Learners' practice inputs, dropped by the writer when it commits
     /// their errors.
@@ -98,7 +97,7 @@ impl SqliteStore {
         let checkpointer = connection::open_checkpointer(&path)?;
         let readers = connection::open_readers(&path, READERS)?;
 
-        let (writer, queue) = mpsc::channel(writer::QUEUE_DEPTH);
+        let (writer, queue) = WriteQueue::new();
         let wal_full = Arc::new(AtomicBool::new(false));
         let practice = Arc::new(PracticeCache::new(PRACTICE_CACHE_BYTES));
         thread::Builder::new()
@@ -149,25 +148,17 @@ impl SqliteStore {
         let mut after = None;
         let mut removed = 0;
         loop {
-            let op = WriteOp::ExpireFingerprints(Expiry { after, before });
-            let chunk = expired(self.write(op).await?)?;
+            let expiry = Expiry { after, before };
+            let chunk = self
+                .writer
+                .send(|reply| WriteRequest::ExpireFingerprints(expiry, reply))
+                .await?;
             removed += chunk.removed;
             match chunk.next {
                 Some(next) => after = Some(next),
                 None => return Ok(removed),
             }
         }
-    }
-
-    async fn write(&self, op: WriteOp) -> Result<Written, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(WriteRequest { op, reply })
-            .await
-            .map_err(|_| StoreError::Internal("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Internal("the database writer has stopped".into()))?
     }
 
     /// Runs a read on the calling task's thread. Reads never wait for the
@@ -190,10 +181,9 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        match self.write(WriteOp::CreateUser(new)).await? {
-            Written::User(user) => Ok(user),
-            other => Err(unexpected(other)),
-        }
+        self.writer
+            .send(|reply| WriteRequest::CreateUser(new, reply))
+            .await
     }
 
     async fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
@@ -201,24 +191,21 @@ impl Store for SqliteStore {
     }
 
     async fn create_conversation(&self, user_id: Uuid) -> Result<Conversation, StoreError> {
-        match self.write(WriteOp::CreateConversation(user_id)).await? {
-            Written::Conversation(c) => Ok(c),
-            other => Err(unexpected(other)),
-        }
+        self.writer
+            .send(|reply| WriteRequest::CreateConversation(user_id, reply))
+            .await
     }
 
     async fn create_utterance(&self, new: NewUtterance) -> Result<Utterance, StoreError> {
-        match self.write(WriteOp::CreateUtterance(new)).await? {
-            Written::Utterance(u) => Ok(u),
-            other => Err(unexpected(other)),
-        }
+        self.writer
+            .send(|reply| WriteRequest::CreateUtterance(new, reply))
+            .await
     }
 
     async fn record_errors(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
-        match self.write(WriteOp::RecordErrors(report)).await? {
-            Written::Recorded(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
-        }
+        self.writer
+            .send(|reply| WriteRequest::Record(report, reply))
+            .await
     }
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {

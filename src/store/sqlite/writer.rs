@@ -1,11 +1,14 @@
 //! The single writer: it takes whatever requests are queued, applies each in
 //! its own savepoint inside one transaction, commits once (one fsync for the
 //! whole group) and only then answers the callers.
+//!
+//! Each request carries its input and its own reply channel, typed for what
+//! it answers, so a caller always hears back the type it asked for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use r2d2_sqlite::rusqlite::{self, Connection, TransactionBehavior};
+use r2d2_sqlite::rusqlite::{self, Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -19,28 +22,106 @@ use crate::store::{
 /// Most write requests committed in one transaction.
 const MAX_GROUP: usize = 512;
 /// Queued write requests before callers wait (back-pressure, bounded memory).
-pub(super) const QUEUE_DEPTH: usize = 4096;
+const QUEUE_DEPTH: usize = 4096;
 
-pub(super) enum WriteOp {
-    CreateUser(NewUser),
-    CreateConversation(Uuid),
-    CreateUtterance(NewUtterance),
-    RecordErrors(ErrorReport),
+/// Where the writer sends one request's answer.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(super) enum WriteRequest {
+    CreateUser(NewUser, Reply<User>),
+    CreateConversation(Uuid, Reply<Conversation>),
+    CreateUtterance(NewUtterance, Reply<Utterance>),
+    Record(ErrorReport, Reply<RecordOutcome>),
     /// One chunk of a pass that forgets old request fingerprints.
-    ExpireFingerprints(Expiry),
+    ExpireFingerprints(Expiry, Reply<ExpiredChunk>),
 }
 
-pub(super) enum Written {
-    User(User),
-    Conversation(Conversation),
-    Utterance(Utterance),
-    Recorded(RecordOutcome),
-    Expired(ExpiredChunk),
+impl WriteRequest {
+    /// The learner whose errors the request may change.
+    fn learner(&self) -> Option<Uuid> {
+        match self {
+            Self::Record(report, _) => Some(report.user_id),
+            _ => None,
+        }
+    }
+
+    /// Applies the request in the group's transaction; what it returns
+    /// answers the caller once the group is committed.
+    fn apply(self, group: &mut Group<'_>) -> Box<dyn Answer> {
+        match self {
+            Self::CreateUser(new, reply) => {
+                pending(reply, group.apply(|tx| writes::insert_user(tx, new)))
+            }
+            Self::CreateConversation(user_id, reply) => pending(
+                reply,
+                group.apply(|tx| writes::insert_conversation(tx, user_id)),
+            ),
+            Self::CreateUtterance(new, reply) => {
+                pending(reply, group.apply(|tx| writes::insert_utterance(tx, new)))
+            }
+            Self::Record(report, reply) => {
+                pending(reply, group.apply(|tx| writes::record(tx, report)))
+            }
+            Self::ExpireFingerprints(expiry, reply) => pending(
+                reply,
+                group.apply(|tx| writes::expire_fingerprints(tx, expiry)),
+            ),
+        }
+    }
 }
 
-pub(super) struct WriteRequest {
-    pub op: WriteOp,
-    pub reply: oneshot::Sender<Result<Written, StoreError>>,
+/// The callers' side of the writer's queue.
+pub(super) struct WriteQueue(mpsc::Sender<WriteRequest>);
+
+impl WriteQueue {
+    /// A queue, and the end of it the writer takes requests from.
+    pub fn new() -> (Self, mpsc::Receiver<WriteRequest>) {
+        let (sender, queue) = mpsc::channel(QUEUE_DEPTH);
+        (Self(sender), queue)
+    }
+
+    /// Queues the request `request` builds around its reply channel, and
+    /// waits for the answer (which comes after the commit).
+    pub async fn send<T>(
+        &self,
+        request: impl FnOnce(Reply<T>) -> WriteRequest,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.0.send(request(reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// A hold on the queue that does not keep the writer running.
+    pub fn downgrade(&self) -> WeakWriteQueue {
+        WeakWriteQueue(self.0.downgrade())
+    }
+}
+
+/// A hold on the writer's queue for a background thread: it never keeps
+/// the writer alive.
+pub(super) struct WeakWriteQueue(mpsc::WeakSender<WriteRequest>);
+
+impl WeakWriteQueue {
+    /// Like [`WriteQueue::send`], from a plain thread; `None` once the
+    /// writer has stopped.
+    pub fn blocking_send<T>(
+        &self,
+        request: impl FnOnce(Reply<T>) -> WriteRequest,
+    ) -> Option<Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let queue = self.0.upgrade()?;
+        queue.blocking_send(request(reply)).ok()?;
+        drop(queue);
+        answer.blocking_recv().ok()
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Internal("the database writer has stopped".into())
 }
 
 /// The writer thread: drains the queue in groups, one transaction each.
@@ -50,108 +131,130 @@ pub(super) fn run_writer(
     wal_full: &AtomicBool,
     practice: &PracticeCache,
 ) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut requests = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = queue.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
+        requests.push(first);
+        while requests.len() < MAX_GROUP {
             match queue.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(next) => requests.push(next),
                 Err(_) => break,
             }
         }
-        // Whose errors this group may change (read before the ops are
-        // taken out of the requests).
-        let learners: Vec<Uuid> = group
-            .iter()
-            .filter_map(|r| match &r.op {
-                WriteOp::RecordErrors(report) => Some(report.user_id),
-                _ => None,
-            })
-            .collect();
-        let started = Instant::now();
-        let results = commit_group(&mut conn, &mut group);
-        metrics::histogram!("errata_sqlite_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("errata_sqlite_commit_requests").record(group.len() as f64);
-        // Before anyone hears back: the next practice read of these
-        // learners must see this commit.
-        for user_id in learners {
-            practice.invalidate(user_id);
-        }
-        for (request, result) in group.drain(..).zip(results) {
-            // The caller may have gone away (client disconnected); the write
-            // stands either way.
-            let _ = request.reply.send(result);
-        }
+        commit_and_answer(&mut conn, &mut requests, practice);
         if wal_full.swap(false, Ordering::Relaxed) {
             restart_wal(&conn);
         }
     }
 }
 
-fn commit_group(
+/// Commits the requests in one transaction, then answers each.
+fn commit_and_answer(
     conn: &mut Connection,
-    group: &mut [WriteRequest],
-) -> Vec<Result<Written, StoreError>> {
-    let attempt = (|| {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut results = Vec::with_capacity(group.len());
-        for request in group.iter_mut() {
-            let op = std::mem::replace(&mut request.op, WriteOp::CreateConversation(Uuid::nil()));
-            // Each request in its own savepoint, so a failed one leaves no
-            // trace; the statements are prepared once, not parsed per request.
-            tx.prepare_cached("SAVEPOINT request")?.execute([])?;
-            let result = apply(&tx, op);
-            if result.is_err() {
-                tx.prepare_cached("ROLLBACK TO request")?.execute([])?;
+    requests: &mut Vec<WriteRequest>,
+    practice: &PracticeCache,
+) {
+    let learners: Vec<Uuid> = requests.iter().filter_map(WriteRequest::learner).collect();
+    let count = requests.len();
+    let started = Instant::now();
+    let mut group = Group::begin(conn);
+    let answers: Vec<Box<dyn Answer>> = requests.drain(..).map(|r| r.apply(&mut group)).collect();
+    let committed = group.commit();
+    metrics::histogram!("errata_sqlite_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("errata_sqlite_commit_requests").record(count as f64);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, requests = count, "database commit failed");
+    }
+    // Before anyone hears back: the next practice read of these learners
+    // must see this commit.
+    for user_id in learners {
+        practice.invalidate(user_id);
+    }
+    for answer in answers {
+        answer.send(committed.as_ref().map(|_| ()));
+    }
+}
+
+/// One group's transaction. A statement of the transaction itself failing
+/// (not one of a request's, which only undoes that request) loses the
+/// group: the requests after it are not applied, and every one is told the
+/// commit failed.
+struct Group<'c> {
+    tx: rusqlite::Result<Transaction<'c>>,
+}
+
+impl<'c> Group<'c> {
+    fn begin(conn: &'c mut Connection) -> Self {
+        Self {
+            tx: conn.transaction_with_behavior(TransactionBehavior::Immediate),
+        }
+    }
+
+    /// Runs one request's writes in its own savepoint, so that a request
+    /// that fails leaves no trace.
+    fn apply<T>(
+        &mut self,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = match &self.tx {
+            Ok(tx) => tx,
+            Err(e) => return Err(commit_failed(e)),
+        };
+        match in_savepoint(tx, write) {
+            Ok(result) => result,
+            Err(e) => {
+                let failed = commit_failed(&e);
+                // Dropping the transaction rolls it back.
+                self.tx = Err(e);
+                Err(failed)
             }
-            tx.prepare_cached("RELEASE request")?.execute([])?;
-            results.push(result);
         }
+    }
+
+    fn commit(self) -> rusqlite::Result<()> {
+        let mut tx = self.tx?;
         tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-        tx.commit()?;
-        Ok::<_, rusqlite::Error>(results)
-    })();
-    match attempt {
-        Ok(results) => results,
-        Err(e) => {
-            tracing::error!(error = %e, requests = group.len(), "database commit failed");
-            group
-                .iter()
-                .map(|_| Err(StoreError::Internal(format!("database commit failed: {e}"))))
-                .collect()
-        }
+        tx.commit()
     }
 }
 
-fn apply(tx: &Connection, op: WriteOp) -> Result<Written, StoreError> {
-    match op {
-        WriteOp::CreateUser(new) => writes::insert_user(tx, new).map(Written::User),
-        WriteOp::CreateConversation(user_id) => {
-            writes::insert_conversation(tx, user_id).map(Written::Conversation)
-        }
-        WriteOp::CreateUtterance(new) => writes::insert_utterance(tx, new).map(Written::Utterance),
-        WriteOp::RecordErrors(report) => writes::record(tx, report).map(Written::Recorded),
-        WriteOp::ExpireFingerprints(expiry) => {
-            writes::expire_fingerprints(tx, expiry).map(Written::Expired)
-        }
+/// The savepoint statements are prepared once, not parsed per request.
+fn in_savepoint<T>(
+    tx: &Connection,
+    write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> rusqlite::Result<Result<T, StoreError>> {
+    tx.prepare_cached("SAVEPOINT request")?.execute([])?;
+    let result = write(tx);
+    if result.is_err() {
+        tx.prepare_cached("ROLLBACK TO request")?.execute([])?;
     }
+    tx.prepare_cached("RELEASE request")?.execute([])?;
+    Ok(result)
 }
 
-/// The writer's answer to an `ExpireFingerprints` op.
-pub(super) fn expired(written: Written) -> Result<ExpiredChunk, StoreError> {
-    match written {
-        Written::Expired(chunk) => Ok(chunk),
-        other => Err(unexpected(other)),
-    }
+fn commit_failed(e: &rusqlite::Error) -> StoreError {
+    StoreError::Internal(format!("database commit failed: {e}"))
 }
 
-pub(super) fn unexpected(written: Written) -> StoreError {
-    let what = match written {
-        Written::User(_) => "a user",
-        Written::Conversation(_) => "a conversation",
-        Written::Utterance(_) => "an utterance",
-        Written::Recorded(_) => "a record outcome",
-        Written::Expired(_) => "expired fingerprints",
-    };
-    StoreError::Internal(format!("the writer answered with {what} unexpectedly"))
+/// A request applied, waiting for its group's commit to be answered.
+trait Answer: Send {
+    /// Sends the request's own result, or that the commit failed.
+    fn send(self: Box<Self>, committed: Result<(), &rusqlite::Error>);
+}
+
+struct Pending<T> {
+    reply: Reply<T>,
+    result: Result<T, StoreError>,
+}
+
+fn pending<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Box<dyn Answer> {
+    Box::new(Pending { reply, result })
+}
+
+impl<T: Send> Answer for Pending<T> {
+    fn send(self: Box<Self>, committed: Result<(), &rusqlite::Error>) {
+        let result = committed.map_err(commit_failed).and(self.result);
+        // The caller may have gone away (client disconnected); the write
+        // stands either way.
+        let _ = self.reply.send(result);
+    }
 }
