@@ -2,6 +2,7 @@
 //! it (the embedded SQLite file or ScyllaDB/Cassandra with a Redis buffer) is
 //! decided once, at start-up, from the configuration.
 
+pub mod closer;
 pub mod cql;
 mod records;
 pub mod sqlite;

@@ -1,15 +1,16 @@
 //! Work beside the writer: the checkpointer keeps the WAL short, the
 //! expirer forgets old request fingerprints, and the writer restarts the WAL
-//! when it has grown. Both threads run at a lower priority than requests.
+//! when it has grown and folds it in when it stops. Both threads run at a
+//! lower priority than requests, and stop when the store's closer closes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use r2d2_sqlite::rusqlite::Connection;
 
 use super::writer::{WeakWriteQueue, WriteRequest};
 use super::writes::{Expiry, FingerprintCursor};
+use crate::store::closer::Closer;
 use crate::store::{now, DEDUP_WINDOW};
 
 /// How often the checkpointer folds the WAL back into the database.
@@ -27,7 +28,7 @@ const EXPIRE_PASS_EVERY: Duration = Duration::from_secs(60);
 /// it catches up and raises `wal_full` for the writer.
 pub(super) fn run_checkpointer(
     conn: Connection,
-    stopped: &AtomicBool,
+    closer: &Closer,
     wal_full: &AtomicBool,
     restart_frames: i64,
 ) {
@@ -37,8 +38,7 @@ pub(super) fn run_checkpointer(
         })
     };
     lower_this_threads_priority();
-    while !stopped.load(Ordering::Relaxed) {
-        thread::sleep(CHECKPOINT_EVERY);
+    while !closer.wait_timeout(CHECKPOINT_EVERY) {
         match checkpoint() {
             Ok((frames, _)) if frames >= restart_frames => {
                 // Catch up with the writer first, so that what is left for
@@ -55,8 +55,6 @@ pub(super) fn run_checkpointer(
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
     }
-    // A last one, so a clean shutdown leaves the WAL folded in.
-    let _ = checkpoint();
 }
 
 /// The WAL only starts over from the beginning of its file when a
@@ -74,28 +72,37 @@ pub(super) fn restart_wal(conn: &Connection) {
     }
 }
 
+/// The writer's last act: copies every frame left into the database and
+/// truncates the WAL to nothing, so that a clean shutdown leaves the data in
+/// the database file alone. It waits (up to the busy timeout) for readers
+/// still in a transaction; it must not overlap the checkpointer's work (a
+/// checkpoint fails at once while another runs).
+pub(super) fn fold_wal_in(conn: &Connection) {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!("the WAL was not folded in: the database stayed busy"),
+        Err(e) => tracing::warn!(error = %e, "the last WAL checkpoint failed"),
+    }
+}
+
 /// Forgets old request fingerprints in the background, so that
 /// `ingest_requests` holds about a day of requests rather than every request
 /// ever made: passes over the table in key order, a chunk at a time through
 /// the writer, one pass a minute. It holds the writer's queue weakly, so it
 /// never keeps the writer alive.
-pub(super) fn run_expirer(writer: &WeakWriteQueue, stopped: &AtomicBool) {
+pub(super) fn run_expirer(writer: &WeakWriteQueue, closer: &Closer) {
     lower_this_threads_priority();
     let mut after: Option<FingerprintCursor> = None;
-    while !stopped.load(Ordering::Relaxed) {
+    loop {
         let pause = if after.is_some() {
             EXPIRE_CHUNK_EVERY
         } else {
             EXPIRE_PASS_EVERY
         };
-        // Wakes often enough to notice the store closing.
-        let wake = Instant::now() + pause;
-        while Instant::now() < wake {
-            if stopped.load(Ordering::Relaxed) {
-                return;
-            }
-            let left = wake.saturating_duration_since(Instant::now());
-            thread::sleep(EXPIRE_CHUNK_EVERY.min(left));
+        if closer.wait_timeout(pause) {
+            return;
         }
         let expiry = Expiry {
             after: after.take(),

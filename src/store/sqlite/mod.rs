@@ -24,9 +24,9 @@ mod writes;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -38,9 +38,10 @@ use uuid::Uuid;
 pub use connection::WalLimits;
 use connection::{internal, DATABASE_FILE};
 use practice_cache::PracticeCache;
-use writer::{WriteQueue, WriteRequest};
+use writer::{WeakWriteQueue, WriteQueue, WriteRequest, Writer};
 use writes::Expiry;
 
+use super::closer::Closer;
 use super::{
     Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery, RecentError,
     RecordOutcome, Store, StoreError, User, Utterance,
@@ -58,20 +59,64 @@ pub struct SqliteStore {
     /// Learners' practice inputs, dropped by the writer when it commits
     /// their errors.
     practice: Arc<PracticeCache>,
+    /// Exercise rotation is a presentation nicety, not data: it lives in
+    /// memory and starts over when the process restarts.
+    rounds: Mutex<HashMap<Uuid, u64>>,
+    /// Stops the writer, the checkpointer and the expirer.
+    closer: Closer,
+    /// Taken by the first `shutdown`, which waits for them.
+    threads: Mutex<Option<Threads>>,
     /// Held while the store is open: one process per data directory, since
     /// what this process keeps in memory is only kept right by its own
     /// writer.
     _lock: std::fs::File,
-    /// Exercise rotation is a presentation nicety, not data: it lives in
-    /// memory and starts over when the process restarts.
-    rounds: Mutex<HashMap<Uuid, u64>>,
-    /// Tells the checkpointer thread to finish.
-    stopped: Arc<AtomicBool>,
+}
+
+/// The store's threads. The writer joins the checkpointer itself, before
+/// its last checkpoint.
+struct Threads {
+    writer: JoinHandle<()>,
+    expirer: JoinHandle<()>,
+}
+
+impl Threads {
+    /// Starts the threads; they run until `closer` closes.
+    fn start(writer: Writer, queue: WeakWriteQueue, closer: &Closer) -> Result<Self, StoreError> {
+        let closer = closer.clone();
+        Ok(Self {
+            writer: spawn("writer", move || writer.run())?,
+            expirer: spawn("expirer", move || maintenance::run_expirer(&queue, &closer))?,
+        })
+    }
+
+    /// Waits for every thread to finish (they must have been told to).
+    fn join(self) -> Result<(), StoreError> {
+        let expirer = self.expirer.join();
+        let writer = self.writer.join();
+        for (name, joined) in [("writer", writer), ("expirer", expirer)] {
+            if joined.is_err() {
+                return Err(StoreError::Internal(format!(
+                    "the database {name} thread panicked"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    thread::Builder::new()
+        .name(format!("errata-sqlite-{name}"))
+        .spawn(work)
+        .map_err(internal)
 }
 
 impl Drop for SqliteStore {
+    /// Stops the threads without waiting for them, since this may run on a
+    /// runtime worker: the writer still answers what is queued and folds the
+    /// WAL in as it exits.
     fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
+        self.closer.close();
     }
 }
 
@@ -97,47 +142,37 @@ impl SqliteStore {
         let checkpointer = connection::open_checkpointer(&path)?;
         let readers = connection::open_readers(&path, READERS)?;
 
-        let (writer, queue) = WriteQueue::new();
+        let closer = Closer::new();
         let wal_full = Arc::new(AtomicBool::new(false));
         let practice = Arc::new(PracticeCache::new(PRACTICE_CACHE_BYTES));
-        thread::Builder::new()
-            .name("errata-sqlite-writer".into())
-            .spawn({
-                let wal_full = wal_full.clone();
-                let practice = practice.clone();
-                move || writer::run_writer(conn, queue, &wal_full, &practice)
-            })
-            .map_err(internal)?;
-        let stopped = Arc::new(AtomicBool::new(false));
-        {
-            let stopped = stopped.clone();
-            let writer = writer.downgrade();
-            thread::Builder::new()
-                .name("errata-sqlite-expirer".into())
-                .spawn(move || maintenance::run_expirer(&writer, &stopped))
-                .map_err(internal)?;
-        }
-        {
-            let stopped = stopped.clone();
-            thread::Builder::new()
-                .name("errata-sqlite-checkpointer".into())
-                .spawn(move || {
-                    maintenance::run_checkpointer(
-                        checkpointer,
-                        &stopped,
-                        &wal_full,
-                        wal.restart_frames,
-                    )
-                })
-                .map_err(internal)?;
-        }
+        let (queue, requests) = WriteQueue::new();
+        let started = spawn("checkpointer", {
+            let (closer, wal_full) = (closer.clone(), wal_full.clone());
+            move || {
+                maintenance::run_checkpointer(checkpointer, &closer, &wal_full, wal.restart_frames)
+            }
+        })
+        .and_then(|checkpointer| {
+            let writer = Writer {
+                conn,
+                queue: requests,
+                practice: practice.clone(),
+                wal_full,
+                closer: closer.clone(),
+                checkpointer,
+            };
+            Threads::start(writer, queue.downgrade(), &closer)
+        });
+        // Whatever started stops again if the rest could not.
+        let threads = started.inspect_err(|_| closer.close())?;
         Ok(Self {
-            writer,
+            writer: queue,
             readers,
             practice,
-            _lock: lock,
             rounds: Mutex::new(HashMap::new()),
-            stopped,
+            closer,
+            threads: Mutex::new(Some(threads)),
+            _lock: lock,
         })
     }
 
@@ -254,6 +289,24 @@ impl Store for SqliteStore {
             ));
         }
         self.read(reads::check)
+    }
+
+    /// Stops the writer (after it has answered what is queued and folded
+    /// the WAL into the database), the checkpointer and the expirer, and
+    /// waits for them. Reads still work afterwards; writes are refused.
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        self.closer.close();
+        let threads = self
+            .threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match threads {
+            Some(threads) => tokio::task::spawn_blocking(move || threads.join())
+                .await
+                .map_err(internal)?,
+            None => Ok(()),
+        }
     }
 }
 

@@ -276,6 +276,37 @@ async fn old_fingerprints_expire_and_recent_ones_still_deduplicate() {
     assert_eq!(total, old.len() as i64 + 2);
 }
 
+/// A clean shutdown stops the writer and leaves the WAL folded into the
+/// database: the -wal file is empty (or gone), later writes are refused,
+/// and the store opened again reads everything that was written.
+#[tokio::test]
+async fn shutdown_folds_the_wal_into_the_database() {
+    let (dir, store, al, said) = one_learner_with_a_sentence().await;
+    for n in 0..50 {
+        record(&store, al, said, vec![point(n), point(n + 1)]).await;
+    }
+    // A reader that has read stays open past the shutdown, which keeps
+    // SQLite from folding the WAL in as the writer's connection closes.
+    assert_eq!(store.frequencies(al.0).await.unwrap().total(), 100);
+    let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        wal_size() > 0,
+        "the WAL is empty already: the test proves nothing"
+    );
+
+    store.shutdown().await.unwrap();
+    assert_eq!(wal_size(), 0, "the WAL was left holding data");
+    assert!(store.create_conversation(al.0).await.is_err());
+    assert!(store.check_ready().await.is_err());
+    // A second shutdown has nothing left to stop.
+    store.shutdown().await.unwrap();
+
+    drop(store);
+    let again = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(again.frequencies(al.0).await.unwrap().total(), 100);
+}
+
 /// Two processes on one data directory would each keep answers the
 /// other's writes made stale: the second is refused, with the reason.
 #[tokio::test]

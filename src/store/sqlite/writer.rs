@@ -3,18 +3,23 @@
 //! whole group) and only then answers the callers.
 //!
 //! Each request carries its input and its own reply channel, typed for what
-//! it answers, so a caller always hears back the type it asked for.
+//! it answers, so a caller always hears back the type it asked for. When the
+//! store closes, the writer answers what is already queued, and its last
+//! act is to fold the WAL into the database.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use r2d2_sqlite::rusqlite::{self, Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::maintenance::restart_wal;
+use super::maintenance::{fold_wal_in, restart_wal};
 use super::practice_cache::PracticeCache;
 use super::writes::{self, ExpiredChunk, Expiry};
+use crate::store::closer::Closer;
 use crate::store::{
     Conversation, ErrorReport, NewUser, NewUtterance, RecordOutcome, StoreError, User, Utterance,
 };
@@ -124,25 +129,57 @@ fn stopped() -> StoreError {
     StoreError::Internal("the database writer has stopped".into())
 }
 
-/// The writer thread: drains the queue in groups, one transaction each.
-pub(super) fn run_writer(
-    mut conn: Connection,
-    mut queue: mpsc::Receiver<WriteRequest>,
-    wal_full: &AtomicBool,
-    practice: &PracticeCache,
-) {
-    let mut requests = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = queue.blocking_recv() {
-        requests.push(first);
-        while requests.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(next) => requests.push(next),
-                Err(_) => break,
+/// The writer thread and what it owns.
+pub(super) struct Writer {
+    pub conn: Connection,
+    pub queue: mpsc::Receiver<WriteRequest>,
+    /// Learners' practice inputs, dropped as their errors are committed.
+    pub practice: Arc<PracticeCache>,
+    /// Raised by the checkpointer when the WAL should start over.
+    pub wal_full: Arc<AtomicBool>,
+    /// The writer stops when this closes, after answering what is queued.
+    pub closer: Closer,
+    /// Joined before the writer's own last checkpoint.
+    pub checkpointer: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Drains the queue in groups, one transaction each, until the store
+    /// closes; then folds the WAL in.
+    pub fn run(mut self) {
+        let mut requests = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = next_request(&mut self.queue, &self.closer) {
+            requests.push(first);
+            while requests.len() < MAX_GROUP {
+                match self.queue.try_recv() {
+                    Ok(next) => requests.push(next),
+                    Err(_) => break,
+                }
+            }
+            commit_and_answer(&mut self.conn, &mut requests, &self.practice);
+            if self.wal_full.swap(false, Ordering::Relaxed) {
+                restart_wal(&self.conn);
             }
         }
-        commit_and_answer(&mut conn, &mut requests, practice);
-        if wal_full.swap(false, Ordering::Relaxed) {
-            restart_wal(&conn);
+        // The queue also ends when the store is gone; either way the
+        // checkpointer stops, and the last checkpoint is the writer's.
+        self.closer.close();
+        if self.checkpointer.join().is_err() {
+            tracing::error!("the WAL checkpointer thread panicked");
+        }
+        fold_wal_in(&self.conn);
+    }
+}
+
+/// The next request, waiting for one; `None` once the store closes and what
+/// was queued before has been taken.
+fn next_request(queue: &mut mpsc::Receiver<WriteRequest>, closer: &Closer) -> Option<WriteRequest> {
+    match closer.block_until(queue.recv()) {
+        Some(request) => request,
+        None => {
+            // Callers who come now hear that the writer has stopped.
+            queue.close();
+            queue.blocking_recv()
         }
     }
 }
