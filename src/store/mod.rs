@@ -5,6 +5,7 @@
 pub mod closer;
 pub mod cql;
 mod records;
+mod sentences;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -43,23 +44,13 @@ impl PracticeInputs {
     /// Picks the sentences for `top` from the latest events (newest first):
     /// for each error, its first `per_error` distinct utterances with text.
     pub fn from_recent(top: Vec<ErrorFrequency>, recent: &[RecentError], per_error: usize) -> Self {
-        let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
+        let mut picker = sentences::SentencePicker::new(top, per_error);
         for event in recent {
-            let Some(text) = event.utterance.as_deref().filter(|t| !t.trim().is_empty()) else {
-                continue;
-            };
-            let Some(i) = top.iter().position(|e| e.key == event.key) else {
-                continue;
-            };
-            let own = &mut sentences[i];
-            if own.len() < per_error && !own.iter().any(|s| s.utterance_id == event.utterance_id) {
-                own.push(OwnSentence {
-                    utterance_id: event.utterance_id,
-                    text: text.to_owned(),
-                });
+            if let Some(i) = picker.wants(&event.key.category, &event.key.subcategory) {
+                picker.offer(i, event.utterance_id, event.utterance.as_deref());
             }
         }
-        Self { top, sentences }
+        picker.finish()
     }
 
     /// Every top error already has all the sentences it can show.

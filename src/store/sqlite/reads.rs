@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 
-use r2d2_sqlite::rusqlite::{self, params, Connection, OptionalExtension};
+use r2d2_sqlite::rusqlite::{self, params, CachedStatement, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::connection::{from_micros, internal, uuid_column};
-use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable, OwnSentence};
+use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
+use crate::store::sentences::SentencePicker;
 use crate::store::{PracticeInputs, PracticeQuery, RecentError, StoreError, User};
 
 pub(super) fn user(conn: &Connection, user_id: Uuid) -> Result<Option<User>, StoreError> {
@@ -93,9 +94,10 @@ fn frequency_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorFrequency> {
 }
 
 /// The practice inputs in one read: the counts, then the learner's latest
-/// events from the covering index, newest first, stopping as soon as every
-/// top error has its sentences. Only the events that add a sentence are
-/// decoded.
+/// events from the covering index, newest first, comparing keys in place
+/// and stopping as soon as every top error has its sentences. Only the
+/// events that may add a sentence are decoded, and each utterance's text is
+/// looked up once.
 pub(super) fn practice_inputs(
     conn: &Connection,
     user_id: Uuid,
@@ -108,12 +110,8 @@ pub(super) fn practice_inputs(
         }
         return Ok(PracticeInputs::default());
     }
-    let per_error = query.sentences_per_error;
-    let mut sentences: Vec<Vec<OwnSentence>> = vec![Vec::new(); top.len()];
-    let mut missing = if per_error == 0 { 0 } else { top.len() };
-    let mut texts = conn
-        .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
-        .map_err(internal)?;
+    let mut picker = SentencePicker::new(top, query.sentences_per_error);
+    let mut texts = UtteranceTexts::new(conn)?;
     let mut events = conn
         .prepare_cached(
             "SELECT category_key, subcategory_key, utterance_id
@@ -124,61 +122,61 @@ pub(super) fn practice_inputs(
     let mut rows = events
         .query(params![user_id.to_string(), query.window as i64])
         .map_err(internal)?;
-    // Utterances already looked up that had no text to show.
-    let mut textless: Vec<Uuid> = Vec::new();
-    while missing > 0 {
+    while !picker.is_done() {
         let Some(r) = rows.next().map_err(internal)? else {
             break;
         };
-        let (category, subcategory) = (
-            r.get_ref(0)
-                .and_then(|v| Ok(v.as_str()?))
-                .map_err(internal)?,
-            r.get_ref(1)
-                .and_then(|v| Ok(v.as_str()?))
-                .map_err(internal)?,
-        );
-        let Some(i) = top
-            .iter()
-            .position(|e| e.key.category == category && e.key.subcategory == subcategory)
-        else {
+        let key = (str_column(r, 0)?, str_column(r, 1)?);
+        let Some(i) = picker.wants(key.0, key.1) else {
             continue;
         };
-        let own = &mut sentences[i];
-        if own.len() >= per_error {
-            continue;
-        }
         let utterance_id = uuid_column(r, 2).map_err(internal)?;
-        if textless.contains(&utterance_id) || own.iter().any(|s| s.utterance_id == utterance_id) {
-            continue;
-        }
-        let known = sentences
-            .iter()
-            .flatten()
-            .find(|s| s.utterance_id == utterance_id)
-            .map(|s| s.text.clone());
-        let text = match known {
-            Some(text) => Some(text),
-            None => texts
-                .query_row([utterance_id.to_string()], |u| {
-                    u.get::<_, Option<String>>(0)
-                })
-                .optional()
-                .map_err(internal)?
-                .flatten()
-                .filter(|t| !t.trim().is_empty()),
-        };
-        let Some(text) = text else {
-            textless.push(utterance_id);
-            continue;
-        };
-        let own = &mut sentences[i];
-        own.push(OwnSentence { utterance_id, text });
-        if own.len() == per_error {
-            missing -= 1;
-        }
+        picker.offer(i, utterance_id, texts.get(utterance_id)?);
     }
-    Ok(PracticeInputs { top, sentences })
+    Ok(picker.finish())
+}
+
+/// A text column, borrowed from the row rather than copied.
+fn str_column<'r>(r: &'r rusqlite::Row<'_>, index: usize) -> Result<&'r str, StoreError> {
+    r.get_ref(index)
+        .and_then(|v| Ok(v.as_str()?))
+        .map_err(internal)
+}
+
+/// Utterances' texts, each looked up once during one read.
+struct UtteranceTexts<'c> {
+    lookup: CachedStatement<'c>,
+    known: Vec<(Uuid, Option<String>)>,
+}
+
+impl<'c> UtteranceTexts<'c> {
+    fn new(conn: &'c Connection) -> Result<Self, StoreError> {
+        Ok(Self {
+            lookup: conn
+                .prepare_cached("SELECT content FROM utterances WHERE utterance_id = ?1")
+                .map_err(internal)?,
+            known: Vec::new(),
+        })
+    }
+
+    fn get(&mut self, utterance_id: Uuid) -> Result<Option<&str>, StoreError> {
+        let at = match self.known.iter().position(|(id, _)| *id == utterance_id) {
+            Some(at) => at,
+            None => {
+                let text = self
+                    .lookup
+                    .query_row([utterance_id.to_string()], |u| {
+                        u.get::<_, Option<String>>(0)
+                    })
+                    .optional()
+                    .map_err(internal)?
+                    .flatten();
+                self.known.push((utterance_id, text));
+                self.known.len() - 1
+            }
+        };
+        Ok(self.known[at].1.as_deref())
+    }
 }
 
 /// The learner's latest error points, newest first; `UserNotFound` for an
