@@ -48,8 +48,9 @@ use super::{
 };
 use crate::domain::FrequencyTable;
 
-/// Most reader connections open at once.
-const READERS: usize = 8;
+/// The fewest reader connections the pool may open (it opens them as reads
+/// need them, up to at least one per runtime worker).
+const MIN_READERS: usize = 8;
 /// Memory for learners' practice inputs kept between writes.
 const PRACTICE_CACHE_BYTES: u64 = 128 << 20;
 
@@ -111,6 +112,17 @@ fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
         .map_err(internal)
 }
 
+/// A read holds its connection on the thread of the task that asks (see
+/// `SqliteStore::read`), so at most one read per runtime worker, and one on
+/// the thread that blocks on the runtime's main future, hold one at once.
+/// With that many, a worker never blocks waiting for another's read to end.
+fn reader_pool_size() -> usize {
+    let workers = tokio::runtime::Handle::try_current()
+        .map(|runtime| runtime.metrics().num_workers())
+        .unwrap_or(0);
+    MIN_READERS.max(workers + 1)
+}
+
 impl Drop for SqliteStore {
     /// Stops the threads without waiting for them, since this may run on a
     /// runtime worker: the writer still answers what is queued and folds the
@@ -128,19 +140,20 @@ impl SqliteStore {
 
     pub async fn open_with(data_dir: &Path, wal: WalLimits) -> Result<Self, StoreError> {
         let data_dir = data_dir.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, wal))
+        let readers = reader_pool_size();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, wal, readers))
             .await
             .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))?
     }
 
-    fn open_blocking(data_dir: &Path, wal: WalLimits) -> Result<Self, StoreError> {
+    fn open_blocking(data_dir: &Path, wal: WalLimits, readers: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
         let lock = connection::lock_data_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let conn = connection::open_writer(&path, wal)?;
         let checkpointer = connection::open_checkpointer(&path)?;
-        let readers = connection::open_readers(&path, READERS)?;
+        let readers = connection::open_readers(&path, readers)?;
 
         let closer = Closer::new();
         let wal_full = Arc::new(AtomicBool::new(false));

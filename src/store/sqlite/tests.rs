@@ -1,12 +1,13 @@
 //! The embedded store against real SQLite files in temporary directories.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::connection::DATABASE_FILE;
+use super::reads;
 use super::writes::FINGERPRINT_CHUNK;
 use super::{SqliteStore, WalLimits};
 use crate::domain::{Email, ErrorName, ErrorPoint, Username};
@@ -305,6 +306,62 @@ async fn shutdown_folds_the_wal_into_the_database() {
     drop(store);
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(again.frequencies(al.0).await.unwrap().total(), 100);
+}
+
+/// A read holds its connection on its task's own thread, so a runtime
+/// worker that found every connection taken would block until another
+/// read ended. Sixteen reads on sixteen workers (more than the pool once
+/// had connections) each hold a connection until all sixteen hold one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 16)]
+async fn every_runtime_worker_can_hold_a_reader_at_once() {
+    const READS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let all_in = Arc::new(Rendezvous::new(READS));
+    let reads: Vec<_> = (0..READS)
+        .map(|_| {
+            let (store, all_in) = (store.clone(), all_in.clone());
+            tokio::spawn(async move {
+                store.read(|conn| {
+                    reads::check(conn)?;
+                    Ok(all_in.arrive_and_wait(Duration::from_secs(10)))
+                })
+            })
+        })
+        .collect();
+    for read in reads {
+        let met = read.await.unwrap().unwrap();
+        assert!(met, "a read waited for a connection another read held");
+    }
+}
+
+/// Threads wait here until `count` of them have arrived, or time runs out.
+struct Rendezvous {
+    count: usize,
+    arrived: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Rendezvous {
+    fn new(count: usize) -> Self {
+        Self {
+            count,
+            arrived: Mutex::new(0),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// True when all arrived within `timeout`.
+    fn arrive_and_wait(&self, timeout: Duration) -> bool {
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.changed.notify_all();
+        let (arrived, _) = self
+            .changed
+            .wait_timeout_while(arrived, timeout, |n| *n < self.count)
+            .unwrap();
+        *arrived >= self.count
+    }
 }
 
 /// Two processes on one data directory would each keep answers the
