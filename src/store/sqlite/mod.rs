@@ -8,11 +8,16 @@
 //! survives a crash. Reads run on a pool of read-only connections and, thanks
 //! to WAL, never wait for the writer.
 //!
+//! Three threads work here: the writer, the checkpointer and the
+//! fingerprint expirer. One [`Closer`] stops them all; `shutdown` waits for
+//! them, and the writer's last act is to fold the WAL into the database.
+//!
 //! - `connection`: the data-directory lock, connection set-up, WAL limits,
 //!   how values are kept in columns;
-//! - `writer`: the write requests and the group commit;
+//! - `writer`: the typed write requests and the group commit;
 //! - `writes` and `reads`: the SQL;
-//! - `maintenance`: the checkpointer and the fingerprint expirer;
+//! - `maintenance`: the checkpointer, the expirer, the WAL's restart and
+//!   its last checkpoint;
 //! - `practice_cache`: learners' practice inputs kept between writes.
 
 mod connection;
@@ -159,25 +164,23 @@ impl SqliteStore {
         let wal_full = Arc::new(AtomicBool::new(false));
         let practice = Arc::new(PracticeCache::new(PRACTICE_CACHE_BYTES));
         let (queue, requests) = WriteQueue::new();
-        let started = spawn("checkpointer", {
+        let checkpointer = {
             let (closer, wal_full) = (closer.clone(), wal_full.clone());
-            move || {
+            spawn("checkpointer", move || {
                 maintenance::run_checkpointer(checkpointer, &closer, &wal_full, wal.restart_frames)
-            }
-        })
-        .and_then(|checkpointer| {
-            let writer = Writer {
-                conn,
-                queue: requests,
-                practice: practice.clone(),
-                wal_full,
-                closer: closer.clone(),
-                checkpointer,
-            };
-            Threads::start(writer, queue.downgrade(), &closer)
-        });
-        // Whatever started stops again if the rest could not.
-        let threads = started.inspect_err(|_| closer.close())?;
+            })?
+        };
+        let writer = Writer {
+            conn,
+            queue: requests,
+            practice: practice.clone(),
+            wal_full,
+            closer: closer.clone(),
+            checkpointer,
+        };
+        // If the writer or the expirer cannot start, what did start stops.
+        let threads =
+            Threads::start(writer, queue.downgrade(), &closer).inspect_err(|_| closer.close())?;
         Ok(Self {
             writer: queue,
             readers,
