@@ -11,8 +11,7 @@ use super::connection::{internal, micros, uuid_column};
 use super::reads::{conversation_owner, user_exists};
 use crate::domain::ErrorKey;
 use crate::store::{
-    now, Conversation, ErrorReport, NewUser, NewUtterance, RecordOutcome, StoreError, User,
-    Utterance,
+    Conversation, ErrorReport, NewUser, NewUtterance, RecordOutcome, StoreError, User, Utterance,
 };
 
 /// Fingerprints looked at per write (the writer's other requests wait
@@ -39,12 +38,8 @@ pub(super) struct ExpiredChunk {
 }
 
 pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreError> {
-    let user = User {
-        user_id: Uuid::now_v7(),
-        username: new.username.as_str().to_owned(),
-        email: new.email.as_str().to_owned(),
-        created_at: now(),
-    };
+    let email_key = new.email.key().to_owned();
+    let user = User::new(new);
     let inserted = tx
         .prepare_cached(
             "INSERT INTO users (user_id, username, email, email_key, created_at)
@@ -55,7 +50,7 @@ pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreEr
                 user.user_id.to_string(),
                 user.username,
                 user.email,
-                new.email.key(),
+                email_key,
                 micros(user.created_at)
             ])
         })
@@ -73,11 +68,7 @@ pub(super) fn insert_conversation(
     if !user_exists(tx, user_id)? {
         return Err(StoreError::UserNotFound);
     }
-    let conversation = Conversation {
-        conversation_id: Uuid::now_v7(),
-        user_id,
-        started_at: now(),
-    };
+    let conversation = Conversation::new(user_id);
     tx.prepare_cached(
         "INSERT INTO conversations (conversation_id, user_id, started_at) VALUES (?1, ?2, ?3)",
     )
@@ -99,13 +90,7 @@ pub(super) fn insert_utterance(
     if conversation_owner(tx, new.conversation_id)? != Some(new.user_id) {
         return Err(StoreError::ConversationNotFound);
     }
-    let utterance = Utterance {
-        utterance_id: Uuid::now_v7(),
-        conversation_id: new.conversation_id,
-        user_id: new.user_id,
-        content: new.content,
-        created_at: now(),
-    };
+    let utterance = Utterance::new(new);
     tx.prepare_cached(
         "INSERT INTO utterances (utterance_id, conversation_id, user_id, content, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
