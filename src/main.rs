@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use errata::config::Config;
+use errata::config::{Config, StoreKind};
 use errata::startup::{shutdown_signal, Application};
 use errata::store::Background;
 use errata::{store, telemetry};
@@ -38,6 +38,17 @@ enum Command {
     },
     /// Make every buffered write durable now (cql mode).
     Flush,
+    /// Write many learners straight into a fresh embedded data directory
+    /// (for load tests); prints each one's ids: user, conversation, then
+    /// utterances, on one line.
+    Seed {
+        /// How many learners.
+        #[arg(long)]
+        learners: usize,
+        /// Utterances per learner, in one conversation.
+        #[arg(long, default_value_t = 4)]
+        utterances: usize,
+    },
 }
 
 #[tokio::main]
@@ -71,6 +82,21 @@ async fn main() -> anyhow::Result<()> {
             store.shutdown().await?;
             let flushed = flushed?;
             println!("flush done: {flushed} learners flushed");
+            Ok(())
+        }
+        Command::Seed {
+            learners,
+            utterances,
+        } => {
+            anyhow::ensure!(
+                config.store == StoreKind::Embedded,
+                "errata seed writes an embedded data directory (ERRATA_STORE=embedded)"
+            );
+            anyhow::ensure!(utterances >= 1, "--utterances must be at least 1");
+            let out = std::io::stdout().lock();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+            store::sqlite::seed::seed(&config.data_dir, learners, utterances, &mut out)
+                .context("seeding")?;
             Ok(())
         }
     }

@@ -4,8 +4,8 @@
 //!       --learners 10000 --connections 32 --duration 20
 //!
 //! 1. Population: `--learners` learners, each with a conversation and an
-//!    utterance, created through the API (or, with `--bulk-sqlite`, written
-//!    into a fresh SQLite file before the spawned server starts).
+//!    utterance, created through the API (or, with `--bulk-sqlite`, by the
+//!    spawned binary's `errata seed` before it serves).
 //! 2. For each connection count of `--connections`: the `/healthz` ceiling,
 //!    then each `--ingest-share` mix of POST /simulate-and-generate and
 //!    GET /generate-exercise, learners drawn from a Zipf distribution.
@@ -53,8 +53,9 @@ struct Args {
     /// about one of them, drawn at random.
     #[arg(long, default_value_t = 4)]
     utterances: usize,
-    /// Write the learners straight into the SQLite file before the spawned
-    /// server starts (fast setup for large populations; needs --spawn).
+    /// Have the spawned binary write the learners straight into its fresh
+    /// data directory (`errata seed`) before it serves: fast setup for large
+    /// populations (needs --spawn).
     #[arg(long, requires = "spawn")]
     bulk_sqlite: bool,
     /// Requests in flight while creating learners through the API.
@@ -170,6 +171,52 @@ fn loadavg() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    validate(&args)?;
+    let loadavg_before = loadavg();
+    eprintln!("errata-loadgen: load average before: {loadavg_before}");
+
+    let setup_started = Instant::now();
+    let setup = set_up(&args).await?;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    let pid = setup.spawned.as_ref().map(|s| s.pid).or(args.server_pid);
+
+    // Zipf rank -> learner: shuffled, so heavy learners are spread over the
+    // id space rather than all created first.
+    let mut learners = setup.learners;
+    learners.shuffle(&mut rand::rng());
+    let population = Arc::new(Population::new(learners));
+
+    let (phases, memory) = measure(&args, &setup.base, &population, pid).await?;
+    run_before_check(&args)?;
+    let check = if args.no_check {
+        None
+    } else {
+        Some(check(&setup.base, &population).await?)
+    };
+    let report = Report {
+        machine: machine(loadavg_before),
+        learners: args.learners,
+        setup: setup.kind.into(),
+        setup_seconds,
+        zipf_exponent: args.zipf,
+        phases,
+        server_memory: memory,
+        check,
+    };
+    write_report(&args, &report)?;
+    if let Some(s) = setup.spawned {
+        if args.keep_data {
+            println!("data kept in {}", s.data_dir.display());
+        }
+        s.stop().await;
+    }
+    if report.check.as_ref().is_some_and(|c| !c.passed) {
+        bail!("the correctness check failed");
+    }
+    Ok(())
+}
+
+fn validate(args: &Args) -> anyhow::Result<()> {
     if args.utterances == 0 {
         bail!("--utterances must be at least 1");
     }
@@ -179,16 +226,25 @@ async fn main() -> anyhow::Result<()> {
     if args.connections.contains(&0) {
         bail!("--connections must be at least 1");
     }
-    let loadavg_before = loadavg();
-    eprintln!("errata-loadgen: load average before: {loadavg_before}");
+    Ok(())
+}
 
-    // The server and the population.
-    let setup_started = Instant::now();
-    let (spawned, base, learners, setup) = match (&args.spawn, &args.url) {
+/// The server under test and its learners.
+struct Setup {
+    spawned: Option<server::Spawned>,
+    base: String,
+    learners: Vec<population::Learner>,
+    /// How the learners were made: "api" or "bulk".
+    kind: &'static str,
+}
+
+async fn set_up(args: &Args) -> anyhow::Result<Setup> {
+    match (&args.spawn, &args.url) {
         (Some(binary), _) => {
             let data_dir = server::temp_data_dir()?;
-            let learners = if args.bulk_sqlite {
-                Some(population::bulk_sqlite(
+            let bulk = if args.bulk_sqlite {
+                Some(population::bulk(
+                    binary,
                     &data_dir,
                     args.learners,
                     args.utterances,
@@ -204,43 +260,43 @@ async fn main() -> anyhow::Result<()> {
                 spawned.data_dir.display()
             );
             let base = format!("http://127.0.0.1:{port}");
-            let (learners, setup) = match learners {
-                Some(l) => (l, "bulk-sqlite"),
-                None => (
-                    population::via_api(
-                        &base,
-                        args.learners,
-                        args.utterances,
-                        args.setup_concurrency,
-                    )
-                    .await?,
-                    "api",
-                ),
+            let (learners, kind) = match bulk {
+                Some(learners) => (learners, "bulk"),
+                None => (via_api(args, &base).await?, "api"),
             };
-            (Some(spawned), base, learners, setup)
+            Ok(Setup {
+                spawned: Some(spawned),
+                base,
+                learners,
+                kind,
+            })
         }
         (None, Some(url)) => {
             let base = url.trim_end_matches('/').to_owned();
-            let learners = population::via_api(
-                &base,
-                args.learners,
-                args.utterances,
-                args.setup_concurrency,
-            )
-            .await?;
-            (None, base, learners, "api")
+            let learners = via_api(args, &base).await?;
+            Ok(Setup {
+                spawned: None,
+                base,
+                learners,
+                kind: "api",
+            })
         }
         (None, None) => bail!("give --spawn PATH or --url URL"),
-    };
-    let setup_seconds = setup_started.elapsed().as_secs_f64();
-    let pid = spawned.as_ref().map(|s| s.pid).or(args.server_pid);
+    }
+}
 
-    // Zipf rank -> learner: shuffled, so heavy learners are spread over the
-    // id space rather than all created first.
-    let mut learners = learners;
-    learners.shuffle(&mut rand::rng());
-    let population = Arc::new(Population::new(learners));
+async fn via_api(args: &Args, base: &str) -> anyhow::Result<Vec<population::Learner>> {
+    population::via_api(base, args.learners, args.utterances, args.setup_concurrency).await
+}
 
+/// For each connection count: the /healthz ceiling, then every mix; the
+/// server's memory after each phase.
+async fn measure(
+    args: &Args,
+    base: &str,
+    population: &Arc<Population>,
+    pid: Option<u32>,
+) -> anyhow::Result<(Vec<PhaseResult>, Vec<Memory>)> {
     let mut phases = Vec::new();
     let mut memory = Vec::new();
     let mut note_memory = |after: String| {
@@ -264,20 +320,17 @@ async fn main() -> anyhow::Result<()> {
                 Workload::Healthz => args.healthz_duration,
                 Workload::Mix(_) => args.duration,
             };
-            let mut result = drive::run_phase(
-                PhaseConfig {
-                    base: base.clone(),
-                    workload,
-                    connections,
-                    warmup: Duration::from_secs_f64(args.warmup),
-                    duration: Duration::from_secs_f64(duration),
-                    zipf_exponent: args.zipf,
-                    top_n: args.top_n,
-                    per_error: args.per_error,
-                },
-                population.clone(),
-            )
-            .await?;
+            let config = PhaseConfig {
+                base: base.to_owned(),
+                workload,
+                connections,
+                warmup: Duration::from_secs_f64(args.warmup),
+                duration: Duration::from_secs_f64(duration),
+                zipf_exponent: args.zipf,
+                top_n: args.top_n,
+                per_error: args.per_error,
+            };
+            let mut result = drive::run_phase(config, population.clone()).await?;
             if workload == Workload::Healthz {
                 ceiling = result.endpoints.first().map(|e| e.rps);
             }
@@ -289,24 +342,28 @@ async fn main() -> anyhow::Result<()> {
             phases.push(result);
         }
     }
+    Ok((phases, memory))
+}
 
-    if let Some(command) = &args.before_check {
-        eprintln!("before the check: {command}");
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .status()
-            .with_context(|| format!("running {command:?}"))?;
-        if !status.success() {
-            bail!("{command:?} failed: {status}");
-        }
-    }
-    let check = if args.no_check {
-        None
-    } else {
-        Some(check(&base, &population).await?)
+fn run_before_check(args: &Args) -> anyhow::Result<()> {
+    let Some(command) = &args.before_check else {
+        return Ok(());
     };
-    if let Some(c) = &check {
+    eprintln!("before the check: {command}");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Prints the check, the memory and the machine; writes the JSON and plot.
+fn write_report(args: &Args, report: &Report) -> anyhow::Result<()> {
+    if let Some(c) = &report.check {
         println!(
             "correctness: {} learners touched, {} error points acknowledged, {} counted, {} learners mismatched: {}",
             c.learners_touched,
@@ -316,7 +373,7 @@ async fn main() -> anyhow::Result<()> {
             if c.passed { "PASS" } else { "FAIL" }
         );
     }
-    if let Some(m) = memory.last() {
+    if let Some(m) = report.server_memory.last() {
         println!(
             "server memory: VmRSS {:.1} MiB (anon {:.1}, file {:.1}), VmHWM (peak) {:.1} MiB",
             m.vm_rss_kib as f64 / 1024.0,
@@ -325,17 +382,6 @@ async fn main() -> anyhow::Result<()> {
             m.vm_hwm_kib as f64 / 1024.0
         );
     }
-
-    let report = Report {
-        machine: machine(loadavg_before),
-        learners: args.learners,
-        setup: setup.into(),
-        setup_seconds,
-        zipf_exponent: args.zipf,
-        phases,
-        server_memory: memory,
-        check,
-    };
     println!(
         "machine: {} x {}, load average before {} after {}",
         report.machine.nproc,
@@ -344,22 +390,13 @@ async fn main() -> anyhow::Result<()> {
         report.machine.loadavg_after
     );
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("results written to {}", path.display());
     }
     if let Some(path) = &args.plot {
         plot::draw(path, &report.phases)?;
         println!("plot written to {}", path.display());
-    }
-    if let Some(s) = spawned {
-        if args.keep_data {
-            println!("data kept in {}", s.data_dir.display());
-        }
-        s.stop().await;
-    }
-    if report.check.as_ref().is_some_and(|c| !c.passed) {
-        bail!("the correctness check failed");
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! Creating the learners: each gets a user, a conversation and an utterance,
-//! either through the HTTP API or (for large populations) written straight
-//! into a fresh SQLite file before the server starts.
+//! Creating the learners: each gets a user, a conversation and utterances,
+//! either through the HTTP API or (for large populations) by the server's
+//! own `errata seed`, before it serves.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-/// The schema the embedded store creates; the bulk path creates the same.
-const SCHEMA: &str = include_str!("../../src/store/sqlite/schema.sql");
-const DATABASE_FILE: &str = "errata.db";
 
 #[derive(Debug, Clone)]
 pub struct Learner {
@@ -186,74 +182,55 @@ async fn create_one(
     })
 }
 
-/// Writes `count` learners straight into `data_dir/errata.db` (which must not
-/// be in use), with the server's own schema, in one transaction.
-pub fn bulk_sqlite(
+/// Has `binary` (`errata seed`) write `count` learners straight into the
+/// fresh `data_dir` before it serves; reads back their ids (one learner a
+/// line: user, conversation, then the utterances, separated by spaces).
+pub fn bulk(
+    binary: &Path,
     data_dir: &Path,
     count: usize,
     utterances: usize,
 ) -> anyhow::Result<Vec<Learner>> {
     let started = Instant::now();
-    let path = data_dir.join(DATABASE_FILE);
-    let mut conn =
-        rusqlite::Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "OFF")?;
-    conn.execute_batch(SCHEMA)?;
-    let tx = conn.transaction()?;
-    let mut learners = Vec::with_capacity(count);
-    {
-        let mut user = tx.prepare(
-            "INSERT INTO users (user_id, username, email, email_key, created_at)
-             VALUES (?1, ?2, ?3, ?3, ?4)",
-        )?;
-        let mut conversation = tx.prepare(
-            "INSERT INTO conversations (conversation_id, user_id, started_at) VALUES (?1, ?2, ?3)",
-        )?;
-        let mut utterance = tx.prepare(
-            "INSERT INTO utterances (utterance_id, conversation_id, user_id, content, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_micros() as i64;
-        for i in 0..count {
-            let learner = Learner {
-                user_id: Uuid::now_v7(),
-                conversation_id: Uuid::now_v7(),
-                utterance_ids: (0..utterances).map(|_| Uuid::now_v7()).collect(),
-            };
-            let (u, c) = (
-                learner.user_id.to_string(),
-                learner.conversation_id.to_string(),
-            );
-            user.execute(rusqlite::params![
-                u,
-                format!("learner{i}"),
-                format!("learner{i}@bulk.test"),
-                now
-            ])?;
-            conversation.execute(rusqlite::params![c, u, now])?;
-            for (n, utterance_id) in learner.utterance_ids.iter().enumerate() {
-                utterance.execute(rusqlite::params![
-                    utterance_id.to_string(),
-                    c,
-                    u,
-                    SENTENCES[(i + n) % SENTENCES.len()],
-                    now
-                ])?;
-            }
-            learners.push(learner);
-            if i % 100_000 == 0 && i > 0 {
-                eprint!("\r  bulk setup: {i}/{count} learners   ");
-            }
-        }
+    let output = std::process::Command::new(binary)
+        .arg("seed")
+        .arg("--learners")
+        .arg(count.to_string())
+        .arg("--utterances")
+        .arg(utterances.to_string())
+        .env("ERRATA_STORE", "embedded")
+        .env("ERRATA_DATA_DIR", data_dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} seed", binary.display()))?;
+    if !output.status.success() {
+        bail!("{} seed failed: {}", binary.display(), output.status);
     }
-    tx.commit()?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let text = String::from_utf8(output.stdout).context("seed output is not UTF-8")?;
+    let learners = text
+        .lines()
+        .map(|line| {
+            let ids = line
+                .split(' ')
+                .map(Uuid::parse_str)
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("a seed line: {line:?}"))?;
+            match ids.as_slice() {
+                [user_id, conversation_id, said @ ..] if !said.is_empty() => Ok(Learner {
+                    user_id: *user_id,
+                    conversation_id: *conversation_id,
+                    utterance_ids: said.to_vec(),
+                }),
+                _ => bail!("a seed line without utterances: {line:?}"),
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if learners.len() != count {
+        bail!("seed wrote {} learners, not {count}", learners.len());
+    }
     eprintln!(
-        "\r  bulk setup: {count} learners written to {} in {:.1} s",
-        path.display(),
+        "  bulk setup: {count} learners seeded in {} in {:.1} s",
+        data_dir.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(learners)

@@ -5,8 +5,6 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -63,7 +61,7 @@ impl Closer {
     /// Blocks this thread until `work` completes (`Some` of its output) or
     /// the closer closes (`None`), whichever comes first; `work` wins a tie.
     pub fn block_until<F: Future>(&self, work: F) -> Option<F::Output> {
-        block_on(async {
+        futures_executor::block_on(async {
             tokio::select! {
                 biased;
                 output = work => Some(output),
@@ -79,28 +77,9 @@ impl Closer {
     }
 }
 
-/// Runs a future on the calling thread, parking it while the future waits
-/// (the executor of `std::task::Wake`'s documentation).
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        thread::park();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::thread;
     use std::time::Instant;
 
     use super::*;

@@ -24,6 +24,7 @@ mod connection;
 mod maintenance;
 mod practice_cache;
 mod reads;
+pub mod seed;
 mod writer;
 mod writes;
 

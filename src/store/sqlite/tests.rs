@@ -408,3 +408,35 @@ async fn assert_same_practice(store: &SqliteStore, user_id: Uuid, query: Practic
     let got = store.practice_inputs(user_id, query).await.unwrap();
     assert_eq!(*got, expected, "{query:?}");
 }
+
+#[tokio::test]
+async fn seeded_learners_are_there_for_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    super::seed::seed(dir.path(), 3, 2, &mut out).unwrap();
+    let lines: Vec<Vec<Uuid>> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(|id| id.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    for ids in &lines {
+        assert_eq!(ids.len(), 4, "user, conversation and two utterances");
+        assert!(store.user(ids[0]).await.unwrap().is_some());
+        // The seeded ids belong together: errors about them are recorded.
+        let report = ErrorReport {
+            user_id: ids[0],
+            conversation_id: ids[1],
+            utterance_id: ids[3],
+            points: vec![point(0)],
+            fingerprint: Uuid::new_v4(),
+            received_at: crate::store::now(),
+        };
+        assert_eq!(store.record_errors(report).await.unwrap().recorded, 1);
+    }
+    // A data directory in use is refused.
+    let mut out = Vec::new();
+    assert!(super::seed::seed(dir.path(), 1, 1, &mut out).is_err());
+    store.shutdown().await.unwrap();
+}
