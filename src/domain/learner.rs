@@ -5,19 +5,33 @@ pub const MAX_USERNAME_CHARS: usize = 64;
 /// Longest accepted e-mail address, in characters (RFC 5321 path limit).
 pub const MAX_EMAIL_CHARS: usize = 254;
 
+/// Why a username was refused (the messages are FastAPI's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsernameError {
+    #[error("String should have at least 1 character")]
+    Empty,
+    #[error("String should have at most {MAX_USERNAME_CHARS} characters")]
+    TooLong,
+}
+
+/// Why an e-mail address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("value is not a valid email address")]
+    Invalid,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, UsernameError> {
         let name = raw.trim();
         if name.is_empty() {
-            return Err("String should have at least 1 character".into());
+            return Err(UsernameError::Empty);
         }
         if name.chars().count() > MAX_USERNAME_CHARS {
-            return Err(format!(
-                "String should have at most {MAX_USERNAME_CHARS} characters"
-            ));
+            return Err(UsernameError::TooLong);
         }
         Ok(Self(name.to_owned()))
     }
@@ -36,9 +50,9 @@ pub struct Email {
 }
 
 impl Email {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let address = raw.trim();
-        let invalid = || "value is not a valid email address".to_owned();
+        let invalid = || EmailError::Invalid;
         if address.chars().count() > MAX_EMAIL_CHARS {
             return Err(invalid());
         }

@@ -8,5 +8,5 @@ pub mod ranking;
 
 pub use error_point::{report_fingerprint, ErrorKey, ErrorName, ErrorPoint, NameError};
 pub use exercises::{Exercise, ExerciseBank, ExerciseKind, ExerciseSource, OwnSentence};
-pub use learner::{Email, Username};
+pub use learner::{Email, EmailError, Username, UsernameError};
 pub use ranking::{ErrorFrequency, FrequencyTable};

@@ -59,8 +59,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("not authenticated")]
     Unauthorized,
-    #[error("{0}")]
-    Unavailable(String),
+    /// `reason` is shown; `log` (the whole error chain) is only logged.
+    #[error("{reason}")]
+    Unavailable { reason: String, log: String },
     /// Logged in full, never shown to the caller.
     #[error("{0}")]
     Internal(String),
@@ -83,8 +84,11 @@ impl From<StoreError> for ApiError {
             StoreError::UserNotFound
             | StoreError::ConversationNotFound
             | StoreError::UtteranceNotFound => Self::NotFound(e.to_string()),
-            StoreError::Unavailable(reason) => Self::Unavailable(reason),
-            StoreError::Internal(reason) => Self::Internal(reason),
+            StoreError::Unavailable { .. } => Self::Unavailable {
+                reason: e.to_string(),
+                log: e.chain(),
+            },
+            StoreError::Internal { .. } | StoreError::Config(_) => Self::Internal(e.chain()),
         }
     }
 }
@@ -113,8 +117,8 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 response
             }
-            Self::Unavailable(reason) => {
-                tracing::warn!(%reason, "backend unavailable");
+            Self::Unavailable { reason, log } => {
+                tracing::warn!(error = %log, "backend unavailable");
                 metrics::counter!("errata_store_errors_total", "kind" => "unavailable")
                     .increment(1);
                 let mut response = (

@@ -40,10 +40,12 @@ impl TryFrom<CreateUser> for NewUser {
             (Ok(username), Ok(email)) => Ok(NewUser { username, email }),
             (username, email) => {
                 let mut errors = Vec::new();
-                if let Err(msg) = username {
+                if let Err(e) = username {
+                    let msg = e.to_string();
                     errors.push(FieldError::new(["body", "username"], msg, "value_error"));
                 }
-                if let Err(msg) = email {
+                if let Err(e) = email {
+                    let msg = e.to_string();
                     errors.push(FieldError::new(["body", "email"], msg, "value_error"));
                 }
                 Err(ApiError::Validation(errors))

@@ -81,10 +81,109 @@ pub enum StoreError {
     #[error("Utterance not found")]
     UtteranceNotFound,
     /// A backend is unreachable or overloaded; the request may be retried.
+    /// The message is errata's own; the driver's error is the source.
+    #[error("{backend}: {context}")]
+    Unavailable {
+        backend: Backend,
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A bug or a broken invariant (500).
+    #[error("{context}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The configuration cannot work (a bad keyspace name, a consistency
+    /// level that does not exist, …).
     #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    Config(String),
+}
+
+/// Any error a backend's driver returns, kept as the source of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which backend did not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Cql,
+    Redis,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Cql => "cql",
+            Self::Redis => "redis",
+        })
+    }
+}
+
+impl Backend {
+    /// The short, stable reason a response gives (never a driver's text).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite store unavailable",
+            Self::Cql => "CQL store unavailable",
+            Self::Redis => "Redis unavailable",
+        }
+    }
+}
+
+impl StoreError {
+    /// `backend` did not answer while doing `context`, because of `source`.
+    pub fn unavailable(
+        backend: Backend,
+        context: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Unavailable {
+            backend,
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// `backend` cannot serve this now, for a reason of errata's own.
+    pub fn busy(backend: Backend, context: impl Into<String>) -> Self {
+        Self::Unavailable {
+            backend,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// Doing `context` failed because of `source`, which should not happen.
+    pub fn internal(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A broken invariant with no underlying error.
+    pub fn bug(context: impl Into<String>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// The whole chain, for logs: this error and every source below it.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            source = e.source();
+        }
+        text
+    }
 }
 
 /// Everything errata keeps, behind one interface.
@@ -189,12 +288,15 @@ pub enum Background {
 }
 
 /// Opens the backend the configuration names, for serving.
-pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     open_for(config, Background::Serve).await
 }
 
 /// Opens the backend the configuration names, with that background work.
-pub async fn open_for(config: &Config, background: Background) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_for(
+    config: &Config,
+    background: Background,
+) -> Result<Arc<dyn Store>, StoreError> {
     match config.store {
         StoreKind::Embedded => Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir).await?)),
         StoreKind::Cql => Ok(Arc::new(cql::CqlStore::open(config, background).await?)),
@@ -203,7 +305,7 @@ pub async fn open_for(config: &Config, background: Background) -> anyhow::Result
 
 /// Creates what the configured backend needs before serving; returns a line
 /// saying what was done.
-pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+pub async fn migrate(config: &Config) -> Result<String, StoreError> {
     match config.store {
         StoreKind::Embedded => {
             sqlite::SqliteStore::open(&config.data_dir).await?;

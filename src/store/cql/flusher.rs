@@ -16,7 +16,7 @@ use super::buffer::{self, Take, DIRTY_SHARDS};
 use super::session::cql_error;
 use super::Inner;
 use crate::domain::ErrorKey;
-use crate::store::StoreError;
+use crate::store::{Backend, StoreError};
 
 /// Learners one flusher tick takes from each dirty shard.
 const LEARNERS_PER_TICK: usize = 64;
@@ -194,8 +194,9 @@ impl Inner {
                 return Ok(flushed);
             }
             if started.elapsed() > FLUSH_DEADLINE {
-                return Err(StoreError::Unavailable(
-                    "flush: learners kept arriving or stayed locked".into(),
+                return Err(StoreError::busy(
+                    Backend::Redis,
+                    "flush: learners kept arriving or stayed locked",
                 ));
             }
             if busy {

@@ -14,7 +14,7 @@ use super::buffer::{Lease, LEASE};
 use super::session::{cql_error, timestamp};
 use super::Inner;
 use crate::domain::ErrorKey;
-use crate::store::{ErrorReport, RecordOutcome, StoreError};
+use crate::store::{Backend, ErrorReport, RecordOutcome, StoreError};
 
 /// Characters of the utterance kept with each event.
 const SNIPPET_CHARS: usize = 500;
@@ -75,8 +75,9 @@ impl Inner {
                 }
                 Lease::Busy => {
                     if started.elapsed() > LEASE + Duration::from_secs(2) {
-                        return Err(StoreError::Unavailable(
-                            "the same request is still being recorded".into(),
+                        return Err(StoreError::busy(
+                            Backend::Redis,
+                            "the same request is still being recorded",
                         ));
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -97,8 +98,9 @@ impl Inner {
             .commit(report.user_id, report.fingerprint, &token, &deltas)
             .await?
         {
-            return Err(StoreError::Unavailable(
-                "the request's lease expired before it was counted; retry it".into(),
+            return Err(StoreError::busy(
+                Backend::Redis,
+                "the request's lease expired before it was counted; retry it",
             ));
         }
         Ok(RecordOutcome {

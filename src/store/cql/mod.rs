@@ -35,8 +35,8 @@ use self::buffer::Buffer;
 pub use self::ingest::bucket;
 use self::statements::Statements;
 use super::{
-    Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError, RecordOutcome,
-    Store, StoreError, User, Utterance,
+    Backend as Failing, Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError,
+    RecordOutcome, Store, StoreError, User, Utterance,
 };
 use crate::config::Config;
 use crate::domain::FrequencyTable;
@@ -57,7 +57,7 @@ pub struct CqlStore {
 impl CqlStore {
     /// Connects to CQL and Redis, prepares every statement and, to serve,
     /// starts the flusher.
-    pub async fn open(config: &Config, background: Background) -> anyhow::Result<Self> {
+    pub async fn open(config: &Config, background: Background) -> Result<Self, StoreError> {
         schema::check_keyspace(&config.cql_keyspace)?;
         let session = session::connect(config, Some(&config.cql_keyspace)).await?;
         let statements = Statements::prepare(&session).await?;
@@ -133,7 +133,7 @@ impl Store for CqlStore {
             inner.session.execute_unpaged(&inner.statements.ping, ())
         );
         redis?;
-        cql.map_err(|e| StoreError::Unavailable(format!("cql: {e}")))?;
+        cql.map_err(|e| StoreError::unavailable(Failing::Cql, "no node answers", e))?;
         Ok(())
     }
 

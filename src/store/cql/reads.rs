@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::session::{cql_error, from_timestamp, internal};
 use super::Inner;
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
-use crate::store::{RecentError, StoreError};
+use crate::store::{Backend, RecentError, StoreError};
 
 /// How long a read waits for a flush of the learner to finish before it
 /// answers 503 (a counter batch normally takes milliseconds).
@@ -36,8 +36,9 @@ impl Inner {
                 }
             }
             if started.elapsed() > READ_WAIT {
-                return Err(StoreError::Unavailable(
-                    "cql: the learner's counts are being flushed; retry".into(),
+                return Err(StoreError::busy(
+                    Backend::Cql,
+                    "the learner's counts are being flushed; retry",
                 ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

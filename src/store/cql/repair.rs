@@ -10,7 +10,7 @@ use super::buffer;
 use super::session::{for_each_row, StoreResult};
 use super::Inner;
 use crate::domain::ErrorKey;
-use crate::store::StoreError;
+use crate::store::{Backend, StoreError};
 
 impl Inner {
     pub(super) async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
@@ -32,9 +32,10 @@ impl Inner {
         let started = Instant::now();
         while !self.buffer.lock(user, &token).await? {
             if started.elapsed() > buffer::FLUSH_LOCK {
-                return Err(StoreError::Unavailable(format!(
-                    "learner {user} stayed locked by a flusher"
-                )));
+                return Err(StoreError::busy(
+                    Backend::Redis,
+                    format!("learner {user} stayed locked by a flusher"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

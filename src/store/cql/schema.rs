@@ -2,7 +2,9 @@
 
 use scylla::client::session::Session;
 
+use super::session::{cql_error, internal, StoreResult};
 use crate::config::Config;
+use crate::store::{Backend, StoreError};
 
 /// The schema files, in the order they are applied.
 const FILES: [(&str, &str); 2] = [
@@ -17,15 +19,16 @@ const FILES: [(&str, &str); 2] = [
 ];
 
 /// A keyspace name must be a plain CQL identifier: it is put into statements.
-pub fn check_keyspace(name: &str) -> anyhow::Result<()> {
+pub fn check_keyspace(name: &str) -> StoreResult<()> {
     let valid = !name.is_empty()
         && name.len() <= 48
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
-    anyhow::ensure!(
-        valid,
-        "keyspace {name:?}: expected letters, digits and '_', starting with a letter"
-    );
+    if !valid {
+        return Err(StoreError::Config(format!(
+            "keyspace {name:?}: expected letters, digits and '_', starting with a letter"
+        )));
+    }
     Ok(())
 }
 
@@ -52,9 +55,13 @@ async fn succeeds(session: &Session, cql: &str) -> bool {
 }
 
 /// The replication map for the keyspace.
-async fn replication(session: &Session, config: &Config) -> anyhow::Result<String> {
+async fn replication(session: &Session, config: &Config) -> StoreResult<String> {
     let factor = config.cql_replication_factor;
-    anyhow::ensure!(factor >= 1, "the replication factor must be at least 1");
+    if factor < 1 {
+        return Err(StoreError::Config(
+            "the replication factor must be at least 1".into(),
+        ));
+    }
     match config.cql_replication_strategy.as_str() {
         "SimpleStrategy" => Ok(format!(
             "{{'class': 'SimpleStrategy', 'replication_factor': {factor}}}"
@@ -64,17 +71,21 @@ async fn replication(session: &Session, config: &Config) -> anyhow::Result<Strin
             for table in ["system.local", "system.peers"] {
                 let rows = session
                     .query_unpaged(format!("SELECT data_center FROM {table}"), &[])
-                    .await?
-                    .into_rows_result()?;
-                for row in rows.rows::<(Option<String>,)>()? {
-                    if let (Some(dc),) = row? {
+                    .await
+                    .map_err(cql_error)?
+                    .into_rows_result()
+                    .map_err(internal)?;
+                for row in rows.rows::<(Option<String>,)>().map_err(internal)? {
+                    if let (Some(dc),) = row.map_err(internal)? {
                         if !centers.contains(&dc) {
                             centers.push(dc);
                         }
                     }
                 }
             }
-            anyhow::ensure!(!centers.is_empty(), "the cluster reports no data center");
+            if centers.is_empty() {
+                return Err(StoreError::bug("the cluster reports no data center"));
+            }
             let entries: Vec<String> = centers
                 .iter()
                 .map(|dc| format!("'{}': {factor}", dc.replace('\'', "''")))
@@ -84,14 +95,14 @@ async fn replication(session: &Session, config: &Config) -> anyhow::Result<Strin
                 entries.join(", ")
             ))
         }
-        other => anyhow::bail!(
+        other => Err(StoreError::Config(format!(
             "replication strategy {other:?}: expected SimpleStrategy or NetworkTopologyStrategy"
-        ),
+        ))),
     }
 }
 
 /// Creates the keyspace and tables if missing; returns a line saying so.
-pub async fn migrate(config: &Config) -> anyhow::Result<String> {
+pub async fn migrate(config: &Config) -> StoreResult<String> {
     check_keyspace(&config.cql_keyspace)?;
     let session = super::session::connect(config, None).await?;
     let replication = replication(&session, config).await?;
@@ -114,11 +125,14 @@ pub async fn migrate(config: &Config) -> anyhow::Result<String> {
             session
                 .query_unpaged(statement.as_str(), &[])
                 .await
-                .map_err(|e| anyhow::anyhow!("{name}: {e}\n{statement}"))?;
+                .map_err(|e| StoreError::internal(format!("{name}: {statement}"), e))?;
             applied += 1;
         }
     }
-    session.await_schema_agreement().await?;
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|e| StoreError::unavailable(Backend::Cql, "waiting for schema agreement", e))?;
     Ok(format!(
         "cql store: keyspace {} is up to date ({applied} statements, {}{})",
         config.cql_keyspace,

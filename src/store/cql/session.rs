@@ -19,7 +19,7 @@ use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlTimestamp, CqlValue, Row};
 
 use crate::config::Config;
-use crate::store::StoreError;
+use crate::store::{Backend, BoxError, StoreError};
 
 /// No CQL request may take longer than this (then 503).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,7 +30,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Connects to the configured contact points; with `keyspace`, every
 /// statement runs in it.
-pub async fn connect(config: &Config, keyspace: Option<&str>) -> anyhow::Result<Session> {
+pub async fn connect(config: &Config, keyspace: Option<&str>) -> StoreResult<Session> {
     let mut policy = DefaultPolicy::builder().token_aware(true);
     if let Some(dc) = &config.cql_local_dc {
         policy = policy
@@ -51,18 +51,16 @@ pub async fn connect(config: &Config, keyspace: Option<&str>) -> anyhow::Result<
         builder = builder.use_keyspace(keyspace, false);
     }
     builder.build().await.map_err(|e| {
-        anyhow::anyhow!(
-            "connecting to {:?}{}: {e}",
-            config.cql_nodes,
-            keyspace.map_or(String::new(), |k| format!(
-                ", keyspace {k} (did `errata migrate` run?)"
-            ))
-        )
+        let context = match keyspace {
+            Some(k) => format!("connecting to keyspace {k} (did `errata migrate` run?)"),
+            None => "connecting".to_owned(),
+        };
+        StoreError::unavailable(Backend::Cql, context, e)
     })
 }
 
 /// A consistency level by its CQL name (any case).
-pub fn consistency(name: &str) -> anyhow::Result<Consistency> {
+pub fn consistency(name: &str) -> StoreResult<Consistency> {
     Ok(match name.trim().to_ascii_uppercase().as_str() {
         "ONE" => Consistency::One,
         "LOCAL_ONE" => Consistency::LocalOne,
@@ -70,14 +68,16 @@ pub fn consistency(name: &str) -> anyhow::Result<Consistency> {
         "LOCAL_QUORUM" => Consistency::LocalQuorum,
         "EACH_QUORUM" => Consistency::EachQuorum,
         "ALL" => Consistency::All,
-        other => anyhow::bail!(
-            "consistency {other:?}: expected ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM, EACH_QUORUM or ALL"
-        ),
+        other => {
+            return Err(StoreError::Config(format!(
+                "consistency {other:?}: expected ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM, EACH_QUORUM or ALL"
+            )))
+        }
     })
 }
 
-pub fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("cql: {e}"))
+pub fn internal(e: impl Into<BoxError>) -> StoreError {
+    StoreError::internal("cql", e)
 }
 
 /// Unreachable or overloaded nodes are 503s; anything else is a bug (500).
@@ -104,9 +104,9 @@ pub fn cql_error(e: ExecutionError) -> StoreError {
         _ => false,
     };
     if unavailable {
-        StoreError::Unavailable(format!("cql: {e}"))
+        StoreError::unavailable(Backend::Cql, "a request failed", e)
     } else {
-        StoreError::Internal(format!("cql: {e}"))
+        StoreError::internal("cql", e)
     }
 }
 

@@ -35,7 +35,7 @@ impl Statements {
             let mut statement = session
                 .prepare(cql)
                 .await
-                .map_err(|e| StoreError::Internal(format!("preparing {cql}: {e}")))?;
+                .map_err(|e| StoreError::internal(format!("preparing {cql}"), e))?;
             statement.set_is_idempotent(idempotent);
             Ok::<_, StoreError>(statement)
         };

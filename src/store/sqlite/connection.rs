@@ -10,7 +10,7 @@ use r2d2_sqlite::rusqlite::{self, Connection, OpenFlags};
 use r2d2_sqlite::SqliteConnectionManager;
 use uuid::Uuid;
 
-use crate::store::StoreError;
+use crate::store::{Backend, BoxError, StoreError};
 
 pub(super) const DATABASE_FILE: &str = "errata.db";
 const LOCK_FILE: &str = "errata.lock";
@@ -48,17 +48,20 @@ pub(super) fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Internal(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::internal(format!("opening {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
-            "{} is in use by another errata process (one process per data directory)",
-            data_dir.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Internal(format!(
-            "locking {}: {e}",
-            path.display()
-        ))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::busy(
+            Backend::Sqlite,
+            format!(
+                "{} is in use by another errata process (one process per data directory)",
+                data_dir.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::internal(
+            format!("locking {}", path.display()),
+            e,
+        )),
     }
 }
 
@@ -123,8 +126,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub(super) fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
+pub(super) fn internal(e: impl Into<BoxError>) -> StoreError {
+    StoreError::internal("sqlite", e)
 }
 
 /// Times are kept as microseconds since the Unix epoch.

@@ -49,8 +49,8 @@ use writes::Expiry;
 
 use super::closer::Closer;
 use super::{
-    Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery, RecentError,
-    RecordOutcome, Store, StoreError, User, Utterance,
+    Backend, Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery,
+    RecentError, RecordOutcome, Store, StoreError, User, Utterance,
 };
 use crate::domain::FrequencyTable;
 
@@ -102,7 +102,7 @@ impl Threads {
         let writer = self.writer.join();
         for (name, joined) in [("writer", writer), ("expirer", expirer)] {
             if joined.is_err() {
-                return Err(StoreError::Internal(format!(
+                return Err(StoreError::bug(format!(
                     "the database {name} thread panicked"
                 )));
             }
@@ -149,12 +149,12 @@ impl SqliteStore {
         let readers = reader_pool_size();
         tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, wal, readers))
             .await
-            .map_err(|e| StoreError::Internal(format!("opening the database: {e}")))?
+            .map_err(|e| StoreError::internal("opening the database", e))?
     }
 
     fn open_blocking(data_dir: &Path, wal: WalLimits, readers: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
+            .map_err(|e| StoreError::internal(format!("creating {}", data_dir.display()), e))?;
         let lock = connection::lock_data_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
         let conn = connection::open_writer(&path, wal)?;
@@ -225,7 +225,7 @@ impl SqliteStore {
         let conn = self
             .readers
             .get()
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            .map_err(|e| StoreError::unavailable(Backend::Sqlite, "no database connection", e))?;
         f(&conn)
     }
 }
@@ -292,7 +292,7 @@ impl Store for SqliteStore {
         let mut rounds = self
             .rounds
             .lock()
-            .map_err(|_| StoreError::Internal("exercise rotation state is poisoned".into()))?;
+            .map_err(|_| StoreError::bug("exercise rotation state is poisoned"))?;
         let round = rounds.entry(user_id).or_insert(0);
         let current = *round;
         *round += 1;
@@ -301,8 +301,9 @@ impl Store for SqliteStore {
 
     async fn check_ready(&self) -> Result<(), StoreError> {
         if self.writer.is_closed() {
-            return Err(StoreError::Unavailable(
-                "the database writer has stopped".into(),
+            return Err(StoreError::busy(
+                Backend::Sqlite,
+                "the database writer has stopped",
             ));
         }
         self.read(reads::check)

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::connection::{from_micros, internal, uuid_column};
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
 use crate::store::sentences::SentencePicker;
-use crate::store::{PracticeInputs, PracticeQuery, RecentError, StoreError, User};
+use crate::store::{Backend, PracticeInputs, PracticeQuery, RecentError, StoreError, User};
 
 pub(super) fn user(conn: &Connection, user_id: Uuid) -> Result<Option<User>, StoreError> {
     conn.prepare_cached("SELECT username, email, created_at FROM users WHERE user_id = ?1")
@@ -247,5 +247,5 @@ fn recent_error_row(r: &rusqlite::Row<'_>, text: Option<String>) -> rusqlite::Re
 /// The database answers a query.
 pub(super) fn check(conn: &Connection) -> Result<(), StoreError> {
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-        .map_err(|e| StoreError::Unavailable(format!("database: {e}")))
+        .map_err(|e| StoreError::unavailable(Backend::Sqlite, "the database does not answer", e))
 }

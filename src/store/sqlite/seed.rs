@@ -35,7 +35,7 @@ pub fn seed(
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
     std::fs::create_dir_all(data_dir)
-        .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
+        .map_err(|e| StoreError::internal(format!("creating {}", data_dir.display()), e))?;
     let _lock = connection::lock_data_dir(data_dir)?;
     let mut conn = connection::open_writer(&data_dir.join(DATABASE_FILE), WalLimits::default())?;
     let tx = conn.transaction().map_err(internal)?;

@@ -372,7 +372,8 @@ async fn one_store_per_data_directory() {
     let first = SqliteStore::open(dir.path()).await.unwrap();
     let second = SqliteStore::open(dir.path()).await;
     match second {
-        Err(StoreError::Unavailable(reason)) => {
+        Err(e @ StoreError::Unavailable { .. }) => {
+            let reason = e.to_string();
             assert!(reason.contains("another errata process"), "{reason}")
         }
         other => panic!("a second store opened: {:?}", other.err()),

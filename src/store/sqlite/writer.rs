@@ -126,7 +126,7 @@ impl WeakWriteQueue {
 }
 
 fn stopped() -> StoreError {
-    StoreError::Internal("the database writer has stopped".into())
+    StoreError::bug("the database writer has stopped")
 }
 
 /// The writer thread and what it owns.
@@ -269,7 +269,7 @@ fn in_savepoint<T>(
 }
 
 fn commit_failed(e: &rusqlite::Error) -> StoreError {
-    StoreError::Internal(format!("database commit failed: {e}"))
+    StoreError::internal("database commit failed", e.to_string())
 }
 
 /// A request applied, waiting for its group's commit to be answered.

@@ -39,7 +39,7 @@ impl Buffer {
                 let at_ms = answer
                     .get(1)
                     .and_then(|at| at.parse().ok())
-                    .ok_or_else(|| StoreError::Internal("redis: malformed lease".into()))?;
+                    .ok_or_else(|| StoreError::bug("redis: malformed lease"))?;
                 Ok(Lease::Acquired { at_ms })
             }
             Some("done") => Ok(Lease::Done),

@@ -114,7 +114,7 @@ impl Buffer {
                 ),
                 deltas: decode_deltas(answer.get(2..).unwrap_or_default()),
             }),
-            None => Err(StoreError::Internal("redis: empty take answer".into())),
+            None => Err(StoreError::bug("redis: empty take answer")),
         }
     }
 

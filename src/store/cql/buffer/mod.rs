@@ -36,7 +36,7 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
-use crate::store::StoreError;
+use crate::store::{Backend, StoreError};
 
 /// A script that reads the server's clock starts with `now_ms()`.
 macro_rules! script {
@@ -59,8 +59,8 @@ pub struct Buffer {
     pub(super) release: Script,
 }
 
-pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("redis: {e}"))
+pub(super) fn unavailable(e: ::redis::RedisError) -> StoreError {
+    StoreError::unavailable(Backend::Redis, "a call failed", e)
 }
 
 /// Runs a Redis call with the call timeout; errors and timeouts are 503s.
@@ -69,7 +69,7 @@ pub(super) async fn bounded<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => result.map_err(unavailable),
-        Err(_) => Err(StoreError::Unavailable("redis: timed out".into())),
+        Err(_) => Err(StoreError::busy(Backend::Redis, "a call timed out")),
     }
 }
 
