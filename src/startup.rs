@@ -51,6 +51,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.state);
+        let workers = self.store.workers();
+        tracing::info!(?workers, "background workers running");
         tracing::info!(addr = %self.listener.local_addr()?, "errata listening");
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
@@ -58,6 +60,7 @@ impl Application {
             .context("serving HTTP")?;
         tracing::info!("draining buffered writes before exit");
         self.store.shutdown().await.context("draining the store")?;
+        tracing::info!(?workers, "background workers stopped");
         Ok(())
     }
 }

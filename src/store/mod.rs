@@ -266,6 +266,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// The background workers this store runs beside the requests, by name
+    /// (all stopped by one signal and joined by `shutdown` or `close`).
+    fn workers(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     /// Stops background work after draining what is buffered.
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.flush().await.map(|_| ())

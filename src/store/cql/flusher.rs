@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::Counter;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::buffer::{self, Take, DIRTY_SHARDS};
 use super::session::cql_error;
 use super::Inner;
 use crate::domain::ErrorKey;
+use crate::store::closer::Closer;
 use crate::store::{Backend, StoreError};
 
 /// Learners one flusher tick takes from each dirty shard.
@@ -42,11 +42,11 @@ pub(super) enum Flushed {
 
 /// The background flusher: every interval, takes some learners of every
 /// dirty shard and flushes them. Replicas cooperate through the flush locks.
-pub(super) async fn run(inner: Arc<Inner>, interval: Duration, mut stop: oneshot::Receiver<()>) {
+pub(super) async fn run(inner: Arc<Inner>, interval: Duration, closer: Closer) {
     let mut last_sweep = Instant::now();
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            () = closer.closed() => return,
             () = tokio::time::sleep(interval) => {}
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {

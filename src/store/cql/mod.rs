@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use scylla::client::session::Session;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use self::buffer::Buffer;
 pub use self::ingest::bucket;
 use self::statements::Statements;
+use super::closer::Closer;
 use super::{
     Backend as Failing, Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError,
     RecordOutcome, Store, StoreError, User, Utterance,
@@ -51,7 +51,9 @@ struct Inner {
 
 pub struct CqlStore {
     inner: Arc<Inner>,
-    flusher: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+    /// Stops the flusher.
+    closer: Closer,
+    flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl CqlStore {
@@ -67,23 +69,25 @@ impl CqlStore {
             statements,
             buffer,
         });
+        let closer = Closer::new();
         let flusher = (background == Background::Serve).then(|| {
-            let (stop, stopped) = oneshot::channel();
             let interval = config.flush_interval();
-            let task = tokio::spawn(flusher::run(inner.clone(), interval, stopped));
-            (stop, task)
+            tokio::spawn(flusher::run(inner.clone(), interval, closer.clone()))
         });
         Ok(Self {
             inner,
+            closer,
             flusher: Mutex::new(flusher),
         })
     }
 
     async fn stop_flusher(&self) {
+        self.closer.close();
         let running = self.flusher.lock().ok().and_then(|mut f| f.take());
-        if let Some((stop, task)) = running {
-            let _ = stop.send(());
-            let _ = task.await;
+        if let Some(task) = running {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the flusher panicked");
+            }
         }
     }
 }
@@ -143,6 +147,15 @@ impl Store for CqlStore {
 
     async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
         self.inner.repair(user_id).await
+    }
+
+    fn workers(&self) -> Vec<&'static str> {
+        let running = self.flusher.lock().is_ok_and(|f| f.is_some());
+        if running {
+            vec!["flusher"]
+        } else {
+            Vec::new()
+        }
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

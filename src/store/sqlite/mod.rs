@@ -312,6 +312,10 @@ impl Store for SqliteStore {
     /// Stops the writer (after it has answered what is queued and folded
     /// the WAL into the database), the checkpointer and the expirer, and
     /// waits for them. Reads still work afterwards; writes are refused.
+    fn workers(&self) -> Vec<&'static str> {
+        vec!["writer", "checkpointer", "expirer"]
+    }
+
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.closer.close();
         let threads = self
