@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use errata::config::{Config, StoreKind};
 use reqwest::StatusCode;
-use support::{errata_env, http_learner, readyz_until, RedisServer, ServeProcess};
+use support::{
+    durable_counts_in, http_learner, readyz_until, run_errata, RedisServer, ServeProcess,
+};
 
 const TAXONOMY: [(&str, &str); 4] = [
     ("Grammar", "Articles"),
@@ -123,49 +125,6 @@ async fn until_acknowledged(
     }
 }
 
-async fn counts(config: &Config, user: uuid::Uuid) -> BTreeMap<(String, String), i64> {
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&config.cql_nodes)
-        .build()
-        .await
-        .expect("a CQL session on the cluster");
-    let mut statement = scylla::statement::unprepared::Statement::new(format!(
-        "SELECT category_key, subcategory_key, frequency FROM {}.error_counts WHERE user_id = ?",
-        config.cql_keyspace
-    ));
-    statement.set_consistency(scylla::statement::Consistency::All);
-    let rows = session
-        .query_unpaged(statement, (user,))
-        .await
-        .expect("reading counters at ALL")
-        .into_rows_result()
-        .expect("rows");
-    rows.rows::<(String, String, scylla::value::Counter)>()
-        .expect("counter rows")
-        .map(|r| {
-            let (c, s, n) = r.expect("a counter row");
-            ((c, s), n.0)
-        })
-        .collect()
-}
-
-fn run(config: &Config, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_errata"))
-        .args(args)
-        .envs(errata_env(config))
-        .env("ERRATA_CQL_REPLICATION_STRATEGY", "NetworkTopologyStrategy")
-        .env("ERRATA_CQL_REPLICATION_FACTOR", "3")
-        .output()
-        .expect("the errata binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "errata {args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
     let seed: u64 = std::env::var("ERRATA_TEST_SEED")
@@ -186,9 +145,11 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
         cql_keyspace: "errata_node_loss".into(),
         redis_url: redis.url(),
         flush_interval_ms: 100,
+        cql_replication_strategy: "NetworkTopologyStrategy".into(),
+        cql_replication_factor: 3,
         ..Config::default()
     };
-    let migrated = run(&config, &["migrate"]);
+    let migrated = run_errata(&config, &["migrate"]);
     assert!(migrated.contains("up to date"), "{migrated}");
     let replicas = [ServeProcess::start(&config), ServeProcess::start(&config)];
     let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
@@ -265,7 +226,12 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
     for replica in replicas {
         replica.terminate();
     }
-    run(&config, &["flush"]);
+    run_errata(&config, &["flush"]);
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.cql_nodes)
+        .build()
+        .await
+        .expect("a CQL session on the cluster");
 
     let mut wrong = Vec::new();
     for (l, learner) in learners.iter().enumerate() {
@@ -274,7 +240,7 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
             .filter(|((learner, _), _)| *learner == l)
             .map(|((_, (c, s)), n)| ((c.to_lowercase(), s.to_lowercase()), *n))
             .collect();
-        let stored = counts(&config, learner.0).await;
+        let stored = durable_counts_in(&session, &config.cql_keyspace, learner.0).await;
         if stored != expected {
             wrong.push(format!(
                 "learner {l}: stored {stored:?}, acknowledged {expected:?}"

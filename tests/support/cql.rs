@@ -271,6 +271,15 @@ pub fn errata_env(config: &Config) -> Vec<(&'static str, String)> {
         ("ERRATA_STORE", "cql".into()),
         ("ERRATA_CQL_NODES", config.cql_nodes.join(",")),
         ("ERRATA_CQL_KEYSPACE", config.cql_keyspace.clone()),
+        (
+            "ERRATA_CQL_REPLICATION_STRATEGY",
+            config.cql_replication_strategy.clone(),
+        ),
+        (
+            "ERRATA_CQL_REPLICATION_FACTOR",
+            config.cql_replication_factor.to_string(),
+        ),
+        ("ERRATA_CQL_CONSISTENCY", config.cql_consistency.clone()),
         ("ERRATA_REDIS_URL", config.redis_url.clone()),
         (
             "ERRATA_FLUSH_INTERVAL_MS",
@@ -378,15 +387,23 @@ pub async fn durable_counts(
     keyspace: &str,
     user_id: uuid::Uuid,
 ) -> std::collections::BTreeMap<(String, String), i64> {
-    let session = cql_session().await;
+    durable_counts_in(&cql_session().await, keyspace, user_id).await
+}
+
+/// The same through `session`, read at consistency ALL (every replica
+/// agrees, so a count is never read from one that missed a write).
+pub async fn durable_counts_in(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+    user_id: uuid::Uuid,
+) -> std::collections::BTreeMap<(String, String), i64> {
+    let mut statement = scylla::statement::unprepared::Statement::new(format!(
+        "SELECT category_key, subcategory_key, frequency FROM {keyspace}.error_counts \
+         WHERE user_id = ?"
+    ));
+    statement.set_consistency(scylla::statement::Consistency::All);
     let rows = session
-        .query_unpaged(
-            format!(
-                "SELECT category_key, subcategory_key, frequency FROM {keyspace}.error_counts \
-                 WHERE user_id = ?"
-            ),
-            (user_id,),
-        )
+        .query_unpaged(statement, (user_id,))
         .await
         .expect("reading counters")
         .into_rows_result()
