@@ -86,15 +86,7 @@ async fn until_acknowledged(
     errors: &[(&str, &str)],
 ) -> usize {
     let key = uuid::Uuid::new_v4().to_string();
-    let body = serde_json::json!({
-        "user_id": learner.0,
-        "conversation_id": learner.1,
-        "utterance_id": learner.2,
-        "errors": errors
-            .iter()
-            .map(|(c, s)| serde_json::json!({"errorCategory": c, "errorSubCategory": s}))
-            .collect::<Vec<_>>(),
-    });
+    let body = report_body(learner, errors);
     let started = Instant::now();
     let mut attempt = 0;
     loop {

@@ -463,14 +463,12 @@ pub async fn http_learner(
     (user, conversation, utterance)
 }
 
-/// Posts one report with a fresh idempotency key; returns the status.
-pub async fn http_record(
-    client: &reqwest::Client,
-    base: &str,
+/// The body of a report of these errors about the learner's utterance.
+pub fn report_body(
     learner: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
     errors: &[(&str, &str)],
-) -> Result<reqwest::StatusCode, reqwest::Error> {
-    let body = serde_json::json!({
+) -> serde_json::Value {
+    serde_json::json!({
         "user_id": learner.0,
         "conversation_id": learner.1,
         "utterance_id": learner.2,
@@ -478,7 +476,17 @@ pub async fn http_record(
             .iter()
             .map(|(c, s)| serde_json::json!({"errorCategory": c, "errorSubCategory": s}))
             .collect::<Vec<_>>(),
-    });
+    })
+}
+
+/// Posts one report with a fresh idempotency key; returns the status.
+pub async fn http_record(
+    client: &reqwest::Client,
+    base: &str,
+    learner: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+    errors: &[(&str, &str)],
+) -> Result<reqwest::StatusCode, reqwest::Error> {
+    let body = report_body(learner, errors);
     let response = client
         .post(format!("{base}/simulate-and-generate"))
         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
