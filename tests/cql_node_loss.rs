@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use errata::config::{Config, StoreKind};
 use reqwest::StatusCode;
 use support::{
-    durable_counts_in, http_learner, readyz_until, run_errata, RedisServer, ServeProcess,
+    durable_counts_in, http_learner, readyz_until, report_body, run_errata, RedisServer,
+    ServeProcess,
 };
 
 const TAXONOMY: [(&str, &str); 4] = [
