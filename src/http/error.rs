@@ -85,7 +85,7 @@ impl From<StoreError> for ApiError {
             | StoreError::ConversationNotFound
             | StoreError::UtteranceNotFound => Self::NotFound(e.to_string()),
             StoreError::Unavailable { .. } => Self::Unavailable {
-                reason: e.to_string(),
+                reason: e.public_reason(),
                 log: e.chain(),
             },
             StoreError::Internal { .. } | StoreError::Config(_) => Self::Internal(e.chain()),

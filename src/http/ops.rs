@@ -31,11 +31,14 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.check_ready().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "detail": format!("Not ready: {e}") })),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e.chain(), "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "detail": format!("Not ready: {}", e.public_reason()) })),
+            )
+                .into_response()
+        }
     }
 }
 

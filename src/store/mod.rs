@@ -173,6 +173,24 @@ impl StoreError {
         }
     }
 
+    /// What a response may say about this error: a short, stable reason,
+    /// never a driver's message or a backend's address (those are logged).
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Unavailable {
+                backend,
+                source: Some(_),
+                ..
+            } => backend.reason().to_owned(),
+            // errata's own words, about the request (retry it, …).
+            Self::Unavailable {
+                backend, context, ..
+            } => format!("{}: {context}", backend.reason()),
+            Self::Internal { .. } | Self::Config(_) => "Internal Server Error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The whole chain, for logs: this error and every source below it.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();
