@@ -119,19 +119,38 @@ impl Utterance {
     }
 }
 
+/// One distinct error of a report: how many of its points carry it, and the
+/// first of them (whose spelling a new row shows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointTally<'a> {
+    pub key: ErrorKey,
+    pub first: &'a ErrorPoint,
+    pub count: i64,
+}
+
 impl ErrorReport {
-    /// How many of the report's points each error has, in the order the
-    /// errors first appear (every point counts, so a repeated error adds
-    /// more than one).
-    pub fn deltas(&self) -> Vec<(ErrorKey, i64)> {
-        let mut deltas: Vec<(ErrorKey, i64)> = Vec::new();
+    /// The report's distinct errors in the order they first appear, each
+    /// with its number of points (every point counts, so a repeated error
+    /// adds more than one). A report holds at most 64 points, so a scan
+    /// beats a map.
+    pub fn tally(&self) -> Vec<PointTally<'_>> {
+        let mut tally: Vec<PointTally<'_>> = Vec::new();
         for point in &self.points {
             let key = point.key();
-            match deltas.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, n)) => *n += 1,
-                None => deltas.push((key, 1)),
+            match tally.iter_mut().find(|t| t.key == key) {
+                Some(t) => t.count += 1,
+                None => tally.push(PointTally {
+                    key,
+                    first: point,
+                    count: 1,
+                }),
             }
         }
-        deltas
+        tally
+    }
+
+    /// How many points each distinct error has, as count deltas.
+    pub fn deltas(&self) -> Vec<(ErrorKey, i64)> {
+        self.tally().into_iter().map(|t| (t.key, t.count)).collect()
     }
 }

@@ -13,8 +13,7 @@ use uuid::Uuid;
 use super::buffer::{Lease, LEASE};
 use super::session::{cql_error, timestamp};
 use super::Inner;
-use crate::domain::ErrorKey;
-use crate::store::{Backend, ErrorReport, RecordOutcome, StoreError};
+use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
 
 /// Characters of the utterance kept with each event.
 const SNIPPET_CHARS: usize = 500;
@@ -126,12 +125,10 @@ impl Inner {
         labels.set_is_idempotent(true);
         let mut label_values: Vec<(i64, String, String, Uuid, String, String)> = Vec::new();
         let mut seen_values: Vec<(i64, CqlTimestamp, Uuid, String, String)> = Vec::new();
-        let mut keys: Vec<ErrorKey> = Vec::new();
-        for point in &report.points {
-            let key = point.key();
-            if keys.contains(&key) {
-                continue;
-            }
+        for PointTally {
+            key, first: point, ..
+        } in report.tally()
+        {
             label_values.push((
                 SPELLING_CLOCK - at_micros,
                 point.category.as_str().to_owned(),
@@ -144,10 +141,9 @@ impl Inner {
                 at_micros,
                 timestamp(at),
                 user,
-                key.category.clone(),
-                key.subcategory.clone(),
+                key.category,
+                key.subcategory,
             ));
-            keys.push(key);
         }
         // One unlogged batch on the learner's partition: bucket, spellings
         // and last-seen times.

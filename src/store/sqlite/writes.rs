@@ -11,7 +11,8 @@ use super::connection::{internal, micros, uuid_column};
 use super::reads::{conversation_owner, user_exists};
 use crate::domain::ErrorKey;
 use crate::store::{
-    Conversation, ErrorReport, NewUser, NewUtterance, RecordOutcome, StoreError, User, Utterance,
+    Conversation, ErrorReport, NewUser, NewUtterance, PointTally, RecordOutcome, StoreError, User,
+    Utterance,
 };
 
 /// Fingerprints looked at per write (the writer's other requests wait
@@ -174,14 +175,8 @@ fn count_points(
     report: &ErrorReport,
     at: i64,
 ) -> Result<Shown, StoreError> {
-    let mut deltas: HashMap<ErrorKey, (usize, &str, &str)> = HashMap::new();
-    for point in &report.points {
-        deltas
-            .entry(point.key())
-            .or_insert((0, point.category.as_str(), point.subcategory.as_str()))
-            .0 += 1;
-    }
-    let mut shown = Shown::with_capacity(deltas.len());
+    let tally = report.tally();
+    let mut shown = Shown::with_capacity(tally.len());
     let mut upsert = tx
         .prepare_cached(
             "INSERT INTO error_counts
@@ -193,16 +188,16 @@ fn count_points(
              RETURNING category, subcategory",
         )
         .map_err(internal)?;
-    for (key, (count, category, subcategory)) in deltas {
+    for PointTally { key, first, count } in tally {
         let spelling = upsert
             .query_row(
                 params![
                     user_id,
                     key.category,
                     key.subcategory,
-                    category,
-                    subcategory,
-                    count as i64,
+                    first.category.as_str(),
+                    first.subcategory.as_str(),
+                    count,
                     at
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
