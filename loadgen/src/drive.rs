@@ -145,51 +145,17 @@ pub async fn run_phase(
         errors: AtomicU64::new(0),
     });
     let started = Instant::now();
-    let measure_from = started + config.warmup;
-    let until = measure_from + config.duration;
+    let window = Window {
+        started,
+        measure_from: started + config.warmup,
+        until: started + config.warmup + config.duration,
+    };
     let label = match config.workload {
         Workload::Healthz => "healthz".to_owned(),
         Workload::Mix(share) => format!("mix ingest={share}"),
     };
     let config = Arc::new(config);
-    let progress = {
-        let (live, label, config) = (live.clone(), label.clone(), config.clone());
-        tokio::spawn(async move {
-            let mut last = [0u64; 3];
-            let mut last_at = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = Instant::now();
-                let dt = (now - last_at).as_secs_f64();
-                let mut rates = [0.0; 3];
-                for i in 0..3 {
-                    let d = live.done[i].load(Ordering::Relaxed);
-                    rates[i] = (d - last[i]) as f64 / dt;
-                    last[i] = d;
-                }
-                last_at = now;
-                let phase = if now < measure_from {
-                    "warm-up"
-                } else {
-                    "measuring"
-                };
-                let elapsed = now.saturating_duration_since(started).as_secs();
-                let total = (until - started).as_secs();
-                let line = match config.workload {
-                    Workload::Healthz => format!("healthz {:.0}/s", rates[HEALTHZ]),
-                    Workload::Mix(_) => format!(
-                        "ingest {:.0}/s  generate {:.0}/s",
-                        rates[INGEST], rates[GENERATE]
-                    ),
-                };
-                eprint!(
-                    "\r  [{label}, {} conn] {phase} {elapsed}/{total} s  {line}  errors {}      ",
-                    config.connections,
-                    live.errors.load(Ordering::Relaxed)
-                );
-            }
-        })
-    };
+    let progress = spawn_progress(live.clone(), label.clone(), config.clone(), window);
 
     let zipf = Zipf::new(
         population.learners.len().max(1) as f64,
@@ -200,16 +166,7 @@ pub async fn run_phase(
     for w in 0..config.connections {
         let (config, population, live) = (config.clone(), population.clone(), live.clone());
         workers.push(tokio::spawn(async move {
-            worker(
-                w as u64,
-                config,
-                population,
-                live,
-                zipf,
-                measure_from,
-                until,
-            )
-            .await
+            worker(w as u64, config, population, live, zipf, window).await
         }));
     }
     let mut total = Recorder::new();
@@ -224,7 +181,70 @@ pub async fn run_phase(
     progress.abort();
     eprint!("\r{:100}\r", "");
     let seconds = config.duration.as_secs_f64();
-    let endpoints = (0..3)
+    Ok(PhaseResult {
+        workload: label,
+        connections: config.connections,
+        seconds,
+        endpoints: endpoint_stats(&total, seconds),
+        generate_redirected: total.redirected,
+    })
+}
+
+/// When a phase started, when its measurement starts and when it ends.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    measure_from: Instant,
+    until: Instant,
+}
+
+/// Prints the phase's rates once a second, on one line, until aborted.
+fn spawn_progress(
+    live: Arc<Live>,
+    label: String,
+    config: Arc<PhaseConfig>,
+    window: Window,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = [0u64; 3];
+        let mut last_at = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = Instant::now();
+            let dt = (now - last_at).as_secs_f64();
+            let mut rates = [0.0; 3];
+            for i in 0..3 {
+                let d = live.done[i].load(Ordering::Relaxed);
+                rates[i] = (d - last[i]) as f64 / dt;
+                last[i] = d;
+            }
+            last_at = now;
+            let phase = if now < window.measure_from {
+                "warm-up"
+            } else {
+                "measuring"
+            };
+            let elapsed = now.saturating_duration_since(window.started).as_secs();
+            let total = (window.until - window.started).as_secs();
+            let line = match config.workload {
+                Workload::Healthz => format!("healthz {:.0}/s", rates[HEALTHZ]),
+                Workload::Mix(_) => format!(
+                    "ingest {:.0}/s  generate {:.0}/s",
+                    rates[INGEST], rates[GENERATE]
+                ),
+            };
+            eprint!(
+                "\r  [{label}, {} conn] {phase} {elapsed}/{total} s  {line}  errors {}      ",
+                config.connections,
+                live.errors.load(Ordering::Relaxed)
+            );
+        }
+    })
+}
+
+/// Per endpoint that saw requests: rates and latency quantiles.
+fn endpoint_stats(total: &Recorder, seconds: f64) -> Vec<EndpointStats> {
+    (0..3)
         .filter(|&i| !total.histograms[i].is_empty() || total.errors[i] > 0)
         .map(|i| {
             let h = &total.histograms[i];
@@ -241,14 +261,7 @@ pub async fn run_phase(
                 ratio_to_healthz: None,
             }
         })
-        .collect();
-    Ok(PhaseResult {
-        workload: label,
-        connections: config.connections,
-        seconds,
-        endpoints,
-        generate_redirected: total.redirected,
-    })
+        .collect()
 }
 
 fn pick_errors(rng: &mut SmallRng) -> Vec<Value> {
@@ -279,8 +292,7 @@ async fn worker(
     population: Arc<Population>,
     live: Arc<Live>,
     zipf: Zipf<f64>,
-    measure_from: Instant,
-    until: Instant,
+    window: Window,
 ) -> anyhow::Result<Recorder> {
     // One client per worker and one request at a time: one connection each.
     let client = reqwest::Client::builder()
@@ -295,85 +307,96 @@ async fn worker(
     let ingest_url = format!("{base}/simulate-and-generate");
     loop {
         let now = Instant::now();
-        if now >= until {
+        if now >= window.until {
             return Ok(recorder);
         }
-        let measured = now >= measure_from;
-        match config.workload {
-            Workload::Healthz => {
-                let started = Instant::now();
-                let ok = match client.get(&healthz_url).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                record(&mut recorder, &live, measured, HEALTHZ, started, ok);
-            }
-            Workload::Mix(share) => {
-                let draw = |rng: &mut SmallRng| zipf.sample(rng) as usize - 1;
-                let mut index = draw(&mut rng);
-                let mut endpoint = if rng.random_bool(share.clamp(0.0, 1.0)) {
-                    INGEST
-                } else {
-                    GENERATE
-                };
-                if endpoint == GENERATE {
-                    // Practice only for learners who have errors; redraw a
-                    // few times, then record one for this learner instead.
-                    let mut tries = 0;
-                    while population.acked[index].load(Ordering::Relaxed) == 0 && tries < 16 {
-                        index = draw(&mut rng);
-                        tries += 1;
-                    }
-                    if population.acked[index].load(Ordering::Relaxed) == 0 {
-                        endpoint = INGEST;
-                        if measured {
-                            recorder.redirected += 1;
-                        }
-                    }
-                }
-                let learner = &population.learners[index];
-                if endpoint == INGEST {
-                    let errors = pick_errors(&mut rng);
-                    let points = errors.len() as u32;
-                    let body = json!({
-                        "user_id": learner.user_id,
-                        "conversation_id": learner.conversation_id,
-                        "utterance_id": learner.utterance_ids
-                            [rng.random_range(0..learner.utterance_ids.len())],
-                        "errors": errors,
-                    });
-                    let started = Instant::now();
-                    let result = client
-                        .post(&ingest_url)
-                        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-                        .json(&body)
-                        .send()
-                        .await;
-                    let ok = match result {
-                        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                            Ok(v) if v["recorded"] == points && v["duplicate"] == false => {
-                                population.acked[index].fetch_add(points, Ordering::Relaxed);
-                                true
-                            }
-                            _ => false,
-                        },
-                        _ => false,
-                    };
-                    record(&mut recorder, &live, measured, INGEST, started, ok);
-                } else {
-                    let url = format!(
-                        "{base}/generate-exercise?user_id={}&top_n={}&per_error={}",
-                        learner.user_id, config.top_n, config.per_error
-                    );
-                    let started = Instant::now();
-                    let ok = match client.get(&url).send().await {
-                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    record(&mut recorder, &live, measured, GENERATE, started, ok);
-                }
-            }
+        let measured = now >= window.measure_from;
+        let Workload::Mix(share) = config.workload else {
+            let started = Instant::now();
+            let ok = fetched(client.get(&healthz_url)).await;
+            record(&mut recorder, &live, measured, HEALTHZ, started, ok);
+            continue;
+        };
+        let (index, endpoint, redirected) = choose(&mut rng, &zipf, &population, share);
+        if redirected && measured {
+            recorder.redirected += 1;
         }
+        let learner = &population.learners[index];
+        let started = Instant::now();
+        let ok = if endpoint == INGEST {
+            let errors = pick_errors(&mut rng);
+            let points = errors.len() as u32;
+            let said = learner.utterance_ids[rng.random_range(0..learner.utterance_ids.len())];
+            let body = json!({
+                "user_id": learner.user_id,
+                "conversation_id": learner.conversation_id,
+                "utterance_id": said,
+                "errors": errors,
+            });
+            let request = client
+                .post(&ingest_url)
+                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                .json(&body);
+            let counted = acknowledged(request, points).await;
+            if counted {
+                population.acked[index].fetch_add(points, Ordering::Relaxed);
+            }
+            counted
+        } else {
+            let url = format!(
+                "{base}/generate-exercise?user_id={}&top_n={}&per_error={}",
+                learner.user_id, config.top_n, config.per_error
+            );
+            fetched(client.get(&url)).await
+        };
+        record(&mut recorder, &live, measured, endpoint, started, ok);
+    }
+}
+
+/// A learner drawn from the Zipf distribution and what to send for them:
+/// (index, endpoint, whether a practice request became an ingest).
+/// Practice is only for learners who have errors: it redraws a few times,
+/// then records one for the learner instead.
+fn choose(
+    rng: &mut SmallRng,
+    zipf: &Zipf<f64>,
+    population: &Population,
+    share: f64,
+) -> (usize, usize, bool) {
+    let draw = |rng: &mut SmallRng| zipf.sample(rng) as usize - 1;
+    let mut index = draw(rng);
+    if rng.random_bool(share.clamp(0.0, 1.0)) {
+        return (index, INGEST, false);
+    }
+    let has_errors = |i: usize| population.acked[i].load(Ordering::Relaxed) > 0;
+    let mut tries = 0;
+    while !has_errors(index) && tries < 16 {
+        index = draw(rng);
+        tries += 1;
+    }
+    if has_errors(index) {
+        (index, GENERATE, false)
+    } else {
+        (index, INGEST, true)
+    }
+}
+
+/// The request succeeded and its whole answer arrived.
+async fn fetched(request: reqwest::RequestBuilder) -> bool {
+    match request.send().await {
+        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The report was acknowledged as counting all its `points`.
+async fn acknowledged(request: reqwest::RequestBuilder, points: u32) -> bool {
+    match request.send().await {
+        Ok(r) if r.status().is_success() => matches!(
+            r.json::<Value>().await,
+            Ok(v) if v["recorded"] == points && v["duplicate"] == false
+        ),
+        _ => false,
     }
 }
 

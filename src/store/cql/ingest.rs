@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
-use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use super::buffer::{Lease, LEASE};
@@ -116,94 +116,97 @@ impl Inner {
         at: DateTime<Utc>,
         content: Option<&str>,
     ) -> Result<(), StoreError> {
-        let s = &self.statements;
-        let (user, month) = (report.user_id, bucket(at));
-        let at_micros = at.timestamp_micros();
-        let snippet = snippet(content);
+        tokio::try_join!(
+            self.write_labels(report, at),
+            self.append_events(report, at, snippet(content))
+        )?;
+        Ok(())
+    }
 
-        let mut labels = Batch::new(BatchType::Unlogged);
-        labels.set_is_idempotent(true);
-        let mut label_values: Vec<(i64, String, String, Uuid, String, String)> = Vec::new();
-        let mut seen_values: Vec<(i64, CqlTimestamp, Uuid, String, String)> = Vec::new();
+    /// One unlogged batch on the learner's partition: the event bucket, the
+    /// errors' spellings (the earliest write wins) and last-seen times.
+    async fn write_labels(
+        &self,
+        report: &ErrorReport,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let s = &self.statements;
+        let (user, at_micros) = (report.user_id, at.timestamp_micros());
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.set_is_idempotent(true);
+        batch.append_statement(s.insert_bucket.clone());
+        let mut values: Vec<Box<dyn SerializeRow + Send + Sync>> = Vec::new();
+        values.push(Box::new((user, bucket(at))));
+        let mut seen: Vec<Box<dyn SerializeRow + Send + Sync>> = Vec::new();
         for PointTally {
             key, first: point, ..
         } in report.tally()
         {
-            label_values.push((
+            batch.append_statement(s.label_spelling.clone());
+            values.push(Box::new((
                 SPELLING_CLOCK - at_micros,
                 point.category.as_str().to_owned(),
                 point.subcategory.as_str().to_owned(),
                 user,
                 key.category.clone(),
                 key.subcategory.clone(),
-            ));
-            seen_values.push((
+            )));
+            seen.push(Box::new((
                 at_micros,
                 timestamp(at),
                 user,
                 key.category,
                 key.subcategory,
-            ));
+            )));
         }
-        // One unlogged batch on the learner's partition: bucket, spellings
-        // and last-seen times.
-        labels.append_statement(s.insert_bucket.clone());
-        for _ in &label_values {
-            labels.append_statement(s.label_spelling.clone());
+        for _ in &seen {
+            batch.append_statement(s.label_seen.clone());
         }
-        for _ in &seen_values {
-            labels.append_statement(s.label_seen.clone());
-        }
-        let labels_write = async {
-            let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>> =
-                Vec::with_capacity(1 + label_values.len() + seen_values.len());
-            values.push(Box::new((user, month)));
-            for v in label_values {
-                values.push(Box::new(v));
-            }
-            for v in seen_values {
-                values.push(Box::new(v));
-            }
-            self.session
-                .batch(&labels, values)
-                .await
-                .map_err(cql_error)
-                .map(|_| ())
-        };
+        values.extend(seen);
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(cql_error)
+            .map(|_| ())
+    }
 
-        let events_write = async {
-            let rows: Vec<_> = report
-                .points
-                .iter()
-                .enumerate()
-                .map(|(index, point)| {
-                    let key = point.key();
-                    (
-                        user,
-                        month,
-                        timestamp(at),
-                        Uuid::new_v5(&report.fingerprint, index.to_string().as_bytes()),
-                        report.conversation_id,
-                        report.utterance_id,
-                        key.category,
-                        key.subcategory,
-                        point.category.as_str().to_owned(),
-                        point.subcategory.as_str().to_owned(),
-                        snippet.clone(),
-                    )
-                })
-                .collect();
-            for chunk in rows.chunks(EVENTS_PER_BATCH) {
-                let mut batch = Batch::new(BatchType::Unlogged);
-                batch.set_is_idempotent(true);
-                for _ in chunk {
-                    batch.append_statement(s.insert_event.clone());
-                }
-                self.session.batch(&batch, chunk).await.map_err(cql_error)?;
+    /// The report's points as events: each one's id follows from the
+    /// request's fingerprint and its position, so a retry rewrites them.
+    async fn append_events(
+        &self,
+        report: &ErrorReport,
+        at: DateTime<Utc>,
+        snippet: Option<String>,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<_> = report
+            .points
+            .iter()
+            .enumerate()
+            .map(|(index, point)| {
+                let key = point.key();
+                (
+                    report.user_id,
+                    bucket(at),
+                    timestamp(at),
+                    Uuid::new_v5(&report.fingerprint, index.to_string().as_bytes()),
+                    report.conversation_id,
+                    report.utterance_id,
+                    key.category,
+                    key.subcategory,
+                    point.category.as_str().to_owned(),
+                    point.subcategory.as_str().to_owned(),
+                    snippet.clone(),
+                )
+            })
+            .collect();
+        for chunk in rows.chunks(EVENTS_PER_BATCH) {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            batch.set_is_idempotent(true);
+            for _ in chunk {
+                batch.append_statement(self.statements.insert_event.clone());
             }
-            Ok::<_, StoreError>(())
-        };
-        tokio::try_join!(labels_write, events_write)?;
+            self.session.batch(&batch, chunk).await.map_err(cql_error)?;
+        }
         Ok(())
     }
 }
