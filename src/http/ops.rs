@@ -17,6 +17,8 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))
+        .route("/docs/swagger-ui-bundle.js", get(docs_script))
+        .route("/docs/swagger-ui.css", get(docs_style))
 }
 
 /// Liveness: the process answers.
@@ -55,8 +57,36 @@ pub async fn openapi_json() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
 
+/// The API page. Its viewer (Swagger UI, vendored in `docs/`) is served
+/// from the binary itself, so the page renders with no network.
 pub async fn docs() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
+    Html(include_str!("docs/index.html"))
+}
+
+/// The viewer's files change only with the binary: cached for a day.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn docs_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("docs/swagger-ui-bundle.js"),
+    )
+}
+
+pub async fn docs_style() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("docs/swagger-ui.css"),
+    )
 }
 
 #[derive(OpenApi)]
