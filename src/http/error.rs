@@ -11,10 +11,20 @@ use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
+/// One step of a validation failure's location: a field's name or a list
+/// index (as FastAPI sends them).
+#[derive(ToSchema)]
+#[allow(dead_code)] // only describes the document: `loc` holds JSON values
+#[serde(untagged)]
+pub enum LocItem {
+    Name(String),
+    Index(u64),
+}
+
 /// One validation failure: where (`loc`), what (`msg`) and its kind (`type`).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldError {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<LocItem>)]
     pub loc: Vec<Value>,
     pub msg: String,
     #[serde(rename = "type")]

@@ -106,7 +106,7 @@ pub async fn docs_style() -> Response {
         readyz,
         metrics_text,
     ),
-    components(schemas(super::error::FieldError)),
+    components(schemas(super::error::FieldError, super::error::LocItem)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
