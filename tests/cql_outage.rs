@@ -9,85 +9,13 @@
 #[path = "support/cql.rs"]
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use support::{
     cql_config, cql_node, durable_counts, http_frequencies, http_learner, http_record,
-    readyz_until, run_errata, RedisServer, ServeProcess,
+    readyz_until, run_errata, FaultProxy, RedisServer, ServeProcess,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A TCP forwarder to the CQL server that can be cut and restored.
-struct Proxy {
-    address: SocketAddr,
-    /// The accept loop and every connection's copy task.
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let address = listener.local_addr().expect("an address");
-        let proxy = Self {
-            address,
-            tasks: Arc::new(Mutex::new(Vec::new())),
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let tasks = self.tasks.clone();
-        let accept = tokio::spawn(async move {
-            let upstream = cql_node();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let upstream = upstream.clone();
-                let copy = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                tasks.lock().expect("the task list").push(copy);
-            }
-        });
-        self.tasks.lock().expect("the task list").push(accept);
-    }
-
-    /// Closes the listener and every connection: new connections are
-    /// refused, open ones end.
-    fn cut(&self) {
-        for task in self.tasks.lock().expect("the task list").drain(..) {
-            task.abort();
-        }
-    }
-
-    /// Listens again on the same port.
-    async fn restore(&self) {
-        let started = Instant::now();
-        let listener = loop {
-            // The aborted listener closes once its task has been dropped.
-            match TcpListener::bind(self.address).await {
-                Ok(listener) => break listener,
-                Err(e) => {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(10),
-                        "cannot listen on {} again: {e}",
-                        self.address
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        };
-        self.serve(listener);
-    }
-}
 
 const ARTICLES: (&str, &str) = ("Grammar", "Articles");
 const WORD_CHOICE: (&str, &str) = ("Vocabulary", "Word Choice");
@@ -101,7 +29,7 @@ const OUTAGE: Duration = Duration::from_secs(3);
 async fn an_unreachable_cql_cluster_is_a_prompt_503_and_recovers_on_its_own() {
     let redis = RedisServer::start();
     let (mut config, slot) = cql_config(&redis.url()).await;
-    let proxy = Proxy::start().await;
+    let proxy = FaultProxy::start(cql_node()).await;
     config.cql_nodes = vec![proxy.address.to_string()];
     config.flush_interval_ms = 100;
     let replica = ServeProcess::start(&config);

@@ -1,8 +1,14 @@
 //! Real servers for the cql-mode tests: a `redis-server` child process per
 //! test, and the CQL server named by `ERRATA_TEST_CQL`, in one keyspace per
-//! test run (migrated once, whichever test process gets there first).
+//! test run (migrated once, whichever test process gets there first); and a
+//! TCP fault proxy to put between errata and either.
 
 #![allow(dead_code)]
+
+#[path = "fault_proxy.rs"]
+mod fault_proxy;
+#[allow(unused_imports)] // not every test breaks connections
+pub use fault_proxy::FaultProxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,7 +24,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
-    aof: bool,
+    /// `appendfsync` of the append-only file; `None`: no persistence.
+    fsync: Option<&'static str>,
 }
 
 fn free_port() -> u16 {
@@ -42,20 +49,27 @@ fn pong(port: u16) -> bool {
 impl RedisServer {
     /// A fresh server without persistence.
     pub fn start() -> Self {
-        Self::launch(free_port(), tempfile::tempdir().expect("a temp dir"), false)
+        Self::launch(None)
     }
 
     /// A fresh server that fsyncs its append-only file at every write.
     pub fn start_with_aof() -> Self {
-        Self::launch(free_port(), tempfile::tempdir().expect("a temp dir"), true)
+        Self::launch(Some("always"))
     }
 
-    fn launch(port: u16, dir: TempDir, aof: bool) -> Self {
+    /// A fresh server as deployed (docker-compose.yml): the append-only
+    /// file on, fsynced once a second. A SIGKILL loses nothing it answered
+    /// (the writes are in the kernel's page cache); a power loss could.
+    pub fn start_as_deployed() -> Self {
+        Self::launch(Some("everysec"))
+    }
+
+    fn launch(fsync: Option<&'static str>) -> Self {
         let mut server = Self {
             child: None,
-            port,
-            dir,
-            aof,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temp dir"),
+            fsync,
         };
         server.spawn();
         server
@@ -72,9 +86,9 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--save")
             .arg("");
-        if self.aof {
+        if let Some(fsync) = self.fsync {
             command
-                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .args(["--appendonly", "yes", "--appendfsync", fsync])
                 .args(["--aof-use-rdb-preamble", "no"]);
         } else {
             command.args(["--appendonly", "no"]);
@@ -315,6 +329,12 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(config: &Config) -> Self {
+        Self::try_start(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `errata serve`; an error when it exits before listening (its
+    /// CQL or Redis unreachable, say).
+    pub fn try_start(config: &Config) -> Result<Self, String> {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(env!("CARGO_BIN_EXE_errata"))
             .arg("serve")
@@ -323,14 +343,19 @@ impl ServeProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("errata serve starts");
+            .map_err(|e| format!("errata serve does not start: {e}"))?;
         let stdout = child.stdout.take().expect("a piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut said = Vec::new();
         let address = loop {
-            let line = lines
-                .next()
-                .expect("errata exited before listening")
-                .expect("a readable log");
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let status = child.wait();
+                return Err(format!(
+                    "errata serve exited before listening ({status:?}): {}",
+                    said.join("\n")
+                ));
+            };
             if line.contains("listening") {
                 if let Some(addr) = line.split("addr=").nth(1) {
                     break addr
@@ -340,6 +365,7 @@ impl ServeProcess {
                         .expect("a listening address");
                 }
             }
+            said.push(line);
         };
         // Keep draining the log; the flusher's complaints go to the test's output.
         std::thread::spawn(move || {
@@ -349,7 +375,7 @@ impl ServeProcess {
                 }
             }
         });
-        Self { child, address }
+        Ok(Self { child, address })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -358,11 +384,16 @@ impl ServeProcess {
 
     /// SIGTERM, then waits: a graceful shutdown drains the buffer.
     pub fn terminate(mut self) {
+        let _ = self.terminate_and_wait();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate_and_wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let _ = self.child.wait();
+        self.child.wait()
     }
 }
 
@@ -415,6 +446,53 @@ pub async fn durable_counts_in(
             ((c, s), n.0)
         })
         .collect()
+}
+
+/// How many events of each error (category_key, subcategory_key) the
+/// learner's log holds, over every month bucket.
+pub async fn event_counts(
+    keyspace: &str,
+    user_id: uuid::Uuid,
+) -> std::collections::BTreeMap<(String, String), i64> {
+    let session = cql_session().await;
+    let buckets = session
+        .query_unpaged(
+            format!("SELECT bucket FROM {keyspace}.error_buckets WHERE user_id = ?"),
+            (user_id,),
+        )
+        .await
+        .expect("reading buckets")
+        .into_rows_result()
+        .expect("rows");
+    let buckets: Vec<i32> = buckets
+        .rows::<(i32,)>()
+        .expect("int rows")
+        .map(|r| r.expect("a bucket").0)
+        .collect();
+    let mut statement = scylla::statement::Statement::new(format!(
+        "SELECT category_key, subcategory_key FROM {keyspace}.error_events \
+         WHERE user_id = ? AND bucket = ?"
+    ));
+    statement.set_page_size(5000);
+    let mut counts = std::collections::BTreeMap::new();
+    for bucket in buckets {
+        let mut paging = scylla::response::PagingState::start();
+        loop {
+            let (result, next) = session
+                .query_single_page(statement.clone(), (user_id, bucket), paging)
+                .await
+                .expect("reading events");
+            let rows = result.into_rows_result().expect("rows");
+            for row in rows.rows::<(String, String)>().expect("text rows") {
+                *counts.entry(row.expect("an event")).or_insert(0) += 1;
+            }
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Break(()) => break,
+                std::ops::ControlFlow::Continue(state) => paging = state,
+            }
+        }
+    }
+    counts
 }
 
 /// A learner with a conversation and an utterance, created over HTTP at
