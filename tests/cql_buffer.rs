@@ -403,7 +403,7 @@ async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
 
 #[tokio::test]
 async fn an_abandoned_attempt_leaves_its_time_to_the_retry() {
-    use errata::store::cql::buffer::{Buffer, Lease};
+    use errata::store::cql::buffer::{Buffer, Commit, Lease};
     let redis = RedisServer::start();
     let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
     let (user, fingerprint) = (Uuid::now_v7(), Uuid::new_v4());
@@ -439,7 +439,7 @@ async fn an_abandoned_attempt_leaves_its_time_to_the_retry() {
         .commit(user, fingerprint, "retry", &[])
         .await
         .expect("a commit");
-    assert!(counted);
+    assert_eq!(counted, Commit::Counted);
     let after = buffer
         .lease(user, fingerprint, first_ms + 5_000, "late")
         .await
@@ -450,7 +450,7 @@ async fn an_abandoned_attempt_leaves_its_time_to_the_retry() {
 #[tokio::test]
 async fn a_late_done_never_deletes_deltas_another_flusher_moved() {
     use errata::domain::ErrorKey;
-    use errata::store::cql::buffer::{lock_key, Buffer, Lease, Take};
+    use errata::store::cql::buffer::{lock_key, Buffer, Commit, Lease, Take};
     let redis = RedisServer::start();
     let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
     let user = Uuid::now_v7();
@@ -468,10 +468,13 @@ async fn a_late_done_never_deletes_deltas_another_flusher_moved() {
                 .await
                 .expect("lease");
             assert!(matches!(lease, Lease::Acquired { .. }));
-            assert!(buffer
-                .commit(user, fingerprint, "r", &deltas)
-                .await
-                .expect("commit"));
+            assert_eq!(
+                buffer
+                    .commit(user, fingerprint, "r", &deltas)
+                    .await
+                    .expect("commit"),
+                Commit::Counted
+            );
         }
     };
     let mut redis_conn = redis.client().await;
@@ -509,7 +512,7 @@ async fn a_late_done_never_deletes_deltas_another_flusher_moved() {
 
 #[tokio::test]
 async fn a_report_without_points_starts_no_flush_lag() {
-    use errata::store::cql::buffer::{dirty_key, dirty_shard, since_key, Buffer, Lease};
+    use errata::store::cql::buffer::{dirty_key, dirty_shard, since_key, Buffer, Commit, Lease};
     let redis = RedisServer::start();
     let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
     let (user, fingerprint) = (Uuid::now_v7(), Uuid::new_v4());
@@ -519,10 +522,13 @@ async fn a_report_without_points_starts_no_flush_lag() {
         .await
         .expect("lease");
     assert!(matches!(lease, Lease::Acquired { .. }));
-    assert!(buffer
-        .commit(user, fingerprint, "t", &[])
-        .await
-        .expect("commit"));
+    assert_eq!(
+        buffer
+            .commit(user, fingerprint, "t", &[])
+            .await
+            .expect("commit"),
+        Commit::Counted
+    );
     let mut conn = redis.client().await;
     let since: Option<i64> = conn.get(since_key(user)).await.expect("GET");
     assert_eq!(since, None, "an empty report started the flush-lag clock");

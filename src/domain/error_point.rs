@@ -7,6 +7,9 @@ use uuid::Uuid;
 
 /// Longest accepted category or subcategory name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
+/// Most error points one report may carry (so a request's events are
+/// numbered below this).
+pub const MAX_POINTS: usize = 64;
 
 /// Why a category or subcategory name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,7 @@ pub mod exercises;
 pub mod learner;
 pub mod ranking;
 
-pub use error_point::{report_fingerprint, ErrorKey, ErrorName, ErrorPoint, NameError};
+pub use error_point::{report_fingerprint, ErrorKey, ErrorName, ErrorPoint, NameError, MAX_POINTS};
 pub use exercises::{Exercise, ExerciseBank, ExerciseKind, ExerciseSource, OwnSentence};
 pub use learner::{Email, EmailError, Username, UsernameError};
 pub use ranking::{ErrorFrequency, FrequencyTable};

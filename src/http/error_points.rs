@@ -17,7 +17,7 @@ use crate::domain::{report_fingerprint, ErrorFrequency, ErrorName, ErrorPoint};
 use crate::store::{ErrorReport, RecentError};
 
 /// Most error points accepted in one request.
-pub const MAX_POINTS: usize = 64;
+pub use crate::domain::MAX_POINTS;
 /// Longest accepted `Idempotency-Key` header.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 

@@ -1,7 +1,8 @@
 //! Recording a report: validate against CQL, lease the request's
 //! fingerprint in Redis, append its events (idempotent writes), then count
 //! it in Redis and turn the lease into a "done" marker in one script; only
-//! then is it acknowledged.
+//! then is it acknowledged. While a repair reads the learner's log the
+//! count waits for it (briefly, then 503).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use uuid::Uuid;
 
-use super::buffer::{Lease, LEASE};
+use super::buffer::{Commit, Lease, LEASE};
 use super::session::{cql_error, timestamp};
 use super::Inner;
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
@@ -24,6 +25,15 @@ const EVENTS_PER_BATCH: usize = 16;
 /// so the first write wins, and it stays in the past (ScyllaDB refuses
 /// timestamps far in the future) until 2082.
 const SPELLING_CLOCK: i64 = 2 * 1_767_225_600_000_000;
+/// How long a request waits for a repair of its learner before it answers
+/// 503 (a repair holds a learner for the time of one log read).
+const FENCE_WAIT: Duration = Duration::from_secs(2);
+
+/// The id of a report's point in `error_events`: it follows from the
+/// request's identity, so every attempt of the request writes the same row.
+pub(super) fn event_id(fingerprint: Uuid, index: usize) -> Uuid {
+    Uuid::new_v5(&fingerprint, index.to_string().as_bytes())
+}
 
 /// The month bucket of `error_events`, as yyyymm.
 pub fn bucket(t: DateTime<Utc>) -> i32 {
@@ -91,21 +101,50 @@ impl Inner {
                 .await;
             return Err(e);
         }
-        let deltas = report.deltas();
-        if !inner
-            .buffer
-            .commit(report.user_id, report.fingerprint, &token, &deltas)
-            .await?
-        {
-            return Err(StoreError::busy(
-                Backend::Redis,
-                "the request's lease expired before it was counted; retry it",
-            ));
-        }
+        inner.count(&report, &token).await?;
         Ok(RecordOutcome {
             recorded: report.points.len(),
             duplicate: false,
         })
+    }
+
+    /// Counts a leased report whose events are written, waiting (briefly)
+    /// for a repair of the learner to finish reading its log. Not counted,
+    /// the lease is abandoned, keeping its time, so the retry goes ahead at
+    /// once (after a commit that did count but whose answer was lost, the
+    /// abandon finds the "done" marker and changes nothing).
+    async fn count(&self, report: &ErrorReport, token: &str) -> Result<(), StoreError> {
+        let deltas = report.deltas();
+        let counting = Instant::now();
+        let failure = loop {
+            let committed = self
+                .buffer
+                .commit(report.user_id, report.fingerprint, token, &deltas)
+                .await;
+            match committed {
+                Ok(Commit::Counted) => return Ok(()),
+                Ok(Commit::Lost) => {
+                    return Err(StoreError::busy(
+                        Backend::Redis,
+                        "the request's lease expired before it was counted; retry it",
+                    ))
+                }
+                Ok(Commit::Fenced) if counting.elapsed() < FENCE_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(Commit::Fenced) => {
+                    break StoreError::busy(
+                        Backend::Redis,
+                        "the learner's counts are being repaired; retry",
+                    )
+                }
+                Err(e) => break e,
+            }
+        };
+        self.buffer
+            .abandon(report.user_id, report.fingerprint, token)
+            .await;
+        Err(failure)
     }
 
     /// Writes the events, labels and bucket of a leased report (idempotent:
@@ -188,7 +227,7 @@ impl Inner {
                     report.user_id,
                     bucket(at),
                     timestamp(at),
-                    Uuid::new_v5(&report.fingerprint, index.to_string().as_bytes()),
+                    event_id(report.fingerprint, index),
                     report.conversation_id,
                     report.utterance_id,
                     key.category,

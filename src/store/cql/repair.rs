@@ -1,28 +1,133 @@
 //! `errata repair`: recomputes a learner's counts from `error_events`, the
-//! source of truth, and corrects the counters by the difference.
+//! source of truth, and corrects the counters by the difference, exactly,
+//! even while the learner's requests keep coming:
+//!
+//! 1. take the learner's flush lock (renewed while repair works): no
+//!    flusher moves deltas from the buffer into the counters;
+//! 2. raise the learner's fence: from now on no request of theirs is
+//!    counted (each waits, briefly, then answers 503), so every request
+//!    counted before is wholly in the log;
+//! 3. read the log;
+//! 4. read, at one instant, the requests leased or abandoned but not
+//!    counted, and the pending and in-flight deltas, and lift the fence.
+//!    The open requests' events, if any landed, are left out: they are
+//!    counted when their request is;
+//! 5. read the counters (still under the lock, so the in-flight deltas
+//!    read in 4 are not in them yet), and add to each the difference
+//!    between the log and counters + buffer.
+//!
+//! Afterwards counters + buffer = the counted requests' events, and every
+//! later commit adds to both sides alike.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::buffer;
+use super::buffer::{self, Snapshot};
+use super::ingest::event_id;
 use super::session::{for_each_row, StoreResult};
 use super::Inner;
-use crate::domain::ErrorKey;
+use crate::domain::{ErrorKey, MAX_POINTS};
 use crate::store::{Backend, StoreError};
 
+/// How often a repair renews its lock and fence (both live far longer).
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// A learner's event log: which error each event is, so the events of
+/// requests not counted can be left out.
+#[derive(Default)]
+struct EventLog {
+    keys: Vec<ErrorKey>,
+    index: HashMap<ErrorKey, u32>,
+    /// (event id, index into `keys`).
+    events: Vec<(Uuid, u32)>,
+}
+
+impl EventLog {
+    fn add(&mut self, key: ErrorKey, id: Uuid) {
+        let index = match self.index.get(&key) {
+            Some(index) => *index,
+            None => {
+                let index = self.keys.len() as u32;
+                self.keys.push(key.clone());
+                self.index.insert(key, index);
+                index
+            }
+        };
+        self.events.push((id, index));
+    }
+
+    /// The events of each error, without those of these requests.
+    fn counted(mut self, open: &[Uuid]) -> HashMap<ErrorKey, i64> {
+        let mut counts = vec![0i64; self.keys.len()];
+        for (_, index) in &self.events {
+            counts[*index as usize] += 1;
+        }
+        if !open.is_empty() {
+            self.events.sort_unstable();
+            let ids: HashSet<Uuid> = open
+                .iter()
+                .flat_map(|f| (0..MAX_POINTS).map(move |i| event_id(*f, i)))
+                .collect();
+            for id in ids {
+                // The same id at two times, should a request's time ever
+                // have been lost: every one of its rows is left out.
+                let from = self.events.partition_point(|(e, _)| *e < id);
+                for (_, index) in self.events[from..].iter().take_while(|(e, _)| *e == id) {
+                    counts[*index as usize] -= 1;
+                }
+            }
+        }
+        self.keys.into_iter().zip(counts).collect()
+    }
+}
+
+fn lost(user: Uuid) -> StoreError {
+    StoreError::busy(
+        Backend::Redis,
+        format!("repair lost the lock of learner {user} (Redis unreachable?); run it again"),
+    )
+}
+
 impl Inner {
+    /// Repairs one learner, or every learner with errors. A learner that
+    /// cannot be repaired now (its flush lock held too long, a backend
+    /// away) does not stop the others; the answer then says how many.
     pub(super) async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
         let learners = match user_id {
             Some(user) => vec![user],
             None => self.learners().await?,
         };
         let mut corrected = 0;
+        let mut failed = 0;
+        let mut last_error = None;
         for user in learners {
-            corrected += self.repair_learner(user).await?;
+            match self.repair_learner(user).await {
+                Ok(n) => corrected += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, %user, "repair: learner not repaired");
+                    failed += 1;
+                    last_error = Some(e);
+                }
+            }
         }
-        Ok(corrected)
+        match last_error {
+            Some(StoreError::Unavailable {
+                backend,
+                context,
+                source,
+            }) if failed > 1 => Err(StoreError::Unavailable {
+                backend,
+                context: format!(
+                    "{failed} learners not repaired (the last: {context}); run it again"
+                ),
+                source,
+            }),
+            Some(e) => Err(e),
+            None => Ok(corrected),
+        }
     }
 
     /// Recomputes one learner's counts from the event log and corrects the
@@ -39,44 +144,81 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let result = self.repair_locked(user).await;
+        let result = self
+            .renewing(user, &token, self.repair_locked(user, &token))
+            .await;
+        // Lifts the fence too, should the repair have failed before its
+        // snapshot.
         if let Err(e) = self.buffer.release(user, &token).await {
             tracing::warn!(error = %e, "could not release a repair lock");
         }
         result
     }
 
-    async fn repair_locked(&self, user: Uuid) -> Result<usize, StoreError> {
-        // With the lock held no flush runs, so counters and in-flight deltas
-        // stand still; pending deltas may grow, so read them around the log.
-        let mut attempt = 0;
-        let (events, buffered) = loop {
-            let before = self.buffer.buffered(user).await?;
-            let events = self.event_counts(user).await?;
-            let after = self.buffer.buffered(user).await?;
-            attempt += 1;
-            if before.pending == after.pending || attempt >= 5 {
-                break (events, after);
+    /// Runs `work` while renewing the learner's lock (and fence) beside it;
+    /// fails as soon as a renewal finds the lock gone.
+    async fn renewing<T>(
+        &self,
+        user: Uuid,
+        token: &str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let renew = async {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                match self.buffer.renew(user, token).await {
+                    Ok(true) => {}
+                    Ok(false) => return lost(user),
+                    // The checks in the snapshot and before the correction
+                    // decide; a renewal may well work next time.
+                    Err(e) => tracing::warn!(error = %e, %user, "repair: cannot renew its lock"),
+                }
             }
         };
+        tokio::select! {
+            result = work => result,
+            e = renew => Err(e),
+        }
+    }
+
+    async fn repair_locked(&self, user: Uuid, token: &str) -> Result<usize, StoreError> {
+        if !self.buffer.fence(user, token).await? {
+            return Err(lost(user));
+        }
+        let log = self.event_log(user).await?;
+        let Some(Snapshot {
+            open,
+            pending,
+            inflight,
+        }) = self.buffer.snapshot(user, token).await?
+        else {
+            return Err(lost(user));
+        };
         let counts = self.counts(user).await?;
+        let events = log.counted(&open);
         let mut keys: Vec<&ErrorKey> = events.keys().chain(counts.keys()).collect();
         keys.sort();
         keys.dedup();
         let corrections: Vec<(ErrorKey, i64)> = keys
             .into_iter()
             .filter_map(|key| {
-                let buffered_delta = buffered.pending.get(key).copied().unwrap_or(0)
-                    + buffered.inflight.get(key).copied().unwrap_or(0);
-                let target = events.get(key).copied().unwrap_or(0) - buffered_delta;
+                let buffered = pending.get(key).copied().unwrap_or(0)
+                    + inflight.get(key).copied().unwrap_or(0);
+                let target = events.get(key).copied().unwrap_or(0) - buffered;
                 let diff = target - counts.get(key).copied().unwrap_or(0);
                 (diff != 0).then(|| (key.clone(), diff))
             })
             .collect();
-        if !corrections.is_empty() {
-            tracing::info!(%user, corrections = corrections.len(), "repair: correcting counters");
-            self.apply_counts(user, &corrections).await?;
+        if corrections.is_empty() {
+            return Ok(0);
         }
+        // Still ours, so no flusher moved the in-flight deltas into the
+        // counters between the snapshot and the read of the counters.
+        if !self.buffer.renew(user, token).await? {
+            return Err(lost(user));
+        }
+        tracing::info!(%user, corrections = corrections.len(), "repair: correcting counters");
+        self.apply_counts(user, &corrections).await?;
         Ok(corrections.len())
     }
 
@@ -93,26 +235,52 @@ impl Inner {
         Ok(learners)
     }
 
-    /// Every event of a learner, counted by error (paged: the log may be long).
-    async fn event_counts(&self, user_id: Uuid) -> StoreResult<HashMap<ErrorKey, i64>> {
-        let mut counts: HashMap<ErrorKey, i64> = HashMap::new();
+    /// Every event of a learner (paged: the log may be long).
+    async fn event_log(&self, user_id: Uuid) -> StoreResult<EventLog> {
+        let mut log = EventLog::default();
         for month in self.buckets(user_id).await? {
-            let statement = &self.statements.select_event_keys;
             for_each_row(
                 &self.session,
-                statement,
+                &self.statements.select_event_keys,
                 (user_id, month),
-                |(category, subcategory): (String, String)| {
-                    *counts
-                        .entry(ErrorKey {
+                |(category, subcategory, id): (String, String, Uuid)| {
+                    log.add(
+                        ErrorKey {
                             category,
                             subcategory,
-                        })
-                        .or_default() += 1;
+                        },
+                        id,
+                    );
                 },
             )
             .await?;
         }
-        Ok(counts)
+        Ok(log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> ErrorKey {
+        ErrorKey {
+            category: "grammar".into(),
+            subcategory: s.into(),
+        }
+    }
+
+    #[test]
+    fn the_events_of_open_requests_are_left_out() {
+        let (counted, open, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut log = EventLog::default();
+        log.add(key("articles"), event_id(counted, 0));
+        log.add(key("tenses"), event_id(counted, 1));
+        // Only part of the open request's events landed.
+        log.add(key("articles"), event_id(open, 0));
+        log.add(key("articles"), event_id(open, MAX_POINTS - 1));
+        let counts = log.counted(&[open, other]);
+        assert_eq!(counts.get(&key("articles")), Some(&1));
+        assert_eq!(counts.get(&key("tenses")), Some(&1));
     }
 }

@@ -97,7 +97,7 @@ statements! {
          WHERE user_id = ? AND bucket = ? \
          LIMIT ?",
     select_event_keys: IDEMPOTENT =>
-        "SELECT category_key, subcategory_key \
+        "SELECT category_key, subcategory_key, event_id \
          FROM error_events \
          WHERE user_id = ? AND bucket = ?",
     /// Counter updates are never idempotent: a retry could count twice.

@@ -4,7 +4,10 @@
 use ::redis::AsyncCommands;
 use uuid::Uuid;
 
-use super::keys::{dirty_key, dirty_shard, pending_key, request_key, since_key, LEASE, MARKER_TTL};
+use super::keys::{
+    dirty_key, dirty_shard, fence_key, open_key, pending_key, request_key, since_key, LEASE,
+    MARKER_TTL,
+};
 use super::{bounded, Buffer};
 use crate::domain::ErrorKey;
 use crate::store::StoreError;
@@ -18,6 +21,19 @@ pub enum Lease {
     Busy,
 }
 
+/// What became of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Counted: the request is done.
+    Counted,
+    /// The lease was lost (it expired and another attempt took it over):
+    /// nothing was counted.
+    Lost,
+    /// A repair is reading the learner's log: nothing was counted, and the
+    /// lease is still ours; try again shortly.
+    Fenced,
+}
+
 impl Buffer {
     pub async fn lease(
         &self,
@@ -29,10 +45,12 @@ impl Buffer {
         let mut conn = self.conn();
         let mut invocation = self.lease.key(request_key(user, fingerprint));
         invocation
+            .key(open_key(user))
             .arg(proposed_ms)
             .arg(LEASE.as_millis() as u64)
             .arg(MARKER_TTL.as_millis() as u64)
-            .arg(token);
+            .arg(token)
+            .arg(fingerprint.to_string());
         let answer: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
         match answer.first().map(String::as_str) {
             Some("acquired") => {
@@ -48,15 +66,14 @@ impl Buffer {
     }
 
     /// Marks the learner dirty, adds the deltas and closes the lease, then
-    /// marks the learner dirty again. Returns false when the lease was lost
-    /// (nothing was counted).
+    /// marks the learner dirty again.
     pub async fn commit(
         &self,
         user: Uuid,
         fingerprint: Uuid,
         token: &str,
         deltas: &[(ErrorKey, i64)],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Commit, StoreError> {
         let mut conn = self.conn();
         let shard = dirty_key(dirty_shard(user));
         // A report without points leaves nothing to flush.
@@ -70,17 +87,22 @@ impl Buffer {
         invocation
             .key(pending_key(user))
             .key(since_key(user))
+            .key(open_key(user))
+            .key(fence_key(user))
             .arg(token)
-            .arg(MARKER_TTL.as_millis() as u64);
+            .arg(MARKER_TTL.as_millis() as u64)
+            .arg(fingerprint.to_string());
         for (key, delta) in deltas {
             invocation.arg(key.encode()).arg(*delta);
         }
         let committed: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
-        if committed != 1 {
-            return Ok(false);
+        match committed {
+            1 => {}
+            2 => return Ok(Commit::Fenced),
+            _ => return Ok(Commit::Lost),
         }
         if !marks {
-            return Ok(true);
+            return Ok(Commit::Counted);
         }
         // And dirty again: a flusher that found the learner empty between
         // the first mark and the script may have removed the mark in
@@ -93,13 +115,17 @@ impl Buffer {
             // the deltas unflushed until the learner's next report.
             tracing::warn!(error = %e, %user, "could not mark a learner dirty after counting");
         }
-        Ok(true)
+        Ok(Commit::Counted)
     }
 
     pub async fn abandon(&self, user: Uuid, fingerprint: Uuid, token: &str) {
         let mut conn = self.conn();
         let mut invocation = self.abandon.key(request_key(user, fingerprint));
-        invocation.arg(token).arg(MARKER_TTL.as_millis() as u64);
+        invocation
+            .key(open_key(user))
+            .arg(token)
+            .arg(MARKER_TTL.as_millis() as u64)
+            .arg(fingerprint.to_string());
         if let Err(e) = bounded(invocation.invoke_async::<i64>(&mut conn)).await {
             // The lease expires by itself and keeps the time for a takeover.
             tracing::warn!(error = %e, "could not release a request lease");

@@ -8,8 +8,8 @@ use ::redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::keys::{
-    batch_key, dirty_key, dirty_shard, epoch_key, inflight_key, learner_of, lock_key, pending_key,
-    since_key, DIRTY_SHARDS, FLUSH_LOCK,
+    batch_key, dirty_key, dirty_shard, epoch_key, fence_key, inflight_key, learner_of, lock_key,
+    pending_key, since_key, DIRTY_SHARDS, FLUSH_LOCK,
 };
 use super::{bounded, Buffer};
 use crate::domain::ErrorKey;
@@ -36,7 +36,7 @@ pub struct Buffered {
     pub locked: bool,
 }
 
-fn decode_deltas(pairs: &[String]) -> Vec<(ErrorKey, i64)> {
+pub(super) fn decode_deltas(pairs: &[String]) -> Vec<(ErrorKey, i64)> {
     pairs
         .chunks_exact(2)
         .filter_map(|pair| {
@@ -50,7 +50,7 @@ fn decode_deltas(pairs: &[String]) -> Vec<(ErrorKey, i64)> {
         .collect()
 }
 
-fn to_map(raw: HashMap<String, i64>) -> HashMap<ErrorKey, i64> {
+pub(super) fn to_map(raw: HashMap<String, i64>) -> HashMap<ErrorKey, i64> {
     raw.into_iter()
         .filter_map(|(k, v)| Some((ErrorKey::decode(&k)?, v)))
         .collect()
@@ -133,7 +133,10 @@ impl Buffer {
     pub async fn release(&self, user: Uuid, token: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let mut invocation = self.release.key(lock_key(user));
-        invocation.key(epoch_key(user)).arg(token);
+        invocation
+            .key(epoch_key(user))
+            .key(fence_key(user))
+            .arg(token);
         bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
@@ -226,23 +229,6 @@ impl Buffer {
             }
         }
         Ok(found)
-    }
-
-    /// Takes the flush lock for work that must not run beside a flush
-    /// (repair). Returns false when a flusher owns the learner.
-    pub async fn lock(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let set: Option<String> = bounded(
-            redis::cmd("SET")
-                .arg(lock_key(user))
-                .arg(token)
-                .arg("NX")
-                .arg("PX")
-                .arg(FLUSH_LOCK.as_millis() as u64)
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(set.is_some())
     }
 }
 

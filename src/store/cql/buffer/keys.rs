@@ -16,6 +16,9 @@ pub const MARKER_TTL: Duration = crate::store::DEDUP_WINDOW;
 pub const FLUSH_LOCK: Duration = Duration::from_secs(30);
 /// No Redis call may take longer than this; then the request fails with 503.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a repair's fence stops a learner's commits unless renewed: if
+/// `errata repair` dies, the learner's requests wait at most this long.
+pub const FENCE: Duration = Duration::from_secs(5);
 
 pub fn pending_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:pending")
@@ -39,6 +42,17 @@ pub fn epoch_key(user: Uuid) -> String {
 pub fn request_key(user: Uuid, fingerprint: Uuid) -> String {
     format!("errata:{{{user}}}:req:{fingerprint}")
 }
+/// The learner's requests that are leased or abandoned but not counted:
+/// their events may be in the log already (fingerprint → when the marker
+/// was last written, ms).
+pub fn open_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:open")
+}
+/// Set (with the repairer's token) while `errata repair` reads the learner's
+/// log: no request of the learner is counted meanwhile.
+pub fn fence_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:fence")
+}
 pub fn round_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:round")
 }
@@ -52,6 +66,8 @@ pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
         since_key(user),
         epoch_key(user),
         request_key(user, fingerprint),
+        open_key(user),
+        fence_key(user),
         round_key(user),
     ]
 }

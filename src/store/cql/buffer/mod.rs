@@ -13,21 +13,26 @@
 //! | `errata:{U}:since` | integer | when the oldest pending delta arrived (ms), for the flush lag |
 //! | `errata:{U}:epoch` | integer | bumped when a flush starts and ends, for consistent reads |
 //! | `errata:{U}:req:F` | string | request F: `L|at|deadline|token` while leased, `A|at` once abandoned (a retry reuses `at`), `D` once counted |
+//! | `errata:{U}:open` | sorted set | requests leased or abandoned, not counted (F, scored by the marker's last write): repair leaves their events out |
+//! | `errata:{U}:fence` | string | a repair reading the learner's log (token, expires): no commit meanwhile |
 //! | `errata:{U}:round` | integer | the exercise rotation |
 //!
 //! Dirty learners are kept in [`DIRTY_SHARDS`] sets `errata:dirty:{N}` (one
 //! per shard, so no single hot key); a learner is added before its deltas.
 //!
 //! [`keys`] names the keys, [`dedup`] leases and marks requests, [`deltas`]
-//! moves count deltas between requests and flushers; the scripts are the
-//! `.lua` files in `scripts/`, each run atomically on one learner's slot.
+//! moves count deltas between requests and flushers, [`fence`] holds a
+//! learner still for a repair; the scripts are the `.lua` files in
+//! `scripts/`, each run atomically on one learner's slot.
 
 mod dedup;
 mod deltas;
+mod fence;
 pub mod keys;
 
-pub use self::dedup::Lease;
+pub use self::dedup::{Commit, Lease};
 pub use self::deltas::{Buffered, Take};
+pub use self::fence::Snapshot;
 pub use self::keys::*;
 
 use std::time::Duration;
@@ -57,6 +62,9 @@ pub struct Buffer {
     pub(super) take: Script,
     pub(super) done: Script,
     pub(super) release: Script,
+    pub(super) renew: Script,
+    pub(super) fence: Script,
+    pub(super) snapshot: Script,
 }
 
 pub(super) fn unavailable(e: ::redis::RedisError) -> StoreError {
@@ -90,6 +98,9 @@ impl Buffer {
             take: script!("take.lua"),
             done: script!("done.lua"),
             release: script!("release.lua"),
+            renew: script!("renew.lua"),
+            fence: script!("fence.lua"),
+            snapshot: script!("snapshot.lua"),
         })
     }
 

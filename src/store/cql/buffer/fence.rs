@@ -1,0 +1,105 @@
+//! Holding a learner still: the flush lock a repair takes, renewed by
+//! whoever holds it (a repair, or a flusher finishing its batch), and the
+//! fence that stops the learner's commits while a repair reads the log.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::deltas::to_map;
+use super::keys::{
+    fence_key, inflight_key, lock_key, open_key, pending_key, FENCE, FLUSH_LOCK, MARKER_TTL,
+};
+use super::{bounded, Buffer};
+use crate::domain::ErrorKey;
+use crate::store::StoreError;
+
+/// The learner's buffer as a repair sees it, read at one instant while no
+/// request could be counted and no flusher could move deltas.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Requests leased or abandoned but not counted: their events, if any
+    /// are in the log, must not be counted.
+    pub open: Vec<Uuid>,
+    pub pending: HashMap<ErrorKey, i64>,
+    pub inflight: HashMap<ErrorKey, i64>,
+}
+
+impl Buffer {
+    /// Takes the flush lock for work that must not run beside a flush
+    /// (repair). Returns false when a flusher owns the learner.
+    pub async fn lock(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let set: Option<String> = bounded(
+            redis::cmd("SET")
+                .arg(lock_key(user))
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(FLUSH_LOCK.as_millis() as u64)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+
+    /// Extends the flush lock (and the fence, if this holder set one).
+    /// Returns false when the lock is not the holder's any more: it expired
+    /// or another took it, and it is not taken back.
+    pub async fn renew(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.renew.key(lock_key(user));
+        invocation
+            .key(fence_key(user))
+            .arg(token)
+            .arg(FLUSH_LOCK.as_millis() as u64)
+            .arg(FENCE.as_millis() as u64);
+        let renewed: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(renewed == 1)
+    }
+
+    /// Stops the learner's commits (the holder of the flush lock only).
+    /// Returns false when the lock is not the holder's.
+    pub async fn fence(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.fence.key(lock_key(user));
+        invocation
+            .key(fence_key(user))
+            .arg(token)
+            .arg(FENCE.as_millis() as u64);
+        let fenced: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(fenced == 1)
+    }
+
+    /// Reads the open requests and the buffered deltas at one instant and
+    /// lifts the fence. `None` when lock or fence were lost meanwhile (then
+    /// what was read beside them is not consistent with this).
+    pub async fn snapshot(&self, user: Uuid, token: &str) -> Result<Option<Snapshot>, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.snapshot.key(lock_key(user));
+        invocation
+            .key(fence_key(user))
+            .key(open_key(user))
+            .key(pending_key(user))
+            .key(inflight_key(user))
+            .arg(token)
+            .arg(MARKER_TTL.as_millis() as u64);
+        let (state, open, pending, inflight): (
+            String,
+            Vec<String>,
+            HashMap<String, i64>,
+            HashMap<String, i64>,
+        ) = bounded(invocation.invoke_async(&mut conn)).await?;
+        if state != "ok" {
+            return Ok(None);
+        }
+        Ok(Some(Snapshot {
+            open: open
+                .iter()
+                .filter_map(|f| Uuid::parse_str(f).ok())
+                .collect(),
+            pending: to_map(pending),
+            inflight: to_map(inflight),
+        }))
+    }
+}
