@@ -24,8 +24,9 @@ const LEARNERS_PER_TICK: usize = 64;
 /// trips; one at a time, a replica flushed only ~100 learners a second).
 const FLUSH_CONCURRENCY: usize = 16;
 /// A flusher stops retrying to finish a flush this long before its lock
-/// expires (then another flusher may take the learner).
-const FINISH_MARGIN: Duration = Duration::from_secs(10);
+/// would expire if no renewal had reached Redis (for the latency of the
+/// last call and the clocks' drift).
+const FINISH_MARGIN: Duration = Duration::from_secs(2);
 /// How often a flusher looks for deltas whose learner lost its dirty mark.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long `flush` keeps draining before it gives up.
@@ -121,6 +122,9 @@ impl Inner {
         let token = Uuid::new_v4().to_string();
         let mut flushed = Flushed::Nothing;
         loop {
+            // The lock the take sets lives FLUSH_LOCK from some instant
+            // after this one.
+            let locked_at = Instant::now();
             match self.buffer.take(user, &token).await? {
                 Take::Busy => return Ok(Flushed::Busy),
                 Take::Empty => {
@@ -146,8 +150,11 @@ impl Inner {
                     }
                     metrics::counter!("errata_flush_batches_total").increment(1);
                     metrics::histogram!("errata_flush_batch_size").record(deltas.len() as f64);
-                    if !self.finish_flush(user, &token).await? {
-                        tracing::warn!(%user, "flush lock expired during a counter batch");
+                    if !self.finish_flush(user, &token, locked_at).await? {
+                        tracing::warn!(
+                            %user,
+                            "flush lock lost after a counter batch: its deltas may be applied again"
+                        );
                     }
                     flushed = Flushed::Yes;
                 }
@@ -155,20 +162,42 @@ impl Inner {
         }
     }
 
-    /// Deletes the in-flight deltas after their batch was applied. Redis may
-    /// be briefly away: retrying while the flush lock is still ours beats
-    /// leaving the deltas to be applied a second time by the next flusher.
-    pub(super) async fn finish_flush(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
-        let started = Instant::now();
+    /// Deletes the in-flight deltas after their batch was applied (DONE).
+    ///
+    /// Until DONE, the next flusher to take the learner applies the batch
+    /// again, so DONE is retried while Redis is away, and the lock renewed
+    /// whenever Redis answers, so no other flusher can take the learner
+    /// meanwhile. DONE itself is safe however late (it deletes only this
+    /// flusher's batch). The bound: a batch already applied is applied
+    /// again only if this flusher reaches Redis neither for DONE nor for a
+    /// renewal during a whole `FLUSH_LOCK` (30 s) since its lock was last
+    /// confirmed (the take or a renewal), or if it dies or stalls that long
+    /// between its batch and DONE. Returns false when the lock or the
+    /// batch had gone to another flusher (or a DONE that timed out had in
+    /// fact been applied).
+    pub(super) async fn finish_flush(
+        &self,
+        user: Uuid,
+        token: &str,
+        locked_at: Instant,
+    ) -> Result<bool, StoreError> {
+        let mut held_since = locked_at;
         loop {
-            match self.buffer.done(user, token).await {
+            let error = match self.buffer.done(user, token).await {
                 Ok(done) => return Ok(done),
-                Err(e) if started.elapsed() + FINISH_MARGIN < buffer::FLUSH_LOCK => {
-                    tracing::warn!(error = %e, %user, "flusher: cannot finish a flush yet, retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            // When the lock is not ours any more (another flusher has it, or
+            // it expired and nobody took it yet) the next DONE says which.
+            let renewing = Instant::now();
+            if let Ok(true) = self.buffer.renew(user, token).await {
+                held_since = renewing;
             }
+            if held_since.elapsed() + FINISH_MARGIN >= buffer::FLUSH_LOCK {
+                return Err(error);
+            }
+            tracing::warn!(error = %error, %user, "flusher: cannot finish a flush yet, retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
