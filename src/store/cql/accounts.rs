@@ -1,12 +1,19 @@
 //! Users, conversations and utterances: created once, never changed, so
 //! their existence and ownership are facts a request can check.
 
-use scylla::value::{CqlTimestamp, Row};
+use scylla::value::{CqlTimestamp, CqlValue, Row};
 use uuid::Uuid;
 
 use super::session::{cql_error, first_column_true, from_timestamp, internal, timestamp};
 use super::Inner;
 use crate::store::{Conversation, NewUser, NewUtterance, StoreError, User, Utterance};
+
+/// A sign-up refused because its e-mail is claimed is taken for a retry of
+/// the sign-up that claimed it when that account has the same username and
+/// e-mail (as spelled) and was created at most this long before. The cost:
+/// within it, a second sign-up with the very same username and e-mail is
+/// answered with the first account, not 400.
+const SIGN_UP_RETRY_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 
 impl Inner {
     pub(super) async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
@@ -34,18 +41,53 @@ impl Inner {
             .map_err(cql_error)?
             .into_rows_result()
             .map_err(internal)?;
-        let applied = first_column_true(claim.maybe_first_row::<Row>().map_err(internal)?);
-        if !applied {
-            if let Err(e) = self
-                .session
-                .execute_unpaged(&s.delete_user, (user.user_id,))
-                .await
-            {
-                tracing::warn!(error = %e, "could not remove the row of a refused sign-up");
-            }
+        // Not applied, the answer carries the row that is there: who
+        // claimed the address.
+        let claimant_column = claim.column_specs().get_by_name("user_id").map(|(i, _)| i);
+        let row = claim.maybe_first_row::<Row>().map_err(internal)?;
+        let claimant = match (&row, claimant_column) {
+            (Some(row), Some(i)) => match row.columns.get(i) {
+                Some(Some(CqlValue::Uuid(id))) => Some(*id),
+                _ => None,
+            },
+            _ => None,
+        };
+        // (A claim of this very attempt could only be found if the claim
+        // had been retried; it is the user's all the same.)
+        if first_column_true(row) || claimant == Some(user.user_id) {
+            return Ok(user);
+        }
+        if let Err(e) = self
+            .session
+            .execute_unpaged(&s.delete_user, (user.user_id,))
+            .await
+        {
+            tracing::warn!(error = %e, "could not remove the row of a refused sign-up");
+        }
+        match claimant {
+            Some(claimant) => self.earlier_attempt(&user, claimant).await,
+            None => Err(StoreError::EmailTaken),
+        }
+    }
+
+    /// The account of an earlier attempt of this sign-up, if `claimant`'s
+    /// is one: its claim applied but the answer was lost (a timeout, a
+    /// broken connection), so the client retried. Otherwise the e-mail is
+    /// another's.
+    async fn earlier_attempt(&self, attempt: &User, claimant: Uuid) -> Result<User, StoreError> {
+        let Some(earlier) = self.fetch_user(claimant).await? else {
+            return Err(StoreError::EmailTaken);
+        };
+        let age = attempt.created_at - earlier.created_at;
+        let retried = earlier.username == attempt.username
+            && earlier.email == attempt.email
+            && age >= -SIGN_UP_RETRY_WINDOW
+            && age <= SIGN_UP_RETRY_WINDOW;
+        if !retried {
             return Err(StoreError::EmailTaken);
         }
-        Ok(user)
+        tracing::info!(user_id = %earlier.user_id, "a retried sign-up found its earlier attempt's account");
+        Ok(earlier)
     }
 
     pub(super) async fn create_conversation(
