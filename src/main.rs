@@ -32,9 +32,9 @@ enum Command {
     Migrate,
     /// Recompute frequencies from the event log and correct the counts.
     Repair {
-        /// Repair one learner only.
-        #[arg(long)]
-        user: Option<Uuid>,
+        /// Repair only this learner (repeat for several).
+        #[arg(long = "user")]
+        users: Vec<Uuid>,
     },
     /// Make every buffered write durable now (cql mode).
     Flush,
@@ -66,11 +66,24 @@ async fn main() -> anyhow::Result<()> {
             println!("{store}");
             Ok(())
         }
-        Command::Repair { user } => {
+        Command::Repair { users } => {
             // No flusher: one cut off at exit would leave its batch to be
             // applied again.
             let store = store::open_for(&config, Background::Command).await?;
-            let repaired = store.repair(user).await;
+            let targets: Vec<Option<Uuid>> = if users.is_empty() {
+                vec![None]
+            } else {
+                users.into_iter().map(Some).collect()
+            };
+            let mut repaired = Ok(0);
+            for target in targets {
+                // One learner that cannot be repaired now stops no other.
+                match (store.repair(target).await, &mut repaired) {
+                    (Ok(n), Ok(total)) => *total += n,
+                    (Err(e), _) => repaired = Err(e),
+                    (Ok(_), Err(_)) => {}
+                }
+            }
             store.close().await?;
             let corrected = repaired?;
             println!("repair done: {corrected} counts corrected");

@@ -660,3 +660,213 @@ async fn errata_flush_finds_deltas_that_lost_their_dirty_mark() {
         .collect();
     assert!(left.is_empty(), "left in Redis: {left:?}");
 }
+
+/// Writes a request's events as an attempt of it would (the rows its
+/// identity gives: `v5(fingerprint, index)` at the request's time), without
+/// counting it: what an attempt leaves that is cut off before its commit.
+async fn write_events_of(
+    keyspace: &str,
+    learner: (Uuid, Uuid, Uuid),
+    fingerprint: Uuid,
+    at_ms: i64,
+    points: usize,
+) {
+    let session = support::cql_session().await;
+    let at = chrono::DateTime::from_timestamp_millis(at_ms).expect("a time");
+    let month = errata::store::cql::bucket(at);
+    session
+        .query_unpaged(
+            format!("INSERT INTO {keyspace}.error_buckets (user_id, bucket) VALUES (?, ?)"),
+            (learner.0, month),
+        )
+        .await
+        .expect("the bucket");
+    for index in 0..points {
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {keyspace}.error_events (user_id, bucket, occurred_at, event_id, \
+                     conversation_id, utterance_id, category_key, subcategory_key, category, \
+                     subcategory) VALUES (?, ?, ?, ?, ?, ?, 'grammar', 'articles', 'Grammar', \
+                     'Articles')"
+                ),
+                (
+                    learner.0,
+                    month,
+                    scylla::value::CqlTimestamp(at_ms),
+                    Uuid::new_v5(&fingerprint, index.to_string().as_bytes()),
+                    learner.1,
+                    learner.2,
+                ),
+            )
+            .await
+            .expect("an event");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_leaves_out_the_events_of_requests_not_yet_counted() {
+    use errata::domain::ErrorKey;
+    use errata::store::cql::buffer::{Buffer, Commit, Lease};
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let user = learner.0;
+    let mut acked = load(&app, &client, learner, 3).await;
+    run_errata(&app.config, &["flush"]);
+    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
+    let ks = &app.config.cql_keyspace;
+    let fingerprint_of = |key: &str| errata::domain::report_fingerprint(learner.2, &[], Some(key));
+    let now = chrono::Utc::now().timestamp_millis();
+
+    // One attempt wrote its events and failed (503): abandoned, it will be
+    // retried. Another wrote its events and is about to commit.
+    let abandoned = fingerprint_of("abandoned");
+    let lease = buffer.lease(user, abandoned, now - 2_000, "first").await;
+    assert!(matches!(lease, Ok(Lease::Acquired { .. })));
+    write_events_of(ks, learner, abandoned, now - 2_000, 2).await;
+    buffer.abandon(user, abandoned, "first").await;
+    let committing = fingerprint_of("committing");
+    let lease = buffer.lease(user, committing, now - 1_000, "live").await;
+    assert!(matches!(lease, Ok(Lease::Acquired { .. })));
+    write_events_of(ks, learner, committing, now - 1_000, 2).await;
+
+    // Repair runs now: neither request is counted, so neither's events are.
+    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    assert!(out.contains("repair done: 0 counts corrected"), "{out}");
+
+    // Both are counted afterwards, once each.
+    let articles = ErrorKey {
+        category: "grammar".into(),
+        subcategory: "articles".into(),
+    };
+    let committed = buffer
+        .commit(user, committing, "live", &[(articles, 2)])
+        .await
+        .expect("a commit");
+    assert_eq!(committed, Commit::Counted);
+    let answer = record_keyed(&client, &app, learner, "abandoned").await;
+    assert_eq!(
+        (answer["recorded"].clone(), answer["duplicate"].clone()),
+        (2.into(), false.into())
+    );
+    *acked
+        .entry(("Grammar".to_owned(), "Articles".to_owned()))
+        .or_insert(0) += 4;
+    run_errata(&app.config, &["flush"]);
+    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
+    assert_eq!(support::event_counts(ks, user).await, as_keys(&acked));
+    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
+    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    assert!(out.contains("repair done: 0 counts corrected"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_for_a_repair_reading_its_learners_log() {
+    use errata::domain::ErrorKey;
+    use errata::store::cql::buffer::{fence_key, Buffer, Commit, Lease, FENCE};
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let user = learner.0;
+    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
+    let mut conn = app.redis.client().await;
+    let articles = || {
+        vec![(
+            ErrorKey {
+                category: "grammar".into(),
+                subcategory: "articles".into(),
+            },
+            1,
+        )]
+    };
+
+    // A repair holds the learner: lock, then fence (which lives only a few
+    // seconds unless renewed, should the repair die).
+    assert!(buffer.lock(user, "repair").await.expect("lock"));
+    assert!(buffer.fence(user, "repair").await.expect("fence"));
+    let ttl: i64 = conn.pttl(fence_key(user)).await.expect("PTTL");
+    assert!(ttl > 0 && ttl <= FENCE.as_millis() as i64, "{ttl}");
+    // Only the lock's holder may fence or renew.
+    assert!(!buffer.fence(user, "other").await.expect("fence"));
+    assert!(!buffer.renew(user, "other").await.expect("renew"));
+
+    // A request's commit is refused meanwhile, its lease kept.
+    let fingerprint = Uuid::new_v4();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(matches!(
+        buffer
+            .lease(user, fingerprint, now, "r")
+            .await
+            .expect("lease"),
+        Lease::Acquired { .. }
+    ));
+    assert_eq!(
+        buffer
+            .commit(user, fingerprint, "r", &articles())
+            .await
+            .expect("commit"),
+        Commit::Fenced
+    );
+    // Over HTTP the request waits a little, then answers 503.
+    let started = std::time::Instant::now();
+    let response = client
+        .post(format!("{}/simulate-and-generate", app.base))
+        .header("Idempotency-Key", "during-repair")
+        .json(&serde_json::json!({
+            "user_id": learner.0,
+            "conversation_id": learner.1,
+            "utterance_id": learner.2,
+            "errors": [{"errorCategory": "Grammar", "errorSubCategory": "Articles"}],
+        }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+
+    // The snapshot sees both requests open, and lifts the fence.
+    let snapshot = buffer
+        .snapshot(user, "repair")
+        .await
+        .expect("snapshot")
+        .expect("lock and fence held");
+    let during = errata::domain::report_fingerprint(learner.2, &[], Some("during-repair"));
+    let mut open = snapshot.open.clone();
+    open.sort();
+    let mut want = vec![fingerprint, during];
+    want.sort();
+    assert_eq!(open, want);
+    assert!(snapshot.pending.is_empty() && snapshot.inflight.is_empty());
+    assert!(buffer
+        .snapshot(user, "repair")
+        .await
+        .expect("snapshot")
+        .is_none());
+    assert_eq!(
+        buffer
+            .commit(user, fingerprint, "r", &articles())
+            .await
+            .expect("commit"),
+        Commit::Counted
+    );
+    buffer.release(user, "repair").await.expect("release");
+    let answer = record_keyed(&client, &app, learner, "during-repair").await;
+    assert_eq!(answer["duplicate"], false);
+    let counted = buffer.snapshot(user, "repair").await.expect("snapshot");
+    assert!(counted.is_none(), "the lock was released");
+    let expected: BTreeMap<(String, String), i64> =
+        [(("Grammar".to_owned(), "Articles".to_owned()), 3)].into();
+    assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
+}

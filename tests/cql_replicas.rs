@@ -1,5 +1,6 @@
 //! The production shape: real `errata serve` processes sharing one Redis and
-//! one CQL keyspace, and Redis killed with SIGKILL under load.
+//! one CQL keyspace; Redis killed with SIGKILL, a replica stopped with
+//! SIGTERM and `errata repair` running, all under load.
 
 #[path = "support/cql.rs"]
 mod support;
@@ -11,8 +12,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use support::{
-    cql_config, durable_counts, http_frequencies, http_learner, http_record, readyz_until,
-    run_errata, RedisServer, ServeProcess,
+    cql_config, durable_counts, event_counts, http_frequencies, http_learner, http_record,
+    http_record_keyed, readyz_until, record_until_acknowledged, run_errata, RedisServer,
+    ServeProcess,
 };
 
 const TAXONOMY: [(&str, &str); 3] = [
@@ -110,7 +112,8 @@ async fn two_replicas_under_concurrent_load_on_the_same_learners_count_exactly()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     const CLIENTS: usize = 6;
-    let mut redis = RedisServer::start_with_aof();
+    // As deployed: the append-only file fsynced once a second.
+    let mut redis = RedisServer::start_as_deployed();
     let (config, slot) = cql_config(&redis.url()).await;
     let replica = ServeProcess::start(&config);
     let base = replica.url("");
@@ -121,33 +124,34 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     let learner = http_learner(&client, &base).await;
 
     let acked = Arc::new(AtomicI64::new(0));
-    let sent = Arc::new(AtomicI64::new(0));
     let unavailable = Arc::new(AtomicI64::new(0));
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let (client, base) = (client.clone(), base.clone());
-        let (acked, sent, unavailable, running) = (
-            acked.clone(),
-            sent.clone(),
-            unavailable.clone(),
-            running.clone(),
-        );
+        let (acked, unavailable, running) = (acked.clone(), unavailable.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
+            let errors = [TAXONOMY[0], TAXONOMY[1]];
             while running.load(Ordering::SeqCst) {
-                sent.fetch_add(2, Ordering::SeqCst);
-                let errors = [TAXONOMY[0], TAXONOMY[1]];
-                match http_record(&client, &base, learner, &errors).await {
-                    Ok(StatusCode::OK) => {
-                        acked.fetch_add(2, Ordering::SeqCst);
+                // Each report is retried with its key until acknowledged.
+                let key = uuid::Uuid::new_v4().to_string();
+                let started = std::time::Instant::now();
+                loop {
+                    match http_record_keyed(&client, &base, learner, &errors, &key).await {
+                        Ok(StatusCode::OK) => break,
+                        Ok(StatusCode::SERVICE_UNAVAILABLE) => {
+                            unavailable.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(other) => panic!("unexpected status {other}"),
+                        Err(e) => panic!("errata did not answer: {e}"),
                     }
-                    Ok(StatusCode::SERVICE_UNAVAILABLE) => {
-                        unavailable.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Ok(other) => panic!("unexpected status {other}"),
-                    Err(e) => panic!("errata did not answer: {e}"),
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "a report was never acknowledged"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                acked.fetch_add(2, Ordering::SeqCst);
             }
         }));
     }
@@ -163,7 +167,6 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     };
     wait_for(200).await;
     redis.kill();
-    let acked_at_kill = acked.load(Ordering::SeqCst);
     // Unready, with the reason, and the clients get 503s (polled: no sleep
     // standing in for either).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -186,16 +189,19 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Restarted on its append-only file; errata keeps running.
+    let acked_at_restart = acked.load(Ordering::SeqCst);
     redis.restart();
-    wait_for(acked_at_kill + 200).await;
+    wait_for(acked_at_restart + 200).await;
     // Ingestion works again; readiness recovers too, without a restart.
     readyz_until(&client, &base, StatusCode::OK, Duration::from_secs(30)).await;
     running.store(false, Ordering::SeqCst);
     for task in tasks {
         task.await.expect("a client");
     }
-    let (acked, sent) = (acked.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+    let acked = acked.load(Ordering::SeqCst);
 
+    // Every report was retried with its key until acknowledged: each is
+    // counted exactly once, however its attempts were cut off.
     run_errata(&config, &["flush"]);
     let seen: i64 = http_frequencies(&client, &base, learner.0)
         .await
@@ -205,20 +211,20 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
         .await
         .values()
         .sum();
-    assert!(
-        seen >= acked,
-        "acknowledged {acked} points, only {seen} counted"
+    assert_eq!(seen, acked, "acknowledged {acked} points, {seen} counted");
+    assert_eq!(
+        durable, acked,
+        "flush left deltas in Redis, or replayed some"
     );
-    // A request answered 503 may still have counted (the answer was lost
-    // with the connection), never more than what was sent.
-    assert!(seen <= sent, "{seen} counted, only {sent} sent");
-    assert_eq!(durable, seen, "flush left deltas in Redis");
+    let logged: i64 = event_counts(&slot.keyspace, learner.0).await.values().sum();
+    assert_eq!(logged, acked, "the event log holds {logged} points");
     replica.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
     const CLIENTS: usize = 8;
+    const ERRORS: [(&str, &str); 2] = [TAXONOMY[0], TAXONOMY[2]];
     let redis = RedisServer::start();
     let (mut config, slot) = cql_config(&redis.url()).await;
     // The flusher never gets its turn: only the shutdown drain can make
@@ -230,22 +236,20 @@ async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
     let learner = http_learner(&client, &base).await;
 
     let acked = Arc::new(AtomicI64::new(0));
-    let sent = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, base, acked, sent) =
-            (client.clone(), base.clone(), acked.clone(), sent.clone());
+        let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
-            // Until the server stops answering: then every later request
-            // fails to connect, and the client stops.
+            // Until the server stops answering: the report then in flight
+            // may or may not have been counted; its key says which later.
             loop {
-                sent.fetch_add(2, Ordering::SeqCst);
-                match http_record(&client, &base, learner, &[TAXONOMY[0], TAXONOMY[2]]).await {
+                let key = uuid::Uuid::new_v4().to_string();
+                match http_record_keyed(&client, &base, learner, &ERRORS, &key).await {
                     Ok(StatusCode::OK) => {
                         acked.fetch_add(2, Ordering::SeqCst);
                     }
                     Ok(other) => panic!("unexpected status {other} while running"),
-                    Err(_) => return,
+                    Err(_) => return key,
                 }
             }
         }));
@@ -266,10 +270,11 @@ async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
         status.success(),
         "errata exited with {status} after SIGTERM"
     );
+    let mut unanswered = Vec::new();
     for task in tasks {
-        task.await.expect("a client");
+        unanswered.push(task.await.expect("a client"));
     }
-    let (acked, sent) = (acked.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+    let acked_before_exit = acked.load(Ordering::SeqCst);
 
     let pending: Vec<String> = support::redis_keys(&redis)
         .await
@@ -285,8 +290,143 @@ async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
         .values()
         .sum();
     assert!(
-        durable >= acked,
-        "acknowledged {acked} points, {durable} durable"
+        durable >= acked_before_exit,
+        "acknowledged {acked_before_exit} points, {durable} durable"
     );
-    assert!(durable <= sent, "{durable} durable, only {sent} sent");
+
+    // The clients retry their unanswered reports on a new replica: each
+    // counts once, whether or not its first attempt had.
+    let replica = ServeProcess::start(&config);
+    let base = replica.url("");
+    let mut total = acked_before_exit;
+    for key in &unanswered {
+        let status = http_record_keyed(&client, &base, learner, &ERRORS, key)
+            .await
+            .expect("recorded");
+        assert_eq!(status, StatusCode::OK);
+        total += 2;
+    }
+    replica.terminate();
+    assert_eq!(
+        durable_counts(&slot.keyspace, learner.0)
+            .await
+            .values()
+            .sum::<i64>(),
+        total,
+        "{} reports were unanswered at the exit",
+        unanswered.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repair_running_under_load_finds_nothing_to_correct_and_counts_stay_exact() {
+    const CLIENTS: usize = 6;
+    const LOAD: Duration = Duration::from_secs(20);
+    const REPAIRS: usize = 5;
+    let redis = RedisServer::start();
+    let (mut config, slot) = cql_config(&redis.url()).await;
+    config.flush_interval_ms = 20;
+    let replicas = [ServeProcess::start(&config), ServeProcess::start(&config)];
+    let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
+    let client = reqwest::Client::new();
+    let mut learners = Vec::new();
+    for base in bases.iter().cycle().take(3) {
+        learners.push(http_learner(&client, base).await);
+    }
+
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, learners, running) = (client.clone(), learners.clone(), running.clone());
+        let mut bases = bases.clone();
+        bases.rotate_left(c % 2);
+        tasks.push(tokio::spawn(async move {
+            let mut acked: BTreeMap<(usize, usize), i64> = BTreeMap::new();
+            let mut n = 0;
+            while running.load(Ordering::SeqCst) {
+                let l = (c + n) % learners.len();
+                let points: Vec<usize> = (0..=(c + n) % 3).map(|i| (c + n + i) % 3).collect();
+                let errors: Vec<(&str, &str)> = points.iter().map(|&i| TAXONOMY[i]).collect();
+                record_until_acknowledged(
+                    &client,
+                    &bases,
+                    learners[l],
+                    &errors,
+                    Duration::from_secs(30),
+                )
+                .await;
+                for i in points {
+                    *acked.entry((l, i)).or_insert(0) += 1;
+                }
+                n += 1;
+            }
+            acked
+        }));
+    }
+    // `errata repair` over and over while the clients record and both
+    // flushers flush: the counts are right all along, so no repair may
+    // find anything to correct.
+    let repairs = {
+        let (config, running, learners) = (config.clone(), running.clone(), learners.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut runs = 0;
+            let started = std::time::Instant::now();
+            // Only this test's learners: the keyspace holds other tests' too.
+            let mut args = vec!["repair".to_owned()];
+            for learner in &learners {
+                args.extend(["--user".to_owned(), learner.0.to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            while runs < REPAIRS || started.elapsed() < LOAD {
+                let out = run_errata(&config, &args);
+                assert!(
+                    out.contains("repair done: 0 counts corrected"),
+                    "repair {runs} under load: {out}"
+                );
+                runs += 1;
+            }
+            running.store(false, Ordering::SeqCst);
+            runs
+        })
+    };
+    let runs = repairs.await.expect("the repairs");
+    let mut acked: BTreeMap<(usize, usize), i64> = BTreeMap::new();
+    for task in tasks {
+        for (k, n) in task.await.expect("a client") {
+            *acked.entry(k).or_insert(0) += n;
+        }
+    }
+    eprintln!(
+        "{runs} repairs under load, {} points acknowledged",
+        acked.values().sum::<i64>()
+    );
+
+    run_errata(&config, &["flush"]);
+    for (l, learner) in learners.iter().enumerate() {
+        let wanted: BTreeMap<(String, String), i64> = acked
+            .iter()
+            .filter(|((learner, _), _)| *learner == l)
+            .map(|((_, i), n)| {
+                let (c, s) = TAXONOMY[*i];
+                ((c.to_lowercase(), s.to_lowercase()), *n)
+            })
+            .collect();
+        assert_eq!(
+            durable_counts(&slot.keyspace, learner.0).await,
+            wanted,
+            "learner {l}: durable counters"
+        );
+        assert_eq!(
+            event_counts(&slot.keyspace, learner.0).await,
+            wanted,
+            "learner {l}: the event log"
+        );
+    }
+    for learner in &learners {
+        let out = run_errata(&config, &["repair", "--user", &learner.0.to_string()]);
+        assert!(out.contains("repair done: 0 counts corrected"), "{out}");
+    }
+    let [a, b] = replicas;
+    a.terminate();
+    b.terminate();
 }

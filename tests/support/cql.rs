@@ -564,10 +564,22 @@ pub async fn http_record(
     learner: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
     errors: &[(&str, &str)],
 ) -> Result<reqwest::StatusCode, reqwest::Error> {
+    let key = uuid::Uuid::new_v4().to_string();
+    http_record_keyed(client, base, learner, errors, &key).await
+}
+
+/// Posts one report with this idempotency key; returns the status.
+pub async fn http_record_keyed(
+    client: &reqwest::Client,
+    base: &str,
+    learner: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+    errors: &[(&str, &str)],
+    key: &str,
+) -> Result<reqwest::StatusCode, reqwest::Error> {
     let body = report_body(learner, errors);
     let response = client
         .post(format!("{base}/simulate-and-generate"))
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .header("Idempotency-Key", key)
         .json(&body)
         .send()
         .await?;
@@ -575,6 +587,35 @@ pub async fn http_record(
     // Only a complete answer is an acknowledgement.
     response.bytes().await?;
     Ok(status)
+}
+
+/// Posts the report with one idempotency key, as a client that wants it
+/// counted does: retried (on the next of `bases`) after a 503 or a broken
+/// connection until it is acknowledged, at most for `within`. Returns how
+/// many attempts failed first. Any other answer is a failure of the test.
+pub async fn record_until_acknowledged(
+    client: &reqwest::Client,
+    bases: &[String],
+    learner: (uuid::Uuid, uuid::Uuid, uuid::Uuid),
+    errors: &[(&str, &str)],
+    within: Duration,
+) -> usize {
+    let key = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    let mut failed = 0;
+    loop {
+        let base = &bases[failed % bases.len()];
+        match http_record_keyed(client, base, learner, errors, &key).await {
+            Ok(reqwest::StatusCode::OK) => return failed,
+            Ok(reqwest::StatusCode::SERVICE_UNAVAILABLE) | Err(_) => failed += 1,
+            Ok(other) => panic!("recording answered {other}"),
+        }
+        assert!(
+            started.elapsed() < within,
+            "a report was not acknowledged in {within:?} ({failed} attempts)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The learner's frequencies over HTTP, as (category, subcategory) → n.
