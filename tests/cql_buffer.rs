@@ -870,3 +870,94 @@ async fn a_request_waits_for_a_repair_reading_its_learners_log() {
         [(("Grammar".to_owned(), "Articles".to_owned()), 3)].into();
     assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flusher_cut_off_from_redis_after_its_batch_keeps_the_learner_until_done() {
+    use errata::store::cql::buffer::inflight_key;
+    use support::{cql_node, readyz_until, FaultProxy, ServeProcess};
+    // The clients' replica never flushes; the flusher under test is a real
+    // `errata serve` that reaches CQL and Redis through fault proxies.
+    let app = spawn_without_flusher().await;
+    let (cql, redis) = (
+        FaultProxy::start(cql_node()).await,
+        FaultProxy::start(format!("127.0.0.1:{}", app.redis.port)).await,
+    );
+    let mut config = app.config.clone();
+    config.cql_nodes = vec![cql.address.to_string()];
+    config.redis_url = format!("redis://{}", redis.address);
+    config.flush_interval_ms = 100;
+    let flusher = ServeProcess::start(&config);
+    let client = reqwest::Client::new();
+    readyz_until(
+        &client,
+        &flusher.url(""),
+        StatusCode::OK,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let learner = http_learner(&client, &app.base).await;
+    let user = learner.0;
+
+    // Its counter batch is held on the way to CQL: it has taken the deltas.
+    cql.hold();
+    let status = http_record(&client, &app.base, learner, &TAXONOMY)
+        .await
+        .expect("recorded");
+    assert_eq!(status, StatusCode::OK);
+    let acked: BTreeMap<(String, String), i64> = TAXONOMY
+        .iter()
+        .map(|(c, s)| ((c.to_string(), s.to_string()), 1))
+        .collect();
+    let mut conn = app.redis.client().await;
+    let started = std::time::Instant::now();
+    while !conn
+        .exists::<_, bool>(inflight_key(user))
+        .await
+        .expect("EXISTS")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no take"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Redis goes away for it, then the batch goes through and is applied:
+    // DONE cannot reach Redis.
+    redis.hold();
+    let outage = std::time::Instant::now();
+    cql.restore().await;
+    let ks = &app.config.cql_keyspace;
+    while durable_counts(ks, user).await != as_keys(&acked) {
+        assert!(
+            outage.elapsed() < std::time::Duration::from_secs(10),
+            "no batch"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Past the point where the flusher used to give up (20 s), within its
+    // lock (30 s): the connections drop, what it sent meanwhile is lost,
+    // and Redis is reachable again.
+    tokio::time::sleep_until((outage + std::time::Duration::from_secs(22)).into()).await;
+    redis.cut();
+    redis.restore().await;
+    // Its DONE gets through: the batch is never applied a second time.
+    while conn
+        .exists::<_, bool>(inflight_key(user))
+        .await
+        .expect("EXISTS")
+    {
+        assert!(
+            outage.elapsed() < std::time::Duration::from_secs(40),
+            "the in-flight deltas stayed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        durable_counts(ks, user).await,
+        as_keys(&acked),
+        "the applied batch was applied again"
+    );
+    run_errata(&app.config, &["flush"]);
+    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
+    flusher.terminate();
+}
