@@ -306,6 +306,11 @@ pub fn errata_env(config: &Config) -> Vec<(&'static str, String)> {
 
 /// Runs `errata <args>` (the real binary) to completion; returns its stdout.
 pub fn run_errata(config: &Config, args: &[&str]) -> String {
+    try_run_errata(config, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `errata <args>`; its stdout, or why it failed.
+pub fn try_run_errata(config: &Config, args: &[&str]) -> Result<String, String> {
     let output = Command::new(env!("CARGO_BIN_EXE_errata"))
         .args(args)
         .envs(errata_env(config))
@@ -313,12 +318,14 @@ pub fn run_errata(config: &Config, args: &[&str]) -> String {
         .output()
         .expect("the errata binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "errata {args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "errata {args:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
 }
 
 /// An `errata serve` process, killed when dropped.
@@ -333,7 +340,7 @@ impl ServeProcess {
     }
 
     /// Starts `errata serve`; an error when it exits before listening (its
-    /// CQL or Redis unreachable, say).
+    /// CQL or Redis unreachable, say) or is not listening within 30 s.
     pub fn try_start(config: &Config) -> Result<Self, String> {
         use std::io::{BufRead, BufReader};
         let mut child = Command::new(env!("CARGO_BIN_EXE_errata"))
@@ -345,37 +352,53 @@ impl ServeProcess {
             .spawn()
             .map_err(|e| format!("errata serve does not start: {e}"))?;
         let stdout = child.stdout.take().expect("a piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut said = Vec::new();
-        let address = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                let status = child.wait();
-                return Err(format!(
-                    "errata serve exited before listening ({status:?}): {}",
-                    said.join("\n")
-                ));
-            };
-            if line.contains("listening") {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    break addr
-                        .split_whitespace()
-                        .next()
-                        .and_then(|a| a.parse().ok())
-                        .expect("a listening address");
-                }
-            }
-            said.push(line);
-        };
-        // Keep draining the log; the flusher's complaints go to the test's output.
+        // The log is read on a thread of its own: the flusher's complaints
+        // go to the test's output, the listening address comes back here.
+        let (listening, address) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if line.contains("flusher") || line.contains("panicked") {
+            let mut listening = Some(listening);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(tx) = &listening {
+                    let addr = line
+                        .contains("listening")
+                        .then(|| line.split("addr=").nth(1))
+                        .flatten()
+                        .and_then(|a| a.split_whitespace().next())
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                    match addr {
+                        Some(addr) => {
+                            let _ = tx.send(Ok(addr));
+                            listening = None;
+                        }
+                        None => {
+                            let _ = tx.send(Err(line));
+                        }
+                    }
+                } else if line.contains("flusher")
+                    || line.contains("re-applying")
+                    || line.contains("panicked")
+                {
                     eprintln!("errata serve: {line}");
                 }
             }
         });
-        Ok(Self { child, address })
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut said = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match address.recv_timeout(left) {
+                Ok(Ok(address)) => return Ok(Self { child, address }),
+                Ok(Err(line)) => said.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    return Err(format!(
+                        "errata serve did not listen ({status:?}): {}",
+                        said.join("\n")
+                    ));
+                }
+            }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,875 @@
+//! Randomised faults under load, as an operator would meet them: three
+//! `errata serve` replicas, Redis as deployed (append-only file, fsync once
+//! a second), each replica reaching CQL through a fault proxy of its own,
+//! and clients that retry every request (with its `Idempotency-Key`, or the
+//! same sign-up) until it is acknowledged. Meanwhile a fault loop SIGKILLs
+//! and SIGTERMs replicas (and starts them again) and SIGKILLs Redis (and
+//! restarts it from its append-only file), and another cuts and black-holes
+//! the replicas' CQL connections.
+//!
+//! Afterwards, with every fault lifted:
+//! - after `errata flush` no count is below what was acknowledged;
+//! - `error_events` holds exactly the acknowledged points;
+//! - after `errata repair` and a flush every count equals what was
+//!   acknowledged (or, in the second test, where repair runs all through
+//!   the load, after the final flush alone).
+//!
+//! Seeded: the seed is printed first; `ERRATA_TEST_SEED=N` repeats the same
+//! fault and request sequence (the timing between them is the machine's).
+//! `ERRATA_TEST_SOAK_SECS=N` runs the load for N seconds instead of the
+//! CI-sized default.
+
+#[path = "support/cql.rs"]
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use errata::config::Config;
+use errata::store::cql::buffer::{learner_of, lock_key, FLUSH_LOCK};
+use redis::AsyncCommands;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{
+    cql_config, cql_node, cql_session, durable_counts, event_counts, try_run_errata, FaultProxy,
+    KeyspaceSlot, RedisServer, ServeProcess,
+};
+use uuid::Uuid;
+
+const REPLICAS: usize = 3;
+const CLIENTS: usize = 6;
+/// Learners made before the load; each client signs up more during it.
+const LEARNERS: usize = 6;
+const SIGN_UPS_PER_CLIENT: usize = 2;
+const TAXONOMY: [(&str, &str); 4] = [
+    ("Grammar", "Articles"),
+    ("Vocabulary", "Word Choice"),
+    ("Fluency", "Filler Words"),
+    ("Odd: {Names}", "a}b{c:d"),
+];
+/// Load of each test unless `ERRATA_TEST_SOAK_SECS` says otherwise.
+const DEFAULT_LOAD: Duration = Duration::from_secs(30);
+/// No request may stay unacknowledged longer than this, faults or not.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// SplitMix64: small, seeded, good enough to pick faults and requests.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.next() % (to - from + 1))
+    }
+    fn uuid(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(
+            ((u128::from(self.next()) << 64) | u128::from(self.next())).to_le_bytes(),
+        )
+        .into_uuid()
+    }
+    fn fork(&mut self) -> Rng {
+        Rng(self.next())
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("ERRATA_TEST_SEED") {
+        Ok(seed) => seed.trim().parse().expect("ERRATA_TEST_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock")
+            .as_nanos() as u64,
+    }
+}
+
+fn load_duration() -> Duration {
+    match std::env::var("ERRATA_TEST_SOAK_SECS") {
+        Ok(secs) => Duration::from_secs(secs.trim().parse().expect("ERRATA_TEST_SOAK_SECS")),
+        Err(_) => DEFAULT_LOAD,
+    }
+}
+
+/// (category_key, subcategory_key) → how many.
+type Counts = BTreeMap<(String, String), i64>;
+
+/// A learner with a conversation and an utterance to report on.
+#[derive(Debug, Clone, Copy)]
+struct Learner {
+    user: Uuid,
+    conversation: Uuid,
+    utterance: Uuid,
+}
+
+impl Learner {
+    fn ids(&self) -> (Uuid, Uuid, Uuid) {
+        (self.user, self.conversation, self.utterance)
+    }
+}
+
+/// How often each thing happened.
+#[derive(Default)]
+struct Tally {
+    replica_kills: AtomicU64,
+    replica_terms: AtomicU64,
+    redis_kills: AtomicU64,
+    cql_cuts: AtomicU64,
+    cql_holds: AtomicU64,
+    cql_long_holds: AtomicU64,
+    cql_hold_then_cut: AtomicU64,
+    failed_starts: AtomicU64,
+    requests: AtomicU64,
+    points: AtomicU64,
+    failed_attempts: AtomicU64,
+    duplicates: AtomicU64,
+    sign_ups: AtomicU64,
+    reads: AtomicU64,
+    repairs: AtomicU64,
+    failed_repairs: AtomicU64,
+}
+
+fn n(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::SeqCst)
+}
+
+/// The system under test and what the clients were told.
+struct Cluster {
+    seed: u64,
+    /// Straight to CQL and Redis: for `errata flush` / `repair` and checks.
+    config: Config,
+    slot: KeyspaceSlot,
+    redis: Mutex<RedisServer>,
+    proxies: Vec<FaultProxy>,
+    replicas: Vec<Mutex<Option<ServeProcess>>>,
+    /// The replicas' addresses; `None` while one is down.
+    bases: RwLock<Vec<Option<String>>>,
+    client: reqwest::Client,
+    learners: RwLock<Vec<Learner>>,
+    /// Every sign-up's e-mail and the account it was answered with.
+    accounts: Mutex<Vec<(String, Uuid)>>,
+    /// Acknowledged points: learner → (category_key, subcategory_key) → n.
+    acked: Mutex<HashMap<Uuid, Counts>>,
+    tally: Tally,
+    faults_on: AtomicBool,
+    load_on: AtomicBool,
+}
+
+impl Cluster {
+    async fn start(seed: u64) -> Arc<Self> {
+        let redis = RedisServer::start_as_deployed();
+        let (mut config, slot) = cql_config(&redis.url()).await;
+        config.flush_interval_ms = 250;
+        let mut proxies = Vec::new();
+        for _ in 0..REPLICAS {
+            proxies.push(FaultProxy::start(cql_node()).await);
+        }
+        let cluster = Arc::new(Self {
+            seed,
+            config,
+            slot,
+            redis: Mutex::new(redis),
+            proxies,
+            replicas: (0..REPLICAS).map(|_| Mutex::new(None)).collect(),
+            bases: RwLock::new(vec![None; REPLICAS]),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("a client"),
+            learners: RwLock::new(Vec::new()),
+            accounts: Mutex::new(Vec::new()),
+            acked: Mutex::new(HashMap::new()),
+            tally: Tally::default(),
+            faults_on: AtomicBool::new(true),
+            load_on: AtomicBool::new(true),
+        });
+        for r in 0..REPLICAS {
+            cluster.start_replica(r).await;
+        }
+        cluster
+    }
+
+    /// Replica `r`'s configuration: CQL through its own proxy.
+    fn replica_config(&self, r: usize) -> Config {
+        let mut config = self.config.clone();
+        config.cql_nodes = vec![self.proxies[r].address.to_string()];
+        config
+    }
+
+    /// Starts replica `r`, again and again if it cannot start (its CQL
+    /// cut, Redis down), until it listens.
+    async fn start_replica(self: &Arc<Self>, r: usize) {
+        let started = Instant::now();
+        loop {
+            let config = self.replica_config(r);
+            let attempt = tokio::task::spawn_blocking(move || ServeProcess::try_start(&config))
+                .await
+                .expect("starting a replica");
+            match attempt {
+                Ok(replica) => {
+                    let base = replica.url("");
+                    *self.replicas[r].lock().expect("replicas") = Some(replica);
+                    self.bases.write().expect("bases")[r] = Some(base);
+                    return;
+                }
+                Err(e) => {
+                    self.tally.failed_starts.fetch_add(1, Ordering::SeqCst);
+                    assert!(
+                        started.elapsed() < Duration::from_secs(90),
+                        "seed {}: replica {r} would not start: {e}",
+                        self.seed
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+
+    /// Takes replica `r` out of the clients' list and hands it over.
+    fn take_replica(&self, r: usize) -> Option<ServeProcess> {
+        self.bases.write().expect("bases")[r] = None;
+        self.replicas[r].lock().expect("replicas").take()
+    }
+
+    fn any_base(&self, rng: &mut Rng) -> Option<String> {
+        let bases: Vec<String> = self
+            .bases
+            .read()
+            .expect("bases")
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        (!bases.is_empty()).then(|| bases[rng.below(bases.len())].clone())
+    }
+
+    fn learner_ids(&self) -> Vec<Uuid> {
+        self.learners
+            .read()
+            .expect("learners")
+            .iter()
+            .map(|l| l.user)
+            .collect()
+    }
+
+    /// Posts `body` to `path` until a replica answers 201 (a 503 or a
+    /// broken connection is retried with the same body); returns the answer.
+    async fn create(&self, rng: &mut Rng, path: &str, body: &Value) -> Value {
+        let started = Instant::now();
+        loop {
+            if let Some(base) = self.any_base(rng) {
+                let sent = self
+                    .client
+                    .post(format!("{base}{path}"))
+                    .json(body)
+                    .send()
+                    .await;
+                if let Ok(response) = sent {
+                    let status = response.status();
+                    match response.json::<Value>().await {
+                        Ok(answer) if status == StatusCode::CREATED => return answer,
+                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => panic!(
+                            "seed {}: POST {path} {body} answered {status} {answer}",
+                            self.seed
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            self.tally.failed_attempts.fetch_add(1, Ordering::SeqCst);
+            assert!(
+                started.elapsed() < REQUEST_DEADLINE,
+                "seed {}: POST {path} {body} was never answered 201",
+                self.seed
+            );
+            tokio::time::sleep(rng.millis(20, 200)).await;
+        }
+    }
+
+    /// A new learner, its conversation and an utterance, each retried
+    /// until created (a retried sign-up must get one account).
+    async fn sign_up(&self, rng: &mut Rng) -> Learner {
+        let email = format!("Learner.{}@Example.com", rng.uuid());
+        let user = self
+            .create(
+                rng,
+                "/users/",
+                &json!({"username": "learner", "email": email}),
+            )
+            .await;
+        let user: Uuid = user["user_id"]
+            .as_str()
+            .and_then(|u| u.parse().ok())
+            .expect("an id");
+        self.accounts.lock().expect("accounts").push((email, user));
+        let conversation = self
+            .create(rng, "/conversations/", &json!({"user_id": user}))
+            .await;
+        let conversation: Uuid = conversation["conversation_id"]
+            .as_str()
+            .and_then(|u| u.parse().ok())
+            .expect("an id");
+        let utterance = self
+            .create(
+                rng,
+                "/utterances/",
+                &json!({"user_id": user, "conversation_id": conversation, "content": "He go to school."}),
+            )
+            .await;
+        let utterance: Uuid = utterance["utterance_id"]
+            .as_str()
+            .and_then(|u| u.parse().ok())
+            .expect("an id");
+        self.tally.sign_ups.fetch_add(1, Ordering::SeqCst);
+        Learner {
+            user,
+            conversation,
+            utterance,
+        }
+    }
+
+    /// Records one report, retried with its key until acknowledged.
+    async fn record(&self, rng: &mut Rng, learner: Learner, errors: &[(&str, &str)]) {
+        let key = rng.uuid().to_string();
+        let started = Instant::now();
+        loop {
+            if let Some(base) = self.any_base(rng) {
+                let body = support::report_body(learner.ids(), errors);
+                let sent = self
+                    .client
+                    .post(format!("{base}/simulate-and-generate"))
+                    .header("Idempotency-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await;
+                if let Ok(response) = sent {
+                    let status = response.status();
+                    // Only a complete answer is an acknowledgement.
+                    match response.json::<Value>().await {
+                        Ok(answer) if status == StatusCode::OK => {
+                            if answer["duplicate"] == true {
+                                self.tally.duplicates.fetch_add(1, Ordering::SeqCst);
+                            }
+                            break;
+                        }
+                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => {
+                            panic!("seed {}: a report answered {status} {answer}", self.seed)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.tally.failed_attempts.fetch_add(1, Ordering::SeqCst);
+            assert!(
+                started.elapsed() < REQUEST_DEADLINE,
+                "seed {}: a report was never acknowledged",
+                self.seed
+            );
+            tokio::time::sleep(rng.millis(20, 200)).await;
+        }
+        let mut acked = self.acked.lock().expect("acked");
+        let counts = acked.entry(learner.user).or_default();
+        for (c, s) in errors {
+            *counts
+                .entry((c.to_lowercase(), s.to_lowercase()))
+                .or_insert(0) += 1;
+        }
+        self.tally.requests.fetch_add(1, Ordering::SeqCst);
+        self.tally
+            .points
+            .fetch_add(errors.len() as u64, Ordering::SeqCst);
+    }
+
+    /// Reads a learner's frequencies: never below what was acknowledged
+    /// before the read was sent (a 503 is fine).
+    async fn read(&self, rng: &mut Rng, learner: Learner) {
+        let before = self
+            .acked
+            .lock()
+            .expect("acked")
+            .get(&learner.user)
+            .cloned()
+            .unwrap_or_default();
+        let Some(base) = self.any_base(rng) else {
+            return;
+        };
+        let Ok(response) = self
+            .client
+            .get(format!("{base}/users/{}/errors", learner.user))
+            .send()
+            .await
+        else {
+            return;
+        };
+        if response.status() != StatusCode::OK {
+            return;
+        }
+        let Ok(body) = response.json::<Value>().await else {
+            return;
+        };
+        let seen: Counts = body["errors"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|e| {
+                (
+                    (
+                        e["errorCategory"].as_str().expect("text").to_lowercase(),
+                        e["errorSubCategory"].as_str().expect("text").to_lowercase(),
+                    ),
+                    e["errorFrequency"].as_i64().expect("a number"),
+                )
+            })
+            .collect();
+        for (key, n) in &before {
+            let shown = seen.get(key).copied().unwrap_or(0);
+            assert!(
+                shown >= *n,
+                "seed {}: learner {} read {shown} of {key:?}, {n} acknowledged before",
+                self.seed,
+                learner.user
+            );
+        }
+        self.tally.reads.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One client: reports (and now and then a read or a sign-up) until the
+    /// load ends; the request in hand when it ends is still seen through.
+    async fn client(self: Arc<Self>, mut rng: Rng) {
+        let mut signed_up = 0;
+        while self.load_on.load(Ordering::SeqCst) {
+            let dice = rng.below(100);
+            if dice < 2 && signed_up < SIGN_UPS_PER_CLIENT {
+                signed_up += 1;
+                let learner = self.sign_up(&mut rng).await;
+                self.learners.write().expect("learners").push(learner);
+                continue;
+            }
+            let learner = {
+                let learners = self.learners.read().expect("learners");
+                learners[rng.below(learners.len())]
+            };
+            if dice < 10 {
+                self.read(&mut rng, learner).await;
+                continue;
+            }
+            let errors: Vec<(&str, &str)> = (0..1 + rng.below(4))
+                .map(|_| TAXONOMY[rng.below(TAXONOMY.len())])
+                .collect();
+            self.record(&mut rng, learner, &errors).await;
+        }
+    }
+
+    /// Kills and stops replicas and Redis, one fault at a time, each
+    /// repaired before the next; everything is up when it returns.
+    async fn process_faults(self: Arc<Self>, mut rng: Rng) {
+        while self.faults_on.load(Ordering::SeqCst) {
+            tokio::time::sleep(rng.millis(1_000, 3_000)).await;
+            if !self.faults_on.load(Ordering::SeqCst) {
+                break;
+            }
+            let dice = rng.below(100);
+            let r = rng.below(REPLICAS);
+            if dice < 40 {
+                // SIGKILL: whatever it was doing is cut off.
+                drop(self.take_replica(r));
+                self.tally.replica_kills.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(rng.millis(200, 1_500)).await;
+                self.start_replica(r).await;
+            } else if dice < 70 {
+                // SIGTERM: stops taking requests, drains the buffer.
+                if let Some(mut replica) = self.take_replica(r) {
+                    self.tally.replica_terms.fetch_add(1, Ordering::SeqCst);
+                    let seed = self.seed;
+                    tokio::task::spawn_blocking(move || {
+                        let pid = replica.child.id() as libc::pid_t;
+                        // SAFETY: a plain kill(2) of our own child.
+                        unsafe { libc::kill(pid, libc::SIGTERM) };
+                        let deadline = Instant::now() + Duration::from_secs(90);
+                        while replica.child.try_wait().expect("waiting").is_none() {
+                            assert!(
+                                Instant::now() < deadline,
+                                "seed {seed}: a replica did not stop after SIGTERM"
+                            );
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    })
+                    .await
+                    .expect("stopping a replica");
+                }
+                self.start_replica(r).await;
+            } else {
+                // Redis SIGKILLed, restarted from its append-only file.
+                let cluster = self.clone();
+                tokio::task::spawn_blocking(move || cluster.redis.lock().expect("redis").kill())
+                    .await
+                    .expect("killing Redis");
+                self.tally.redis_kills.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(rng.millis(300, 2_000)).await;
+                let cluster = self.clone();
+                tokio::task::spawn_blocking(move || cluster.redis.lock().expect("redis").restart())
+                    .await
+                    .expect("restarting Redis");
+            }
+        }
+    }
+
+    /// Cuts and black-holes the replicas' CQL connections, one at a time;
+    /// every proxy forwards when it returns.
+    async fn network_faults(self: Arc<Self>, mut rng: Rng) {
+        while self.faults_on.load(Ordering::SeqCst) {
+            tokio::time::sleep(rng.millis(500, 2_500)).await;
+            if !self.faults_on.load(Ordering::SeqCst) {
+                break;
+            }
+            let proxy = &self.proxies[rng.below(REPLICAS)];
+            let dice = rng.below(100);
+            if dice < 35 {
+                proxy.cut();
+                self.tally.cql_cuts.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(rng.millis(300, 2_000)).await;
+            } else if dice < 60 {
+                proxy.hold();
+                self.tally.cql_holds.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(rng.millis(300, 2_500)).await;
+            } else if dice < 85 {
+                // Longer than a CQL request may take (5 s): what was sent
+                // meanwhile failed for its sender and is applied all the
+                // same when the path comes back (a counter batch, too).
+                proxy.hold();
+                self.tally.cql_long_holds.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(rng.millis(5_500, 8_000)).await;
+            } else {
+                proxy.hold();
+                self.tally.cql_hold_then_cut.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(rng.millis(300, 2_000)).await;
+                proxy.cut();
+            }
+            proxy.restore().await;
+        }
+    }
+
+    /// `errata repair` of every learner of this test (the keyspace holds
+    /// other tests' learners too), once.
+    async fn repair(&self) -> Result<String, String> {
+        let mut args = vec!["repair".to_owned()];
+        for user in self.learner_ids() {
+            args.extend(["--user".to_owned(), user.to_string()]);
+        }
+        let config = self.config.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            try_run_errata(&config, &args)
+        })
+        .await
+        .expect("running repair");
+        match &out {
+            Ok(_) => self.tally.repairs.fetch_add(1, Ordering::SeqCst),
+            Err(_) => self.tally.failed_repairs.fetch_add(1, Ordering::SeqCst),
+        };
+        out
+    }
+
+    async fn flush(&self) {
+        let config = self.config.clone();
+        let out = tokio::task::spawn_blocking(move || try_run_errata(&config, &["flush"]))
+            .await
+            .expect("running flush");
+        if let Err(e) = out {
+            panic!(
+                "seed {}: errata flush failed with every fault lifted: {e}",
+                self.seed
+            );
+        }
+    }
+
+    /// Waits until no flusher that died or was cut off left deltas in
+    /// flight: every in-flight hash belongs to a flusher that took its
+    /// learner just now (after a crash, the lock runs out and the next
+    /// flusher replays them).
+    async fn no_interrupted_flush(&self) {
+        let started = Instant::now();
+        let fresh = FLUSH_LOCK.as_millis() as i64 - 3_000;
+        let mut quiet_checks = 0;
+        while quiet_checks < 2 {
+            let port = self.redis.lock().expect("redis").port;
+            let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .expect("a url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("Redis is up");
+            let keys: Vec<String> = conn.keys("errata:*:inflight").await.expect("KEYS");
+            let mut stale = 0;
+            for key in &keys {
+                let user = learner_of(key).expect("a learner key");
+                let ttl: i64 = conn.pttl(lock_key(user)).await.expect("PTTL");
+                if ttl < fresh {
+                    stale += 1;
+                }
+            }
+            quiet_checks = if stale == 0 { quiet_checks + 1 } else { 0 };
+            assert!(
+                started.elapsed() < FLUSH_LOCK + Duration::from_secs(20),
+                "seed {}: {stale} interrupted flushes were never taken over",
+                self.seed
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    fn acked(&self) -> HashMap<Uuid, Counts> {
+        self.acked.lock().expect("acked").clone()
+    }
+
+    /// Every learner's durable counters and events, against what was
+    /// acknowledged. Returns how many counts were above (none below: that
+    /// fails the test), and checks the log is exact.
+    async fn check_after_flush(&self, moment: &str) -> usize {
+        let acked = self.acked();
+        let ks = &self.slot.keyspace;
+        let mut above = 0;
+        for user in self.learner_ids() {
+            let want = acked.get(&user).cloned().unwrap_or_default();
+            let durable = durable_counts(ks, user).await;
+            for (key, n) in &want {
+                let got = durable.get(key).copied().unwrap_or(0);
+                assert!(
+                    got >= *n,
+                    "seed {}: {moment}: learner {user} has {got} of {key:?}, {n} acknowledged",
+                    self.seed
+                );
+                if got > *n {
+                    above += 1;
+                }
+            }
+            for key in durable.keys() {
+                assert!(
+                    want.contains_key(key) || durable[key] == 0,
+                    "seed {}: {moment}: learner {user} counts {key:?}, never acknowledged",
+                    self.seed
+                );
+            }
+            assert_eq!(
+                event_counts(ks, user).await,
+                want,
+                "seed {}: {moment}: learner {user}'s error_events is not what was acknowledged",
+                self.seed
+            );
+        }
+        above
+    }
+
+    /// Every count equals what was acknowledged, durable and over HTTP.
+    async fn check_exact(&self, moment: &str) {
+        let acked = self.acked();
+        let ks = &self.slot.keyspace;
+        let base = self.bases.read().expect("bases")[0]
+            .clone()
+            .expect("replica 0 is up");
+        for user in self.learner_ids() {
+            let want = acked.get(&user).cloned().unwrap_or_default();
+            let durable: Counts = durable_counts(ks, user)
+                .await
+                .into_iter()
+                .filter(|(_, n)| *n != 0)
+                .collect();
+            assert_eq!(
+                durable, want,
+                "seed {}: {moment}: learner {user}'s counters",
+                self.seed
+            );
+            let shown = support::http_frequencies(&self.client, &base, user).await;
+            let shown: Counts = shown
+                .into_iter()
+                .map(|((c, s), n)| ((c.to_lowercase(), s.to_lowercase()), n))
+                .collect();
+            assert_eq!(
+                shown, want,
+                "seed {}: {moment}: learner {user}'s frequencies over HTTP",
+                self.seed
+            );
+        }
+        // Every sign-up's answer owns its e-mail.
+        let session = cql_session().await;
+        let accounts = self.accounts.lock().expect("accounts").clone();
+        for (email, user) in accounts {
+            let rows = session
+                .query_unpaged(
+                    format!("SELECT user_id FROM {ks}.users_by_email WHERE email_key = ?"),
+                    (email.to_lowercase(),),
+                )
+                .await
+                .expect("reading a claim")
+                .into_rows_result()
+                .expect("rows");
+            let (owner,): (Uuid,) = rows.single_row().expect("one claim");
+            assert_eq!(
+                owner, user,
+                "seed {}: {email} is another account's",
+                self.seed
+            );
+        }
+    }
+
+    fn report(&self, name: &str, load: Duration, above: usize) {
+        let t = &self.tally;
+        let acked_learners = self.acked.lock().expect("acked").len();
+        eprintln!(
+            "{name}: seed {} | load {:?} | faults: {} replica SIGKILL, {} replica SIGTERM, \
+             {} Redis SIGKILL, {} CQL cut, {} CQL black-hole (+{} past the request timeout), \
+             {} black-hole then cut \
+             ({} replica starts refused) | acknowledged {} requests, {} points on {} learners \
+             ({} sign-ups); {} attempts failed and were retried, {} answered as duplicates; \
+             {} reads checked | repairs during the load: {} done, {} failed | after flush: \
+             none below, {above} counts above acknowledged",
+            self.seed,
+            load,
+            n(&t.replica_kills),
+            n(&t.replica_terms),
+            n(&t.redis_kills),
+            n(&t.cql_cuts),
+            n(&t.cql_holds),
+            n(&t.cql_long_holds),
+            n(&t.cql_hold_then_cut),
+            n(&t.failed_starts),
+            n(&t.requests),
+            n(&t.points),
+            acked_learners,
+            n(&t.sign_ups),
+            n(&t.failed_attempts),
+            n(&t.duplicates),
+            n(&t.reads),
+            n(&t.repairs),
+            n(&t.failed_repairs),
+        );
+    }
+
+    fn stop(&self) {
+        for r in 0..REPLICAS {
+            if let Some(replica) = self.take_replica(r) {
+                replica.terminate();
+            }
+        }
+    }
+}
+
+/// Starts the cluster, its learners and the clients.
+async fn under_load(seed: u64) -> (Arc<Cluster>, Rng, Vec<tokio::task::JoinHandle<()>>) {
+    eprintln!("seed {seed} (ERRATA_TEST_SEED={seed} repeats it)");
+    let mut rng = Rng(seed);
+    let cluster = Cluster::start(seed).await;
+    for _ in 0..LEARNERS {
+        let learner = cluster.sign_up(&mut rng).await;
+        cluster.learners.write().expect("learners").push(learner);
+    }
+    let clients = (0..CLIENTS)
+        .map(|_| tokio::spawn(cluster.clone().client(rng.fork())))
+        .collect();
+    (cluster, rng, clients)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_exact() {
+    let load = load_duration();
+    let (cluster, mut rng, clients) = under_load(seed()).await;
+    let faults = [
+        tokio::spawn(cluster.clone().process_faults(rng.fork())),
+        tokio::spawn(cluster.clone().network_faults(rng.fork())),
+    ];
+    tokio::time::sleep(load).await;
+    cluster.faults_on.store(false, Ordering::SeqCst);
+    for fault in faults {
+        fault.await.expect("the fault loop");
+    }
+    cluster.load_on.store(false, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("a client");
+    }
+
+    cluster.flush().await;
+    let above = cluster.check_after_flush("after errata flush").await;
+    cluster.report("random faults", load, above);
+    let out = cluster.repair().await;
+    assert!(out.is_ok(), "seed {}: repair failed: {out:?}", cluster.seed);
+    cluster.flush().await;
+    cluster.check_exact("after errata repair and a flush").await;
+    let port = cluster.redis.lock().expect("redis").port;
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .expect("a url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis is up");
+    let keys: Vec<String> = conn.keys("*").await.expect("KEYS");
+    let left: Vec<String> = keys
+        .into_iter()
+        .filter(|k| k.ends_with(":pending") || k.ends_with(":inflight"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "seed {}: left in Redis: {left:?}",
+        cluster.seed
+    );
+    cluster.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_faults_with_repair_running_through_the_load_end_exact() {
+    let load = load_duration();
+    let (cluster, mut rng, clients) = under_load(seed()).await;
+    let faults = [
+        tokio::spawn(cluster.clone().process_faults(rng.fork())),
+        tokio::spawn(cluster.clone().network_faults(rng.fork())),
+    ];
+    // Repair over and over, beside the clients and the faults (a repair
+    // cut off by a fault fails; the next one runs anyway).
+    let repairing = Arc::new(AtomicBool::new(true));
+    let repairs = {
+        let (cluster, repairing) = (cluster.clone(), repairing.clone());
+        tokio::spawn(async move {
+            while repairing.load(Ordering::SeqCst) {
+                let _ = cluster.repair().await;
+            }
+        })
+    };
+    tokio::time::sleep(load).await;
+    cluster.faults_on.store(false, Ordering::SeqCst);
+    for fault in faults {
+        fault.await.expect("the fault loop");
+    }
+    // The faults are over, the load and the repairs go on. Once no flush cut
+    // off by a fault is left to replay, the repairs that start from then on
+    // correct whatever the replays counted twice: three more must succeed
+    // (so at least two started after that point).
+    cluster.no_interrupted_flush().await;
+    let quiet = n(&cluster.tally.repairs);
+    let started = Instant::now();
+    while n(&cluster.tally.repairs) < quiet + 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "seed {}: repairs kept failing after the faults",
+            cluster.seed
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    repairing.store(false, Ordering::SeqCst);
+    cluster.load_on.store(false, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("a client");
+    }
+    repairs.await.expect("the repairs");
+
+    cluster.flush().await;
+    let above = cluster.check_after_flush("after the final flush").await;
+    cluster.report("random faults, repair during the load", load, above);
+    assert_eq!(above, 0, "seed {}: counts above acknowledged", cluster.seed);
+    cluster.check_exact("after the final flush").await;
+    cluster.stop();
+}
