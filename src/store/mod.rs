@@ -5,6 +5,7 @@
 pub mod closer;
 pub mod cql;
 mod records;
+pub mod retry;
 mod sentences;
 pub mod sqlite;
 

@@ -4,7 +4,7 @@
 //! then is it acknowledged. While a repair reads the learner's log the
 //! count waits for it (briefly, then 503).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 use scylla::serialize::row::SerializeRow;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::buffer::{Commit, Lease, LEASE};
 use super::session::{cql_error, timestamp};
 use super::Inner;
+use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
 
 /// Characters of the utterance kept with each event.
@@ -28,6 +29,8 @@ const SPELLING_CLOCK: i64 = 2 * 1_767_225_600_000_000;
 /// How long a request waits for a repair of its learner before it answers
 /// 503 (a repair holds a learner for the time of one log read).
 const FENCE_WAIT: Duration = Duration::from_secs(2);
+/// How often a waiting request looks again.
+const POLL: Duration = Duration::from_millis(10);
 
 /// The id of a report's point in `error_events`: it follows from the
 /// request's identity, so every attempt of the request writes the same row.
@@ -63,34 +66,34 @@ impl Inner {
         };
 
         let token = Uuid::new_v4().to_string();
-        let started = Instant::now();
-        let at_ms = loop {
-            match inner
+        // Another attempt of the same request may hold the lease: wait for
+        // it to count (then this is a duplicate) or to let go.
+        let (proposed, token_ref) = (report.received_at.timestamp_millis(), token.as_str());
+        let leased = retry_until(LEASE + Duration::from_secs(2), POLL, || async move {
+            let lease = inner
                 .buffer
-                .lease(
-                    report.user_id,
-                    report.fingerprint,
-                    report.received_at.timestamp_millis(),
-                    &token,
-                )
-                .await?
-            {
-                Lease::Acquired { at_ms } => break at_ms,
-                Lease::Done => {
-                    return Ok(RecordOutcome {
-                        recorded: 0,
-                        duplicate: true,
-                    })
-                }
-                Lease::Busy => {
-                    if started.elapsed() > LEASE + Duration::from_secs(2) {
-                        return Err(StoreError::busy(
-                            Backend::Redis,
-                            "the same request is still being recorded",
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                .lease(report.user_id, report.fingerprint, proposed, token_ref)
+                .await?;
+            Ok(match lease {
+                Lease::Acquired { at_ms } => Poll::Ready(Some(at_ms)),
+                Lease::Done => Poll::Ready(None),
+                Lease::Busy => Poll::Pending,
+            })
+        })
+        .await?;
+        let at_ms = match leased {
+            Some(Some(at_ms)) => at_ms,
+            Some(None) => {
+                return Ok(RecordOutcome {
+                    recorded: 0,
+                    duplicate: true,
+                })
+            }
+            None => {
+                return Err(StoreError::busy(
+                    Backend::Redis,
+                    "the same request is still being recorded",
+                ))
             }
         };
         let at = DateTime::from_timestamp_millis(at_ms).unwrap_or(report.received_at);
@@ -115,31 +118,31 @@ impl Inner {
     /// abandon finds the "done" marker and changes nothing).
     async fn count(&self, report: &ErrorReport, token: &str) -> Result<(), StoreError> {
         let deltas = report.deltas();
-        let counting = Instant::now();
-        let failure = loop {
-            let committed = self
+        let deltas = &deltas;
+        let committed = retry_until(FENCE_WAIT, POLL, || async move {
+            let commit = self
                 .buffer
-                .commit(report.user_id, report.fingerprint, token, &deltas)
-                .await;
-            match committed {
-                Ok(Commit::Counted) => return Ok(()),
-                Ok(Commit::Lost) => {
-                    return Err(StoreError::busy(
-                        Backend::Redis,
-                        "the request's lease expired before it was counted; retry it",
-                    ))
-                }
-                Ok(Commit::Fenced) if counting.elapsed() < FENCE_WAIT => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Ok(Commit::Fenced) => {
-                    break StoreError::busy(
-                        Backend::Redis,
-                        "the learner's counts are being repaired; retry",
-                    )
-                }
-                Err(e) => break e,
+                .commit(report.user_id, report.fingerprint, token, deltas)
+                .await?;
+            Ok(match commit {
+                Commit::Fenced => Poll::Pending,
+                done => Poll::Ready(done),
+            })
+        })
+        .await;
+        let failure = match committed {
+            Ok(Some(Commit::Counted)) => return Ok(()),
+            Ok(Some(Commit::Lost)) => {
+                return Err(StoreError::busy(
+                    Backend::Redis,
+                    "the request's lease expired before it was counted; retry it",
+                ))
             }
+            Ok(Some(Commit::Fenced) | None) => StoreError::busy(
+                Backend::Redis,
+                "the learner's counts are being repaired; retry",
+            ),
+            Err(e) => e,
         };
         self.buffer
             .abandon(report.user_id, report.fingerprint, token)

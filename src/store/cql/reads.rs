@@ -2,7 +2,7 @@
 //! buffered in Redis (read-your-writes), and the latest events.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use scylla::value::{Counter, CqlTimestamp};
@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::session::{cql_error, from_timestamp, internal};
 use super::Inner;
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
+use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, RecentError, StoreError};
 
 /// How long a read waits for a flush of the learner to finish before it
@@ -20,28 +21,28 @@ const READ_WAIT: Duration = Duration::from_secs(2);
 impl Inner {
     pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         let inner = self;
-        let started = Instant::now();
-        let (buffered, counts, labels) = loop {
+        let read = retry_until(READ_WAIT, Duration::from_millis(10), || async move {
             let buffered = inner.buffer.buffered(user_id).await?;
             // With a counter batch half way, the counters may or may not
             // hold the in-flight deltas yet; and a flush that started or
             // ended between the reads moved deltas under them. Either way
             // the merge would be a guess: read again once it is over.
             let settled = !buffered.locked || buffered.inflight.is_empty();
-            if settled {
-                let (counts, labels) =
-                    tokio::try_join!(inner.counts(user_id), inner.labels(user_id))?;
-                if inner.buffer.epoch(user_id).await? == buffered.epoch {
-                    break (buffered, counts, labels);
-                }
+            if !settled {
+                return Ok(Poll::Pending);
             }
-            if started.elapsed() > READ_WAIT {
-                return Err(StoreError::busy(
-                    Backend::Cql,
-                    "the learner's counts are being flushed; retry",
-                ));
+            let (counts, labels) = tokio::try_join!(inner.counts(user_id), inner.labels(user_id))?;
+            if inner.buffer.epoch(user_id).await? != buffered.epoch {
+                return Ok(Poll::Pending);
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(Poll::Ready((buffered, counts, labels)))
+        })
+        .await?;
+        let Some((buffered, counts, labels)) = read else {
+            return Err(StoreError::busy(
+                Backend::Cql,
+                "the learner's counts are being flushed; retry",
+            ));
         };
         let mut table: HashMap<ErrorKey, ErrorFrequency> = HashMap::new();
         let deltas = counts

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -30,6 +30,7 @@ use super::ingest::event_id;
 use super::session::{for_each_row, StoreResult};
 use super::Inner;
 use crate::domain::{ErrorKey, MAX_POINTS};
+use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, StoreError};
 
 /// How often a repair renews its lock and fence (both live far longer).
@@ -134,15 +135,25 @@ impl Inner {
     /// counters by the difference. Returns how many counts changed.
     pub(super) async fn repair_learner(&self, user: Uuid) -> Result<usize, StoreError> {
         let token = Uuid::new_v4().to_string();
-        let started = Instant::now();
-        while !self.buffer.lock(user, &token).await? {
-            if started.elapsed() > buffer::FLUSH_LOCK {
-                return Err(StoreError::busy(
-                    Backend::Redis,
-                    format!("learner {user} stayed locked by a flusher"),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let token_ref = token.as_str();
+        let locked = retry_until(
+            buffer::FLUSH_LOCK,
+            Duration::from_millis(20),
+            || async move {
+                let taken = self.buffer.lock(user, token_ref).await?;
+                Ok(if taken {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                })
+            },
+        )
+        .await?;
+        if locked.is_none() {
+            return Err(StoreError::busy(
+                Backend::Redis,
+                format!("learner {user} stayed locked by a flusher"),
+            ));
         }
         let result = self
             .renewing(user, &token, self.repair_locked(user, &token))
