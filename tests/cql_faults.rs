@@ -727,7 +727,8 @@ impl Cluster {
              {} Redis SIGKILL, {} CQL cut, {} CQL black-hole (+{} past the request timeout), \
              {} black-hole then cut \
              ({} replica starts refused) | acknowledged {} requests, {} points on {} learners \
-             ({} sign-ups); {} attempts failed and were retried, {} answered as duplicates; \
+             ({} of them signed up under the faults); {} attempts failed and were retried, {} \
+             answered as duplicates; \
              {} reads checked | repairs during the load: {} done, {} failed | after flush: \
              none below, {above} counts above acknowledged",
             self.seed,
@@ -743,7 +744,7 @@ impl Cluster {
             n(&t.requests),
             n(&t.points),
             acked_learners,
-            n(&t.sign_ups),
+            n(&t.sign_ups).saturating_sub(LEARNERS as u64),
             n(&t.failed_attempts),
             n(&t.duplicates),
             n(&t.reads),
