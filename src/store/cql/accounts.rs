@@ -4,7 +4,7 @@
 use scylla::value::{CqlTimestamp, CqlValue, Row};
 use uuid::Uuid;
 
-use super::session::{cql_error, first_column_true, from_timestamp, internal, timestamp};
+use super::session::{cql_error, first_column_true, from_timestamp, internal, select, timestamp};
 use super::Inner;
 use crate::store::{Conversation, NewUser, NewUtterance, StoreError, User, Utterance};
 
@@ -34,13 +34,7 @@ impl Inner {
             )
             .await
             .map_err(cql_error)?;
-        let claim = self
-            .session
-            .execute_unpaged(&s.claim_email, (email_key, user.user_id))
-            .await
-            .map_err(cql_error)?
-            .into_rows_result()
-            .map_err(internal)?;
+        let claim = select(&self.session, &s.claim_email, (email_key, user.user_id)).await?;
         // Not applied, the answer carries the row that is there: who
         // claimed the address.
         let claimant_column = claim.column_specs().get_by_name("user_id").map(|(i, _)| i);
@@ -144,13 +138,7 @@ impl Inner {
     }
 
     pub(super) async fn fetch_user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.statements.select_user, (user_id,))
-            .await
-            .map_err(cql_error)?
-            .into_rows_result()
-            .map_err(internal)?;
+        let rows = select(&self.session, &self.statements.select_user, (user_id,)).await?;
         let row = rows
             .maybe_first_row::<(Option<String>, Option<String>, Option<CqlTimestamp>)>()
             .map_err(internal)?;
@@ -167,16 +155,12 @@ impl Inner {
         user_id: Uuid,
         conversation_id: Uuid,
     ) -> Result<bool, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(
-                &self.statements.select_conversation,
-                (user_id, conversation_id),
-            )
-            .await
-            .map_err(cql_error)?
-            .into_rows_result()
-            .map_err(internal)?;
+        let rows = select(
+            &self.session,
+            &self.statements.select_conversation,
+            (user_id, conversation_id),
+        )
+        .await?;
         Ok(rows.rows_num() > 0)
     }
 
@@ -187,16 +171,12 @@ impl Inner {
         conversation_id: Uuid,
         utterance_id: Uuid,
     ) -> Result<Option<Option<String>>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(
-                &self.statements.select_utterance,
-                (user_id, conversation_id, utterance_id),
-            )
-            .await
-            .map_err(cql_error)?
-            .into_rows_result()
-            .map_err(internal)?;
+        let rows = select(
+            &self.session,
+            &self.statements.select_utterance,
+            (user_id, conversation_id, utterance_id),
+        )
+        .await?;
         let row = rows
             .maybe_first_row::<(Option<String>,)>()
             .map_err(internal)?;

@@ -35,7 +35,7 @@ pub use self::ingest::bucket;
 use self::statements::Statements;
 use super::closer::Closer;
 use super::{
-    Backend as Failing, Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError,
+    Backend, Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError,
     RecordOutcome, Store, StoreError, User, Utterance,
 };
 use crate::config::Config;
@@ -137,7 +137,7 @@ impl Store for CqlStore {
             inner.session.execute_unpaged(&inner.statements.ping, ())
         );
         redis?;
-        cql.map_err(|e| StoreError::unavailable(Failing::Cql, "no node answers", e))?;
+        cql.map_err(|e| StoreError::unavailable(Backend::Cql, "no node answers", e))?;
         Ok(())
     }
 

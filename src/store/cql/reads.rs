@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use scylla::value::{Counter, CqlTimestamp};
 use uuid::Uuid;
 
-use super::session::{cql_error, from_timestamp, internal};
+use super::session::{from_timestamp, internal, select};
 use super::Inner;
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
 use crate::store::retry::{retry_until, Poll};
@@ -84,13 +84,12 @@ impl Inner {
                 break;
             }
             let wanted = i32::try_from(limit - recent.len()).unwrap_or(i32::MAX);
-            let rows = inner
-                .session
-                .execute_unpaged(&inner.statements.select_recent, (user_id, month, wanted))
-                .await
-                .map_err(cql_error)?
-                .into_rows_result()
-                .map_err(internal)?;
+            let rows = select(
+                &inner.session,
+                &inner.statements.select_recent,
+                (user_id, month, wanted),
+            )
+            .await?;
             type EventRow = (
                 CqlTimestamp,
                 String,
@@ -138,13 +137,7 @@ impl Inner {
 
     /// Durable counters of a learner.
     pub(super) async fn counts(&self, user_id: Uuid) -> Result<HashMap<ErrorKey, i64>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.statements.select_counts, (user_id,))
-            .await
-            .map_err(cql_error)?
-            .into_rows_result()
-            .map_err(internal)?;
+        let rows = select(&self.session, &self.statements.select_counts, (user_id,)).await?;
         let mut counts = HashMap::new();
         for row in rows
             .rows::<(String, String, Option<Counter>)>()
@@ -167,13 +160,7 @@ impl Inner {
         &self,
         user_id: Uuid,
     ) -> Result<HashMap<ErrorKey, (String, String, Option<DateTime<Utc>>)>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.statements.select_labels, (user_id,))
-            .await
-            .map_err(cql_error)?
-            .into_rows_result()
-            .map_err(internal)?;
+        let rows = select(&self.session, &self.statements.select_labels, (user_id,)).await?;
         let mut labels = HashMap::new();
         type LabelRow = (
             String,
@@ -201,13 +188,7 @@ impl Inner {
     }
 
     pub(super) async fn buckets(&self, user_id: Uuid) -> Result<Vec<i32>, StoreError> {
-        let rows = self
-            .session
-            .execute_unpaged(&self.statements.select_buckets, (user_id,))
-            .await
-            .map_err(cql_error)?
-            .into_rows_result()
-            .map_err(internal)?;
+        let rows = select(&self.session, &self.statements.select_buckets, (user_id,)).await?;
         rows.rows::<(i32,)>()
             .map_err(internal)?
             .map(|row| row.map(|(b,)| b).map_err(internal))

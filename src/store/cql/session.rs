@@ -12,6 +12,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::query_result::QueryRowsResult;
 use scylla::response::PagingState;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
@@ -124,6 +125,20 @@ pub fn first_column_true(row: Option<Row>) -> bool {
         row.and_then(|r| r.columns.into_iter().next().flatten()),
         Some(CqlValue::Boolean(true))
     )
+}
+
+/// Runs a statement that answers with rows, in one page.
+pub async fn select(
+    session: &Session,
+    statement: &PreparedStatement,
+    values: impl SerializeRow,
+) -> StoreResult<QueryRowsResult> {
+    session
+        .execute_unpaged(statement, values)
+        .await
+        .map_err(cql_error)?
+        .into_rows_result()
+        .map_err(internal)
 }
 
 /// Runs a statement page by page and hands every row to `each`: for scans
