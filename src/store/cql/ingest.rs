@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 use scylla::serialize::row::SerializeRow;
-use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::batch::BatchType;
 use uuid::Uuid;
 
 use super::buffer::{Commit, Lease, LEASE};
 use super::session::{cql_error, timestamp};
+use super::statements::{self, IDEMPOTENT};
 use super::Inner;
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
@@ -174,8 +175,7 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let s = &self.statements;
         let (user, at_micros) = (report.user_id, at.timestamp_micros());
-        let mut batch = Batch::new(BatchType::Unlogged);
-        batch.set_is_idempotent(true);
+        let mut batch = statements::batch("labels_batch", BatchType::Unlogged, IDEMPOTENT);
         batch.append_statement(s.insert_bucket.clone());
         let mut values: Vec<Box<dyn SerializeRow + Send + Sync>> = Vec::new();
         values.push(Box::new((user, bucket(at))));
@@ -242,8 +242,7 @@ impl Inner {
             })
             .collect();
         for chunk in rows.chunks(EVENTS_PER_BATCH) {
-            let mut batch = Batch::new(BatchType::Unlogged);
-            batch.set_is_idempotent(true);
+            let mut batch = statements::batch("events_batch", BatchType::Unlogged, IDEMPOTENT);
             for _ in chunk {
                 batch.append_statement(self.statements.insert_event.clone());
             }
