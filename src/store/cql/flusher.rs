@@ -140,6 +140,8 @@ impl Inner {
                         tracing::warn!(%user, "re-applying in-flight deltas of an interrupted flush");
                     } else {
                         metrics::gauge!("errata_flush_lag_seconds").set(age.as_secs_f64());
+                        metrics::histogram!("errata_flush_lag_distribution_seconds")
+                            .record(age.as_secs_f64());
                     }
                     if let Err(e) = self.apply_counts(user, &deltas).await {
                         metrics::counter!("errata_flush_failures_total").increment(1);
