@@ -205,26 +205,28 @@ impl Cluster {
             .collect()
     }
 
-    /// Posts `body` to `path` until a replica answers 201 (a 503 or a
-    /// broken connection is retried with the same body); returns the answer.
-    async fn create(&self, rng: &mut Rng, path: &str, body: &Value) -> Value {
+    /// Sends the request `request` builds for a replica's base until a
+    /// replica answers `want` with a complete JSON body (a 503, a broken
+    /// connection or a cut-off answer is retried, the same request again);
+    /// returns that body. Any other answer fails the test.
+    async fn until_answered(
+        &self,
+        rng: &mut Rng,
+        what: &str,
+        want: StatusCode,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Value {
         let started = Instant::now();
         loop {
             if let Some(base) = self.any_base(rng) {
-                let sent = self
-                    .client
-                    .post(format!("{base}{path}"))
-                    .json(body)
-                    .send()
-                    .await;
-                if let Ok(response) = sent {
+                if let Ok(response) = request(&base).send().await {
                     let status = response.status();
+                    // Only a complete answer is an acknowledgement.
                     match response.json::<Value>().await {
-                        Ok(answer) if status == StatusCode::CREATED => return answer,
-                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => panic!(
-                            "seed {}: POST {path} {body} answered {status} {answer}",
-                            self.seed
-                        ),
+                        Ok(answer) if status == want => return answer,
+                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => {
+                            panic!("seed {}: {what} answered {status} {answer}", self.seed)
+                        }
                         _ => {}
                     }
                 }
@@ -232,11 +234,23 @@ impl Cluster {
             self.tally.failed_attempts.fetch_add(1, Ordering::SeqCst);
             assert!(
                 started.elapsed() < REQUEST_DEADLINE,
-                "seed {}: POST {path} {body} was never answered 201",
+                "seed {}: {what} was never answered {want}",
                 self.seed
             );
             tokio::time::sleep(rng.millis(20, 200)).await;
         }
+    }
+
+    /// Posts `body` to `path` until a replica answers 201 (the same body
+    /// each time); returns the id `field` of the answer.
+    async fn create(&self, rng: &mut Rng, path: &str, body: &Value, field: &str) -> Uuid {
+        let what = format!("POST {path} {body}");
+        let answer = self
+            .until_answered(rng, &what, StatusCode::CREATED, |base| {
+                self.client.post(format!("{base}{path}")).json(body)
+            })
+            .await;
+        support::id(&answer, field)
     }
 
     /// A new learner, its conversation and an utterance, each retried
@@ -248,31 +262,26 @@ impl Cluster {
                 rng,
                 "/users/",
                 &json!({"username": "learner", "email": email}),
+                "user_id",
             )
             .await;
-        let user: Uuid = user["user_id"]
-            .as_str()
-            .and_then(|u| u.parse().ok())
-            .expect("an id");
         self.accounts.lock().expect("accounts").push((email, user));
         let conversation = self
-            .create(rng, "/conversations/", &json!({"user_id": user}))
+            .create(
+                rng,
+                "/conversations/",
+                &json!({"user_id": user}),
+                "conversation_id",
+            )
             .await;
-        let conversation: Uuid = conversation["conversation_id"]
-            .as_str()
-            .and_then(|u| u.parse().ok())
-            .expect("an id");
         let utterance = self
             .create(
                 rng,
                 "/utterances/",
                 &json!({"user_id": user, "conversation_id": conversation, "content": "He go to school."}),
+                "utterance_id",
             )
             .await;
-        let utterance: Uuid = utterance["utterance_id"]
-            .as_str()
-            .and_then(|u| u.parse().ok())
-            .expect("an id");
         self.tally.sign_ups.fetch_add(1, Ordering::SeqCst);
         Learner {
             user_id: user,
@@ -284,41 +293,17 @@ impl Cluster {
     /// Records one report, retried with its key until acknowledged.
     async fn record(&self, rng: &mut Rng, learner: Learner, errors: &[(&str, &str)]) {
         let key = rng.uuid().to_string();
-        let started = Instant::now();
-        loop {
-            if let Some(base) = self.any_base(rng) {
-                let body = support::report(&learner, errors);
-                let sent = self
-                    .client
+        let body = support::report(&learner, errors);
+        let answer = self
+            .until_answered(rng, "a report", StatusCode::OK, |base| {
+                self.client
                     .post(format!("{base}/simulate-and-generate"))
                     .header("Idempotency-Key", &key)
                     .json(&body)
-                    .send()
-                    .await;
-                if let Ok(response) = sent {
-                    let status = response.status();
-                    // Only a complete answer is an acknowledgement.
-                    match response.json::<Value>().await {
-                        Ok(answer) if status == StatusCode::OK => {
-                            if answer["duplicate"] == true {
-                                self.tally.duplicates.fetch_add(1, Ordering::SeqCst);
-                            }
-                            break;
-                        }
-                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => {
-                            panic!("seed {}: a report answered {status} {answer}", self.seed)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            self.tally.failed_attempts.fetch_add(1, Ordering::SeqCst);
-            assert!(
-                started.elapsed() < REQUEST_DEADLINE,
-                "seed {}: a report was never acknowledged",
-                self.seed
-            );
-            tokio::time::sleep(rng.millis(20, 200)).await;
+            })
+            .await;
+        if answer["duplicate"] == true {
+            self.tally.duplicates.fetch_add(1, Ordering::SeqCst);
         }
         let mut acked = self.acked.lock().expect("acked");
         let counts = acked.entry(learner.user_id).or_default();

@@ -28,7 +28,7 @@ fn start(data_dir: &Path) -> ServeProcess {
 
 /// Creates a learner with one utterance; returns the user id and an error
 /// report of two points for that utterance.
-async fn learner(client: &reqwest::Client, server: SocketAddr) -> (String, Value) {
+async fn learner(client: &reqwest::Client, server: SocketAddr) -> (Uuid, Value) {
     let learner = Api::with_client(client.clone(), format!("http://{server}"))
         .learner()
         .await;
@@ -36,7 +36,7 @@ async fn learner(client: &reqwest::Client, server: SocketAddr) -> (String, Value
         &learner,
         &[("Grammar", "Articles"), ("Fluency", "Filler Words")],
     );
-    (learner.user_id.to_string(), report)
+    (learner.user_id, report)
 }
 
 /// Clients sending the report with fresh idempotency keys until the server
@@ -108,28 +108,25 @@ impl Load {
     }
 }
 
+/// A server on the data folder, a learner of it and the load on it,
+/// once `ACKED_BEFORE_STOP` points are acknowledged.
+async fn under_load(data: &Path, client: &reqwest::Client) -> (ServeProcess, Uuid, Load) {
+    let server = start(data);
+    let (user_id, report) = learner(client, server.address).await;
+    let load = Load::start(client, server.address, &report);
+    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    (server, user_id, load)
+}
+
 /// The learner's frequencies on a fresh server over the same data.
-async fn counts_after_restart(data: &Path, client: &reqwest::Client, user_id: &str) -> Vec<i64> {
+async fn counts_after_restart(data: &Path, client: &reqwest::Client, user_id: Uuid) -> Vec<i64> {
     let mut restarted = start(data);
-    let errors: Value = client
-        .get(format!(
-            "http://{}/users/{user_id}/errors",
-            restarted.address
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = Api::with_client(client.clone(), restarted.url(""))
+        .frequencies(user_id)
+        .await;
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
-    errors["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["errorFrequency"].as_i64().unwrap())
-        .collect()
+    shown.into_iter().map(|(_, _, n)| n).collect()
 }
 
 fn assert_nothing_lost(counts: &[i64], acked: i64, sent: i64) {
@@ -154,29 +151,21 @@ fn assert_nothing_lost(counts: &[i64], acked: i64, sent: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_errors_survive_kill_9() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path());
     let client = reqwest::Client::new();
-    let (user_id, report) = learner(&client, server.address).await;
-
-    let load = Load::start(&client, server.address, &report);
-    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    let (mut server, user_id, load) = under_load(data.path(), &client).await;
     server.child.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
     server.child.wait().unwrap();
     let (acked, sent) = load.finish().await;
 
-    let counts = counts_after_restart(data.path(), &client, &user_id).await;
+    let counts = counts_after_restart(data.path(), &client, user_id).await;
     assert_nothing_lost(&counts, acked, sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path());
     let client = reqwest::Client::new();
-    let (user_id, report) = learner(&client, server.address).await;
-
-    let load = Load::start(&client, server.address, &report);
-    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    let (mut server, user_id, load) = under_load(data.path(), &client).await;
     let signalled = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -189,6 +178,6 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
     );
     let (acked, sent) = load.finish().await;
 
-    let counts = counts_after_restart(data.path(), &client, &user_id).await;
+    let counts = counts_after_restart(data.path(), &client, user_id).await;
     assert_nothing_lost(&counts, acked, sent);
 }
