@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
+
 use errata::config::Config;
 use errata::store::cql::buffer::{learner_of, lock_key, FLUSH_LOCK};
 use errata_testkit as support;
@@ -474,6 +476,22 @@ impl Cluster {
         }
     }
 
+    /// Stops the fault loops; each leaves everything up when it returns.
+    async fn lift_faults(&self, faults: [JoinHandle<()>; 2]) {
+        self.faults_on.store(false, Ordering::SeqCst);
+        for fault in faults {
+            fault.await.expect("the fault loop");
+        }
+    }
+
+    /// Stops the clients, each once its request in hand is acknowledged.
+    async fn end_load(&self, clients: Vec<JoinHandle<()>>) {
+        self.load_on.store(false, Ordering::SeqCst);
+        for client in clients {
+            client.await.expect("a client");
+        }
+    }
+
     /// `errata repair` of every learner of this test (the keyspace holds
     /// other tests' learners too), once.
     async fn repair(&self) -> Result<String, String> {
@@ -672,8 +690,14 @@ impl Cluster {
     }
 }
 
-/// Starts the cluster, its learners and the clients.
-async fn under_load(seed: u64) -> (Arc<Cluster>, Rng, Vec<tokio::task::JoinHandle<()>>) {
+/// The tasks of a run: the clients and the two fault loops.
+struct Load {
+    clients: Vec<JoinHandle<()>>,
+    faults: [JoinHandle<()>; 2],
+}
+
+/// Starts the cluster, its learners, the clients and the fault loops.
+async fn under_load(seed: u64) -> (Arc<Cluster>, Load) {
     eprintln!("seed {seed} (ERRATA_TEST_SEED={seed} repeats it)");
     let mut rng = Rng::new(seed);
     let cluster = Cluster::start(seed).await;
@@ -684,26 +708,20 @@ async fn under_load(seed: u64) -> (Arc<Cluster>, Rng, Vec<tokio::task::JoinHandl
     let clients = (0..CLIENTS)
         .map(|_| tokio::spawn(cluster.clone().client(rng.fork())))
         .collect();
-    (cluster, rng, clients)
+    let faults = [
+        tokio::spawn(cluster.clone().process_faults(rng.fork())),
+        tokio::spawn(cluster.clone().network_faults(rng.fork())),
+    ];
+    (cluster, Load { clients, faults })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_exact() {
     let load = load_duration();
-    let (cluster, mut rng, clients) = under_load(seed()).await;
-    let faults = [
-        tokio::spawn(cluster.clone().process_faults(rng.fork())),
-        tokio::spawn(cluster.clone().network_faults(rng.fork())),
-    ];
+    let (cluster, Load { clients, faults }) = under_load(seed()).await;
     tokio::time::sleep(load).await;
-    cluster.faults_on.store(false, Ordering::SeqCst);
-    for fault in faults {
-        fault.await.expect("the fault loop");
-    }
-    cluster.load_on.store(false, Ordering::SeqCst);
-    for client in clients {
-        client.await.expect("a client");
-    }
+    cluster.lift_faults(faults).await;
+    cluster.end_load(clients).await;
 
     cluster.flush().await;
     let above = cluster.check_after_flush("after errata flush").await;
@@ -730,11 +748,7 @@ async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_ex
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_faults_with_repair_running_through_the_load_end_exact() {
     let load = load_duration();
-    let (cluster, mut rng, clients) = under_load(seed()).await;
-    let faults = [
-        tokio::spawn(cluster.clone().process_faults(rng.fork())),
-        tokio::spawn(cluster.clone().network_faults(rng.fork())),
-    ];
+    let (cluster, Load { clients, faults }) = under_load(seed()).await;
     // Repair over and over, beside the clients and the faults (a repair
     // cut off by a fault fails; the next one runs anyway).
     let repairing = Arc::new(AtomicBool::new(true));
@@ -747,10 +761,7 @@ async fn random_faults_with_repair_running_through_the_load_end_exact() {
         })
     };
     tokio::time::sleep(load).await;
-    cluster.faults_on.store(false, Ordering::SeqCst);
-    for fault in faults {
-        fault.await.expect("the fault loop");
-    }
+    cluster.lift_faults(faults).await;
     // The faults are over, the load and the repairs go on. Once no flush cut
     // off by a fault is left to replay, the repairs that start from then on
     // correct whatever the replays counted twice: three more must succeed
@@ -767,10 +778,7 @@ async fn random_faults_with_repair_running_through_the_load_end_exact() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     repairing.store(false, Ordering::SeqCst);
-    cluster.load_on.store(false, Ordering::SeqCst);
-    for client in clients {
-        client.await.expect("a client");
-    }
+    cluster.end_load(clients).await;
     repairs.await.expect("the repairs");
 
     cluster.flush().await;
