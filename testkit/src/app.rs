@@ -38,7 +38,7 @@ pub struct TestApp {
 }
 
 /// The store `ERRATA_TEST_STORE` names (embedded unless it says cql).
-pub fn test_store() -> StoreKind {
+fn test_store() -> StoreKind {
     match std::env::var("ERRATA_TEST_STORE").as_deref() {
         Err(_) | Ok("") | Ok("embedded") => StoreKind::Embedded,
         Ok("cql") => StoreKind::Cql,

@@ -265,7 +265,7 @@ pub fn report(learner: &Learner, errors: &[(&str, &str)]) -> Value {
 }
 
 /// The (category, subcategory, frequency) list of a frequencies answer.
-pub fn frequencies_in(body: &Value) -> Vec<(String, String, i64)> {
+fn frequencies_in(body: &Value) -> Vec<(String, String, i64)> {
     body["errors"]
         .as_array()
         .expect("errors is a list")

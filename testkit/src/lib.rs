@@ -31,7 +31,7 @@ pub use cql::{
 };
 pub use fault_proxy::FaultProxy;
 pub use http::{
-    case_folded, counts_in, expect_detail, expect_invalid, expect_status, frequencies_in, id,
+    case_folded, counts_in, expect_detail, expect_invalid, expect_status, id,
     record_until_acknowledged, report, Api, Counts, Learner,
 };
 pub use process::{Errata, ServeProcess};

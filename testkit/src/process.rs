@@ -22,7 +22,7 @@ impl Errata {
     }
 
     /// The binary, pointed at `config` by its environment.
-    pub fn command(&self, config: &Config) -> Command {
+    fn command(&self, config: &Config) -> Command {
         let mut command = Command::new(self.path);
         command
             .envs(errata_env(config))
@@ -175,16 +175,11 @@ impl ServeProcess {
 
     /// SIGTERM, then waits: a graceful shutdown drains the buffer.
     pub fn terminate(mut self) {
-        let _ = self.terminate_and_wait();
-    }
-
-    /// SIGTERM, then waits for the exit.
-    pub fn terminate_and_wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.child.wait()
+        let _ = self.child.wait();
     }
 }
 
