@@ -2,16 +2,13 @@
 //! sign-up whose e-mail claim (`INSERT … IF NOT EXISTS`) applied but whose
 //! answer was lost converges when the client retries it.
 
-#[path = "support/cql.rs"]
-mod support;
-
 use std::time::Duration;
 
-use errata::startup::Application;
+use errata::config::StoreKind;
+use errata_testkit as support;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{cql_config, cql_session, RedisServer};
-use tokio::sync::oneshot;
+use support::{cql_session, TestApp};
 use uuid::Uuid;
 
 /// What a sign-up whose claim timed out but applied leaves behind: the
@@ -66,21 +63,14 @@ async fn sign_up(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_sign_up_whose_claim_applied_gets_that_account() {
-    let redis = RedisServer::start();
-    let (config, slot) = cql_config(&redis.url()).await;
-    let app = Application::build(&config).await.expect("errata starts");
-    let base = format!("http://{}", app.local_addr().expect("an address"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::new();
-    let ks = &slot.keyspace;
+    let app = TestApp::spawn(StoreKind::Cql, |_| {}).await;
+    let (client, base) = (&app.client, app.base.as_str());
+    let ks = &app.config.cql_keyspace;
 
     // The retry of the sign-up gets the account its first attempt made.
     let email = format!("Ana.{}@Example.com", Uuid::new_v4());
     let first = half_made_sign_up(ks, "ana", &email, Duration::from_secs(3)).await;
-    let (status, body) = sign_up(&client, &base, "ana", &email).await;
+    let (status, body) = sign_up(client, base, "ana", &email).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["user_id"], first.to_string(), "{body}");
     assert_eq!(body["email"], email);
@@ -91,7 +81,7 @@ async fn a_retried_sign_up_whose_claim_applied_gets_that_account() {
         .expect("GET");
     assert_eq!(again.status(), StatusCode::OK);
     // And again: the same answer, however often it is retried.
-    let (status, body) = sign_up(&client, &base, "ana", &email).await;
+    let (status, body) = sign_up(client, base, "ana", &email).await;
     assert_eq!(
         (status, body["user_id"].clone()),
         (StatusCode::CREATED, json!(first.to_string()))
@@ -99,23 +89,22 @@ async fn a_retried_sign_up_whose_claim_applied_gets_that_account() {
 
     // Not a retry: another username, another spelling of the address, or
     // an account made long ago. The address is taken.
-    let (status, body) = sign_up(&client, &base, "someone else", &email).await;
+    let (status, body) = sign_up(client, base, "someone else", &email).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["detail"], "Email already registered");
-    let (status, _) = sign_up(&client, &base, "ana", &email.to_lowercase()).await;
+    let (status, _) = sign_up(client, base, "ana", &email.to_lowercase()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let old = format!("old.{}@example.com", Uuid::new_v4());
     half_made_sign_up(ks, "ana", &old, Duration::from_secs(3600)).await;
-    let (status, _) = sign_up(&client, &base, "ana", &old).await;
+    let (status, _) = sign_up(client, base, "ana", &old).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // An ordinary sign-up and a duplicate of it behave as ever.
     let fresh = format!("bo.{}@example.com", Uuid::new_v4());
-    let (status, _) = sign_up(&client, &base, "bo", &fresh).await;
+    let (status, _) = sign_up(client, base, "bo", &fresh).await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = sign_up(&client, &base, "ana", &fresh).await;
+    let (status, _) = sign_up(client, base, "ana", &fresh).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    let _ = stop.send(());
-    server.await.expect("the server").expect("a clean stop");
+    app.shutdown().await;
 }

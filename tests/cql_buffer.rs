@@ -3,21 +3,19 @@
 //! `errata flush`, and a flusher that dies between its counter batch and the
 //! delete of its in-flight deltas.
 
-#[path = "support/cql.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 
-use errata::config::Config;
-use errata::startup::Application;
+use errata::config::StoreKind;
+use errata_testkit as support;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use support::{
-    cql_config, durable_counts, http_frequencies, http_learner, http_record, key_slot, redis_keys,
-    run_errata, KeyspaceSlot, RedisServer,
+    case_folded, durable_counts, expect_status, key_slot, redis_keys, Api, Errata, Learner,
+    RedisServer, TestApp,
 };
-use tokio::sync::oneshot;
 use uuid::Uuid;
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 
 const TAXONOMY: [(&str, &str); 3] = [
     ("Grammar", "Articles"),
@@ -27,47 +25,20 @@ const TAXONOMY: [(&str, &str); 3] = [
 ];
 
 /// An in-process errata whose background flusher never runs on its own.
-struct App {
-    base: String,
-    config: Config,
-    redis: RedisServer,
-    _keyspace: KeyspaceSlot,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn spawn_without_flusher() -> App {
-    let redis = RedisServer::start();
-    let (mut config, keyspace) = cql_config(&redis.url()).await;
-    config.flush_interval_ms = 3_600_000;
-    let app = Application::build(&config).await.expect("errata starts");
-    let base = format!("http://{}", app.local_addr().expect("an address"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    App {
-        base,
-        config,
-        redis,
-        _keyspace: keyspace,
-        _stop: stop,
-    }
+async fn spawn_without_flusher() -> TestApp {
+    TestApp::spawn(StoreKind::Cql, |config| {
+        config.flush_interval_ms = 3_600_000
+    })
+    .await
 }
 
 /// Records `requests` reports cycling through the taxonomy; returns the
 /// expected frequencies by (category, subcategory).
-async fn load(
-    app: &App,
-    client: &reqwest::Client,
-    learner: (Uuid, Uuid, Uuid),
-    requests: usize,
-) -> BTreeMap<(String, String), i64> {
+async fn load(app: &TestApp, learner: Learner, requests: usize) -> BTreeMap<(String, String), i64> {
     let mut expected = BTreeMap::new();
     for n in 0..requests {
         let errors: Vec<(&str, &str)> = (0..=n % 3).map(|i| TAXONOMY[(n + i) % 3]).collect();
-        let status = http_record(client, &app.base, learner, &errors)
-            .await
-            .expect("recorded");
+        let status = app.try_record(&learner, &errors).await.expect("recorded");
         assert_eq!(status, StatusCode::OK);
         for (c, s) in errors {
             *expected.entry((c.to_owned(), s.to_owned())).or_insert(0) += 1;
@@ -76,45 +47,30 @@ async fn load(
     expected
 }
 
-/// Expected frequencies keyed like the CQL counters (case-folded keys).
-fn as_keys(expected: &BTreeMap<(String, String), i64>) -> BTreeMap<(String, String), i64> {
-    expected
-        .iter()
-        .map(|((c, s), n)| ((c.to_lowercase(), s.to_lowercase()), *n))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_of_a_learner_hashes_to_one_cluster_slot() {
     // The CRC16 rule as Redis Cluster states it.
     assert_eq!(key_slot("123456789"), 0x31C3);
     assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learners = [
-        http_learner(&client, &app.base).await,
-        http_learner(&client, &app.base).await,
-    ];
+    let learners = [app.learner().await, app.learner().await];
     for learner in learners {
-        load(&app, &client, learner, 3).await;
-        let response = client
-            .get(format!(
-                "{}/generate-exercise?user_id={}",
-                app.base, learner.0
-            ))
-            .send()
-            .await
-            .expect("GET");
+        load(&app, learner, 3).await;
+        let response = app
+            .get(&format!("/generate-exercise?user_id={}", learner.user_id))
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let keys = redis_keys(&app.redis).await;
+    let keys = redis_keys(app.redis()).await;
     let mut slots_by_learner: BTreeMap<Uuid, Vec<(String, u16)>> = BTreeMap::new();
     let mut dirty_keys = 0;
     for key in &keys {
-        let owner = learners.iter().find(|l| key.contains(&l.0.to_string()));
+        let owner = learners
+            .iter()
+            .find(|l| key.contains(&l.user_id.to_string()));
         match owner {
             Some(learner) => slots_by_learner
-                .entry(learner.0)
+                .entry(learner.user_id)
                 .or_default()
                 .push((key.clone(), key_slot(key))),
             None => {
@@ -139,21 +95,17 @@ async fn every_key_of_a_learner_hashes_to_one_cluster_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errata_flush_empties_redis_and_the_counters_are_exact() {
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let expected = load(&app, &client, learner, 20).await;
+    let learner = app.learner().await;
+    let expected = load(&app, learner, 20).await;
 
     // Acknowledged but not flushed: visible, yet only in Redis.
-    assert_eq!(
-        http_frequencies(&client, &app.base, learner.0).await,
-        expected
-    );
-    assert!(durable_counts(&app.config.cql_keyspace, learner.0)
+    assert_eq!(app.frequency_counts(learner.user_id).await, expected);
+    assert!(durable_counts(&app.config.cql_keyspace, learner.user_id)
         .await
         .is_empty());
-    let mut redis = app.redis.client().await;
+    let mut redis = app.redis().client().await;
     let pending: BTreeMap<String, i64> = redis
-        .hgetall(format!("errata:{{{}}}:pending", learner.0))
+        .hgetall(format!("errata:{{{}}}:pending", learner.user_id))
         .await
         .expect("HGETALL");
     assert_eq!(
@@ -161,36 +113,32 @@ async fn errata_flush_empties_redis_and_the_counters_are_exact() {
         expected.values().sum::<i64>()
     );
 
-    let out = run_errata(&app.config, &["flush"]);
+    let out = ERRATA.run(&app.config, &["flush"]);
     assert!(out.contains("flush done: 1 learners flushed"), "{out}");
 
-    let buffered: Vec<String> = redis_keys(&app.redis)
+    let buffered: Vec<String> = redis_keys(app.redis())
         .await
         .into_iter()
         .filter(|k| k.ends_with(":pending") || k.ends_with(":inflight") || k.contains(":dirty:"))
         .collect();
     assert!(buffered.is_empty(), "left in Redis: {buffered:?}");
     assert_eq!(
-        durable_counts(&app.config.cql_keyspace, learner.0).await,
-        as_keys(&expected)
+        durable_counts(&app.config.cql_keyspace, learner.user_id).await,
+        case_folded(&expected)
     );
-    assert_eq!(
-        http_frequencies(&client, &app.base, learner.0).await,
-        expected
-    );
+    assert_eq!(app.frequency_counts(learner.user_id).await, expected);
     // Nothing left to do.
-    let out = run_errata(&app.config, &["flush"]);
+    let out = ERRATA.run(&app.config, &["flush"]);
     assert!(out.contains("flush done: 0 learners flushed"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flusher_dying_after_its_batch_never_loses_counts_and_repair_makes_them_exact() {
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let first = load(&app, &client, learner, 6).await;
-    run_errata(&app.config, &["flush"]);
-    let second = load(&app, &client, learner, 9).await;
+    let learner = app.learner().await;
+    let first = load(&app, learner, 6).await;
+    ERRATA.run(&app.config, &["flush"]);
+    let second = load(&app, learner, 9).await;
     let mut acked = first.clone();
     for (k, n) in &second {
         *acked.entry(k.clone()).or_insert(0) += n;
@@ -199,8 +147,8 @@ async fn a_flusher_dying_after_its_batch_never_loses_counts_and_repair_makes_the
     // What a flusher leaves when it dies right after its counter batch: the
     // deltas moved to in-flight, already applied to the counters, its lock
     // expired.
-    let mut redis = app.redis.client().await;
-    let user = learner.0;
+    let mut redis = app.redis().client().await;
+    let user = learner.user_id;
     let _: () = redis
         .rename(
             format!("errata:{{{user}}}:pending"),
@@ -214,7 +162,7 @@ async fn a_flusher_dying_after_its_batch_never_loses_counts_and_repair_makes_the
         .expect("HGETALL");
     let session = support::cql_session().await;
     let ks = &app.config.cql_keyspace;
-    for ((c, s), n) in as_keys(&second) {
+    for ((c, s), n) in case_folded(&second) {
         session
             .query_unpaged(
                 format!(
@@ -229,43 +177,42 @@ async fn a_flusher_dying_after_its_batch_never_loses_counts_and_repair_makes_the
     assert_eq!(inflight.values().sum::<i64>(), second.values().sum::<i64>());
 
     // Never below what was acknowledged (here: the batch counts twice).
-    let seen = http_frequencies(&client, &app.base, user).await;
+    let seen = app.frequency_counts(user).await;
     for (k, n) in &acked {
         assert!(seen.get(k).copied().unwrap_or(0) >= *n, "{k:?}: {seen:?}");
     }
     // The next flush replays the in-flight deltas: still never below.
-    run_errata(&app.config, &["flush"]);
+    ERRATA.run(&app.config, &["flush"]);
     let durable = durable_counts(ks, user).await;
-    for (k, n) in as_keys(&acked) {
+    for (k, n) in case_folded(&acked) {
         assert!(durable.get(&k).copied().unwrap_or(0) >= n, "{k:?}");
     }
     assert_ne!(
         durable,
-        as_keys(&acked),
+        case_folded(&acked),
         "the replay should have over-counted"
     );
 
     // Repair recomputes from the event log.
-    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    let out = ERRATA.run(&app.config, &["repair", "--user", &user.to_string()]);
     assert!(
         out.contains(&format!("repair done: {} counts corrected", second.len())),
         "{out}"
     );
-    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
-    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
+    assert_eq!(durable_counts(ks, user).await, case_folded(&acked));
+    assert_eq!(app.frequency_counts(user).await, acked);
     // A second repair finds nothing to correct.
-    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    let out = ERRATA.run(&app.config, &["repair", "--user", &user.to_string()]);
     assert!(out.contains("repair done: 0 counts corrected"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_while_deltas_are_buffered_counts_them_once() {
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let user = learner.0;
-    let flushed = load(&app, &client, learner, 5).await;
-    run_errata(&app.config, &["flush"]);
+    let learner = app.learner().await;
+    let user = learner.user_id;
+    let flushed = load(&app, learner, 5).await;
+    ERRATA.run(&app.config, &["flush"]);
     // Corrupt a counter, then leave new deltas pending and others in flight.
     let ks = &app.config.cql_keyspace;
     let session = support::cql_session().await;
@@ -279,8 +226,8 @@ async fn repair_while_deltas_are_buffered_counts_them_once() {
         )
         .await
         .expect("corrupting a counter");
-    let in_flight = load(&app, &client, learner, 4).await;
-    let mut redis = app.redis.client().await;
+    let in_flight = load(&app, learner, 4).await;
+    let mut redis = app.redis().client().await;
     let _: () = redis
         .rename(
             format!("errata:{{{user}}}:pending"),
@@ -288,52 +235,37 @@ async fn repair_while_deltas_are_buffered_counts_them_once() {
         )
         .await
         .expect("RENAME");
-    let pending = load(&app, &client, learner, 3).await;
+    let pending = load(&app, learner, 3).await;
     let mut acked = flushed;
     for (k, n) in in_flight.iter().chain(pending.iter()) {
         *acked.entry(k.clone()).or_insert(0) += n;
     }
 
-    run_errata(&app.config, &["repair"]);
-    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
-    run_errata(&app.config, &["flush"]);
-    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
-    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
+    ERRATA.run(&app.config, &["repair"]);
+    assert_eq!(app.frequency_counts(user).await, acked);
+    ERRATA.run(&app.config, &["flush"]);
+    assert_eq!(durable_counts(ks, user).await, case_folded(&acked));
+    assert_eq!(app.frequency_counts(user).await, acked);
 }
 
-/// Posts the report with this idempotency key; returns the JSON answer.
-async fn record_keyed(
-    client: &reqwest::Client,
-    app: &App,
-    learner: (Uuid, Uuid, Uuid),
-    key: &str,
-) -> serde_json::Value {
-    let response = client
-        .post(format!("{}/simulate-and-generate", app.base))
-        .header("Idempotency-Key", key)
-        .json(&serde_json::json!({
-            "user_id": learner.0,
-            "conversation_id": learner.1,
-            "utterance_id": learner.2,
-            "errors": [
-                {"errorCategory": "Grammar", "errorSubCategory": "Articles"},
-                {"errorCategory": "Grammar", "errorSubCategory": "Articles"}
-            ],
-        }))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.expect("JSON")
+/// Posts a report of two articles with this idempotency key; returns the
+/// JSON answer.
+async fn record_keyed(app: &TestApp, learner: Learner, key: &str) -> serde_json::Value {
+    let errors = [("Grammar", "Articles"), ("Grammar", "Articles")];
+    expect_status(
+        app.record_with_key(&learner, &errors, key).await,
+        StatusCode::OK,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let mut redis = app.redis.client().await;
-    let fingerprint_of = |key: &str| errata::domain::report_fingerprint(learner.2, &[], Some(key));
+    let learner = app.learner().await;
+    let mut redis = app.redis().client().await;
+    let fingerprint_of =
+        |key: &str| errata::domain::report_fingerprint(learner.utterance_id, &[], Some(key));
 
     // An attempt died after taking its lease (and maybe writing events):
     // its lease has run out. The retry takes it over, keeping the first
@@ -341,19 +273,21 @@ async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
     let first_attempt_ms = chrono::Utc::now().timestamp_millis() - 60_000;
     let _: () = redis
         .set(
-            format!("errata:{{{}}}:req:{}", learner.0, fingerprint_of("dead")),
+            format!(
+                "errata:{{{}}}:req:{}",
+                learner.user_id,
+                fingerprint_of("dead")
+            ),
             format!("L|{first_attempt_ms}|0|dead-token"),
         )
         .await
         .expect("SET");
-    let answer = record_keyed(&client, &app, learner, "dead").await;
+    let answer = record_keyed(&app, learner, "dead").await;
     assert_eq!(answer["duplicate"], false, "{answer}");
     assert_eq!(answer["recorded"], 2);
-    let recent: serde_json::Value = client
-        .get(format!("{}/users/{}/errors/recent", app.base, learner.0))
-        .send()
+    let recent: serde_json::Value = app
+        .get(&format!("/users/{}/errors/recent", learner.user_id))
         .await
-        .expect("GET")
         .json()
         .await
         .expect("JSON");
@@ -368,36 +302,34 @@ async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
             "the takeover must rewrite the first attempt's events"
         );
     }
-    assert_eq!(
-        record_keyed(&client, &app, learner, "dead").await["duplicate"],
-        true
-    );
+    assert_eq!(record_keyed(&app, learner, "dead").await["duplicate"], true);
 
     // An attempt still running holds a live lease: the retry waits for it
     // and, when it dies without counting, takes over.
     let deadline_ms = chrono::Utc::now().timestamp_millis() + 700;
     let _: () = redis
         .set(
-            format!("errata:{{{}}}:req:{}", learner.0, fingerprint_of("slow")),
+            format!(
+                "errata:{{{}}}:req:{}",
+                learner.user_id,
+                fingerprint_of("slow")
+            ),
             format!("L|{deadline_ms}|{deadline_ms}|slow-token"),
         )
         .await
         .expect("SET");
     let started = std::time::Instant::now();
-    let answer = record_keyed(&client, &app, learner, "slow").await;
+    let answer = record_keyed(&app, learner, "slow").await;
     assert_eq!(answer["duplicate"], false, "{answer}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(500));
 
     let expected: BTreeMap<(String, String), i64> =
         [(("Grammar".to_owned(), "Articles".to_owned()), 4)].into();
+    assert_eq!(app.frequency_counts(learner.user_id).await, expected);
+    ERRATA.run(&app.config, &["flush"]);
     assert_eq!(
-        http_frequencies(&client, &app.base, learner.0).await,
-        expected
-    );
-    run_errata(&app.config, &["flush"]);
-    assert_eq!(
-        durable_counts(&app.config.cql_keyspace, learner.0).await,
-        as_keys(&expected)
+        durable_counts(&app.config.cql_keyspace, learner.user_id).await,
+        case_folded(&expected)
     );
 }
 
@@ -549,24 +481,21 @@ async fn a_report_without_points_starts_no_flush_lag() {
 async fn a_read_during_a_flush_waits_or_says_503_but_never_guesses() {
     use errata::store::cql::buffer::{lock_key, Buffer, Take};
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let expected = load(&app, &client, learner, 3).await;
-    let user = learner.0;
+    let learner = app.learner().await;
+    let expected = load(&app, learner, 3).await;
+    let user = learner.user_id;
 
     // A flusher has taken the deltas and its counter batch has not come back:
     // the counters may or may not hold them.
-    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
+    let buffer = Buffer::connect(&app.redis().url())
+        .await
+        .expect("the buffer");
     assert!(matches!(
         buffer.take(user, "slow").await.expect("take"),
         Take::Deltas { .. }
     ));
     let started = std::time::Instant::now();
-    let response = client
-        .get(format!("{}/users/{user}/errors", app.base))
-        .send()
-        .await
-        .expect("GET");
+    let response = app.get(&format!("/users/{user}/errors")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         response
@@ -580,33 +509,32 @@ async fn a_read_during_a_flush_waits_or_says_503_but_never_guesses() {
     // The batch fails and the flusher lets go: a read waiting meanwhile
     // answers as soon as the learner is settled, with every count once.
     let waiting = {
-        let (client, url) = (client.clone(), format!("{}/users/{user}/errors", app.base));
-        tokio::spawn(async move { client.get(url).send().await.expect("GET") })
+        let api = app.api.clone();
+        tokio::spawn(async move { api.get(&format!("/users/{user}/errors")).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let mut conn = app.redis.client().await;
+    let mut conn = app.redis().client().await;
     let _: () = conn.del(lock_key(user)).await.expect("DEL");
     let response = waiting.await.expect("the read");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
+    assert_eq!(app.frequency_counts(user).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_runs_no_flusher_of_its_own() {
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let expected = load(&app, &client, learner, 4).await;
-    let user = learner.0;
+    let learner = app.learner().await;
+    let expected = load(&app, learner, 4).await;
+    let user = learner.user_id;
     // Were repair to start a flusher, at this interval it would take the
     // learner's deltas while repair runs (and might be cut off at exit
     // between its counter batch and its DONE).
     let mut config = app.config.clone();
     config.flush_interval_ms = 1;
     for _ in 0..3 {
-        run_errata(&config, &["repair", "--user", &user.to_string()]);
+        ERRATA.run(&config, &["repair", "--user", &user.to_string()]);
     }
-    let mut conn = app.redis.client().await;
+    let mut conn = app.redis().client().await;
     let pending: BTreeMap<String, i64> = conn
         .hgetall(format!("errata:{{{user}}}:pending"))
         .await
@@ -620,40 +548,47 @@ async fn repair_runs_no_flusher_of_its_own() {
     assert!(durable_counts(&app.config.cql_keyspace, user)
         .await
         .is_empty());
-    assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
+    assert_eq!(app.frequency_counts(user).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errata_flush_finds_deltas_that_lost_their_dirty_mark() {
     use errata::store::cql::buffer::{dirty_key, dirty_shard, Buffer, Take};
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let (one, two) = (
-        http_learner(&client, &app.base).await,
-        http_learner(&client, &app.base).await,
-    );
-    let expected_one = load(&app, &client, one, 3).await;
-    let expected_two = load(&app, &client, two, 2).await;
+    let (one, two) = (app.learner().await, app.learner().await);
+    let expected_one = load(&app, one, 3).await;
+    let expected_two = load(&app, two, 2).await;
     // Learner two's deltas are in flight from a flusher whose batch failed.
-    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
+    let buffer = Buffer::connect(&app.redis().url())
+        .await
+        .expect("the buffer");
     assert!(matches!(
-        buffer.take(two.0, "failed").await.expect("take"),
+        buffer.take(two.user_id, "failed").await.expect("take"),
         Take::Deltas { .. }
     ));
-    buffer.release(two.0, "failed").await.expect("release");
+    buffer
+        .release(two.user_id, "failed")
+        .await
+        .expect("release");
     // Both lose their dirty marks (a handler cancelled after its commit).
-    let mut conn = app.redis.client().await;
-    for user in [one.0, two.0] {
+    let mut conn = app.redis().client().await;
+    for user in [one.user_id, two.user_id] {
         let _: () = conn
             .srem(dirty_key(dirty_shard(user)), user.to_string())
             .await
             .expect("SREM");
     }
-    run_errata(&app.config, &["flush"]);
+    ERRATA.run(&app.config, &["flush"]);
     let ks = &app.config.cql_keyspace;
-    assert_eq!(durable_counts(ks, one.0).await, as_keys(&expected_one));
-    assert_eq!(durable_counts(ks, two.0).await, as_keys(&expected_two));
-    let left: Vec<String> = redis_keys(&app.redis)
+    assert_eq!(
+        durable_counts(ks, one.user_id).await,
+        case_folded(&expected_one)
+    );
+    assert_eq!(
+        durable_counts(ks, two.user_id).await,
+        case_folded(&expected_two)
+    );
+    let left: Vec<String> = redis_keys(app.redis())
         .await
         .into_iter()
         .filter(|k| k.ends_with(":pending") || k.ends_with(":inflight"))
@@ -666,7 +601,7 @@ async fn errata_flush_finds_deltas_that_lost_their_dirty_mark() {
 /// counting it: what an attempt leaves that is cut off before its commit.
 async fn write_events_of(
     keyspace: &str,
-    learner: (Uuid, Uuid, Uuid),
+    learner: Learner,
     fingerprint: Uuid,
     at_ms: i64,
     points: usize,
@@ -677,7 +612,7 @@ async fn write_events_of(
     session
         .query_unpaged(
             format!("INSERT INTO {keyspace}.error_buckets (user_id, bucket) VALUES (?, ?)"),
-            (learner.0, month),
+            (learner.user_id, month),
         )
         .await
         .expect("the bucket");
@@ -691,12 +626,12 @@ async fn write_events_of(
                      'Articles')"
                 ),
                 (
-                    learner.0,
+                    learner.user_id,
                     month,
                     scylla::value::CqlTimestamp(at_ms),
                     Uuid::new_v5(&fingerprint, index.to_string().as_bytes()),
-                    learner.1,
-                    learner.2,
+                    learner.conversation_id,
+                    learner.utterance_id,
                 ),
             )
             .await
@@ -709,14 +644,16 @@ async fn repair_leaves_out_the_events_of_requests_not_yet_counted() {
     use errata::domain::ErrorKey;
     use errata::store::cql::buffer::{Buffer, Commit, Lease};
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let user = learner.0;
-    let mut acked = load(&app, &client, learner, 3).await;
-    run_errata(&app.config, &["flush"]);
-    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
+    let learner = app.learner().await;
+    let user = learner.user_id;
+    let mut acked = load(&app, learner, 3).await;
+    ERRATA.run(&app.config, &["flush"]);
+    let buffer = Buffer::connect(&app.redis().url())
+        .await
+        .expect("the buffer");
     let ks = &app.config.cql_keyspace;
-    let fingerprint_of = |key: &str| errata::domain::report_fingerprint(learner.2, &[], Some(key));
+    let fingerprint_of =
+        |key: &str| errata::domain::report_fingerprint(learner.utterance_id, &[], Some(key));
     let now = chrono::Utc::now().timestamp_millis();
 
     // One attempt wrote its events and failed (503): abandoned, it will be
@@ -732,7 +669,7 @@ async fn repair_leaves_out_the_events_of_requests_not_yet_counted() {
     write_events_of(ks, learner, committing, now - 1_000, 2).await;
 
     // Repair runs now: neither request is counted, so neither's events are.
-    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    let out = ERRATA.run(&app.config, &["repair", "--user", &user.to_string()]);
     assert!(out.contains("repair done: 0 counts corrected"), "{out}");
 
     // Both are counted afterwards, once each.
@@ -745,7 +682,7 @@ async fn repair_leaves_out_the_events_of_requests_not_yet_counted() {
         .await
         .expect("a commit");
     assert_eq!(committed, Commit::Counted);
-    let answer = record_keyed(&client, &app, learner, "abandoned").await;
+    let answer = record_keyed(&app, learner, "abandoned").await;
     assert_eq!(
         (answer["recorded"].clone(), answer["duplicate"].clone()),
         (2.into(), false.into())
@@ -753,11 +690,11 @@ async fn repair_leaves_out_the_events_of_requests_not_yet_counted() {
     *acked
         .entry(("Grammar".to_owned(), "Articles".to_owned()))
         .or_insert(0) += 4;
-    run_errata(&app.config, &["flush"]);
-    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
-    assert_eq!(support::event_counts(ks, user).await, as_keys(&acked));
-    assert_eq!(http_frequencies(&client, &app.base, user).await, acked);
-    let out = run_errata(&app.config, &["repair", "--user", &user.to_string()]);
+    ERRATA.run(&app.config, &["flush"]);
+    assert_eq!(durable_counts(ks, user).await, case_folded(&acked));
+    assert_eq!(support::event_counts(ks, user).await, case_folded(&acked));
+    assert_eq!(app.frequency_counts(user).await, acked);
+    let out = ERRATA.run(&app.config, &["repair", "--user", &user.to_string()]);
     assert!(out.contains("repair done: 0 counts corrected"), "{out}");
 }
 
@@ -766,11 +703,12 @@ async fn a_request_waits_for_a_repair_reading_its_learners_log() {
     use errata::domain::ErrorKey;
     use errata::store::cql::buffer::{fence_key, Buffer, Commit, Lease, FENCE};
     let app = spawn_without_flusher().await;
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &app.base).await;
-    let user = learner.0;
-    let buffer = Buffer::connect(&app.redis.url()).await.expect("the buffer");
-    let mut conn = app.redis.client().await;
+    let learner = app.learner().await;
+    let user = learner.user_id;
+    let buffer = Buffer::connect(&app.redis().url())
+        .await
+        .expect("the buffer");
+    let mut conn = app.redis().client().await;
     let articles = || {
         vec![(
             ErrorKey {
@@ -810,18 +748,9 @@ async fn a_request_waits_for_a_repair_reading_its_learners_log() {
     );
     // Over HTTP the request waits a little, then answers 503.
     let started = std::time::Instant::now();
-    let response = client
-        .post(format!("{}/simulate-and-generate", app.base))
-        .header("Idempotency-Key", "during-repair")
-        .json(&serde_json::json!({
-            "user_id": learner.0,
-            "conversation_id": learner.1,
-            "utterance_id": learner.2,
-            "errors": [{"errorCategory": "Grammar", "errorSubCategory": "Articles"}],
-        }))
-        .send()
-        .await
-        .expect("POST");
+    let response = app
+        .record_with_key(&learner, &[("Grammar", "Articles")], "during-repair")
+        .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         response
@@ -842,7 +771,8 @@ async fn a_request_waits_for_a_repair_reading_its_learners_log() {
         .await
         .expect("snapshot")
         .expect("lock and fence held");
-    let during = errata::domain::report_fingerprint(learner.2, &[], Some("during-repair"));
+    let during =
+        errata::domain::report_fingerprint(learner.utterance_id, &[], Some("during-repair"));
     let mut open = snapshot.open.clone();
     open.sort();
     let mut want = vec![fingerprint, during];
@@ -862,53 +792,46 @@ async fn a_request_waits_for_a_repair_reading_its_learners_log() {
         Commit::Counted
     );
     buffer.release(user, "repair").await.expect("release");
-    let answer = record_keyed(&client, &app, learner, "during-repair").await;
+    let answer = record_keyed(&app, learner, "during-repair").await;
     assert_eq!(answer["duplicate"], false);
     let counted = buffer.snapshot(user, "repair").await.expect("snapshot");
     assert!(counted.is_none(), "the lock was released");
     let expected: BTreeMap<(String, String), i64> =
         [(("Grammar".to_owned(), "Articles".to_owned()), 3)].into();
-    assert_eq!(http_frequencies(&client, &app.base, user).await, expected);
+    assert_eq!(app.frequency_counts(user).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flusher_cut_off_from_redis_after_its_batch_keeps_the_learner_until_done() {
     use errata::store::cql::buffer::inflight_key;
-    use support::{cql_node, readyz_until, FaultProxy, ServeProcess};
+    use support::{cql_node, FaultProxy};
     // The clients' replica never flushes; the flusher under test is a real
     // `errata serve` that reaches CQL and Redis through fault proxies.
     let app = spawn_without_flusher().await;
     let (cql, redis) = (
         FaultProxy::start(cql_node()).await,
-        FaultProxy::start(format!("127.0.0.1:{}", app.redis.port)).await,
+        FaultProxy::start(format!("127.0.0.1:{}", app.redis().port)).await,
     );
     let mut config = app.config.clone();
     config.cql_nodes = vec![cql.address.to_string()];
     config.redis_url = format!("redis://{}", redis.address);
     config.flush_interval_ms = 100;
-    let flusher = ServeProcess::start(&config);
-    let client = reqwest::Client::new();
-    readyz_until(
-        &client,
-        &flusher.url(""),
-        StatusCode::OK,
-        std::time::Duration::from_secs(10),
-    )
-    .await;
-    let learner = http_learner(&client, &app.base).await;
-    let user = learner.0;
+    let flusher = ERRATA.serve(&config);
+    Api::new(flusher.url(""))
+        .readyz_until(StatusCode::OK, std::time::Duration::from_secs(10))
+        .await;
+    let learner = app.learner().await;
+    let user = learner.user_id;
 
     // Its counter batch is held on the way to CQL: it has taken the deltas.
     cql.hold();
-    let status = http_record(&client, &app.base, learner, &TAXONOMY)
-        .await
-        .expect("recorded");
+    let status = app.try_record(&learner, &TAXONOMY).await.expect("recorded");
     assert_eq!(status, StatusCode::OK);
     let acked: BTreeMap<(String, String), i64> = TAXONOMY
         .iter()
         .map(|(c, s)| ((c.to_string(), s.to_string()), 1))
         .collect();
-    let mut conn = app.redis.client().await;
+    let mut conn = app.redis().client().await;
     let started = std::time::Instant::now();
     while !conn
         .exists::<_, bool>(inflight_key(user))
@@ -927,7 +850,7 @@ async fn a_flusher_cut_off_from_redis_after_its_batch_keeps_the_learner_until_do
     let outage = std::time::Instant::now();
     cql.restore().await;
     let ks = &app.config.cql_keyspace;
-    while durable_counts(ks, user).await != as_keys(&acked) {
+    while durable_counts(ks, user).await != case_folded(&acked) {
         assert!(
             outage.elapsed() < std::time::Duration::from_secs(10),
             "no batch"
@@ -954,10 +877,10 @@ async fn a_flusher_cut_off_from_redis_after_its_batch_keeps_the_learner_until_do
     }
     assert_eq!(
         durable_counts(ks, user).await,
-        as_keys(&acked),
+        case_folded(&acked),
         "the applied batch was applied again"
     );
-    run_errata(&app.config, &["flush"]);
-    assert_eq!(durable_counts(ks, user).await, as_keys(&acked));
+    ERRATA.run(&app.config, &["flush"]);
+    assert_eq!(durable_counts(ks, user).await, case_folded(&acked));
     flusher.terminate();
 }

@@ -19,24 +19,26 @@
 //! `ERRATA_TEST_SOAK_SECS=N` runs the load for N seconds instead of the
 //! CI-sized default.
 
-#[path = "support/cql.rs"]
-mod support;
-
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
+
 use errata::config::Config;
 use errata::store::cql::buffer::{learner_of, lock_key, FLUSH_LOCK};
+use errata_testkit as support;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::{
-    cql_config, cql_node, cql_session, durable_counts, event_counts, try_run_errata, FaultProxy,
-    KeyspaceSlot, RedisServer, ServeProcess,
+    case_folded, counts_in, cql_config, cql_node, cql_session, durable_counts, event_counts, seed,
+    Api, Counts, Errata, FaultProxy, KeyspaceSlot, Learner, RedisServer, Rng, ServeProcess,
 };
 use uuid::Uuid;
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 
 const REPLICAS: usize = 3;
 const CLIENTS: usize = 6;
@@ -54,65 +56,10 @@ const DEFAULT_LOAD: Duration = Duration::from_secs(30);
 /// No request may stay unacknowledged longer than this, faults or not.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 
-/// SplitMix64: small, seeded, good enough to pick faults and requests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.next() % (to - from + 1))
-    }
-    fn uuid(&mut self) -> Uuid {
-        uuid::Builder::from_random_bytes(
-            ((u128::from(self.next()) << 64) | u128::from(self.next())).to_le_bytes(),
-        )
-        .into_uuid()
-    }
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
-
-fn seed() -> u64 {
-    match std::env::var("ERRATA_TEST_SEED") {
-        Ok(seed) => seed.trim().parse().expect("ERRATA_TEST_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("a clock")
-            .as_nanos() as u64,
-    }
-}
-
 fn load_duration() -> Duration {
     match std::env::var("ERRATA_TEST_SOAK_SECS") {
         Ok(secs) => Duration::from_secs(secs.trim().parse().expect("ERRATA_TEST_SOAK_SECS")),
         Err(_) => DEFAULT_LOAD,
-    }
-}
-
-/// (category_key, subcategory_key) → how many.
-type Counts = BTreeMap<(String, String), i64>;
-
-/// A learner with a conversation and an utterance to report on.
-#[derive(Debug, Clone, Copy)]
-struct Learner {
-    user: Uuid,
-    conversation: Uuid,
-    utterance: Uuid,
-}
-
-impl Learner {
-    fn ids(&self) -> (Uuid, Uuid, Uuid) {
-        (self.user, self.conversation, self.utterance)
     }
 }
 
@@ -210,7 +157,7 @@ impl Cluster {
         let started = Instant::now();
         loop {
             let config = self.replica_config(r);
-            let attempt = tokio::task::spawn_blocking(move || ServeProcess::try_start(&config))
+            let attempt = tokio::task::spawn_blocking(move || ERRATA.try_serve(&config))
                 .await
                 .expect("starting a replica");
             match attempt {
@@ -256,30 +203,32 @@ impl Cluster {
             .read()
             .expect("learners")
             .iter()
-            .map(|l| l.user)
+            .map(|l| l.user_id)
             .collect()
     }
 
-    /// Posts `body` to `path` until a replica answers 201 (a 503 or a
-    /// broken connection is retried with the same body); returns the answer.
-    async fn create(&self, rng: &mut Rng, path: &str, body: &Value) -> Value {
+    /// Sends the request `request` builds for a replica's base until a
+    /// replica answers `want` with a complete JSON body (a 503, a broken
+    /// connection or a cut-off answer is retried, the same request again);
+    /// returns that body. Any other answer fails the test.
+    async fn until_answered(
+        &self,
+        rng: &mut Rng,
+        what: &str,
+        want: StatusCode,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Value {
         let started = Instant::now();
         loop {
             if let Some(base) = self.any_base(rng) {
-                let sent = self
-                    .client
-                    .post(format!("{base}{path}"))
-                    .json(body)
-                    .send()
-                    .await;
-                if let Ok(response) = sent {
+                if let Ok(response) = request(&base).send().await {
                     let status = response.status();
+                    // Only a complete answer is an acknowledgement.
                     match response.json::<Value>().await {
-                        Ok(answer) if status == StatusCode::CREATED => return answer,
-                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => panic!(
-                            "seed {}: POST {path} {body} answered {status} {answer}",
-                            self.seed
-                        ),
+                        Ok(answer) if status == want => return answer,
+                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => {
+                            panic!("seed {}: {what} answered {status} {answer}", self.seed)
+                        }
                         _ => {}
                     }
                 }
@@ -287,11 +236,23 @@ impl Cluster {
             self.tally.failed_attempts.fetch_add(1, Ordering::SeqCst);
             assert!(
                 started.elapsed() < REQUEST_DEADLINE,
-                "seed {}: POST {path} {body} was never answered 201",
+                "seed {}: {what} was never answered {want}",
                 self.seed
             );
             tokio::time::sleep(rng.millis(20, 200)).await;
         }
+    }
+
+    /// Posts `body` to `path` until a replica answers 201 (the same body
+    /// each time); returns the id `field` of the answer.
+    async fn create(&self, rng: &mut Rng, path: &str, body: &Value, field: &str) -> Uuid {
+        let what = format!("POST {path} {body}");
+        let answer = self
+            .until_answered(rng, &what, StatusCode::CREATED, |base| {
+                self.client.post(format!("{base}{path}")).json(body)
+            })
+            .await;
+        support::id(&answer, field)
     }
 
     /// A new learner, its conversation and an utterance, each retried
@@ -303,80 +264,51 @@ impl Cluster {
                 rng,
                 "/users/",
                 &json!({"username": "learner", "email": email}),
+                "user_id",
             )
             .await;
-        let user: Uuid = user["user_id"]
-            .as_str()
-            .and_then(|u| u.parse().ok())
-            .expect("an id");
         self.accounts.lock().expect("accounts").push((email, user));
         let conversation = self
-            .create(rng, "/conversations/", &json!({"user_id": user}))
+            .create(
+                rng,
+                "/conversations/",
+                &json!({"user_id": user}),
+                "conversation_id",
+            )
             .await;
-        let conversation: Uuid = conversation["conversation_id"]
-            .as_str()
-            .and_then(|u| u.parse().ok())
-            .expect("an id");
         let utterance = self
             .create(
                 rng,
                 "/utterances/",
                 &json!({"user_id": user, "conversation_id": conversation, "content": "He go to school."}),
+                "utterance_id",
             )
             .await;
-        let utterance: Uuid = utterance["utterance_id"]
-            .as_str()
-            .and_then(|u| u.parse().ok())
-            .expect("an id");
         self.tally.sign_ups.fetch_add(1, Ordering::SeqCst);
         Learner {
-            user,
-            conversation,
-            utterance,
+            user_id: user,
+            conversation_id: conversation,
+            utterance_id: utterance,
         }
     }
 
     /// Records one report, retried with its key until acknowledged.
     async fn record(&self, rng: &mut Rng, learner: Learner, errors: &[(&str, &str)]) {
         let key = rng.uuid().to_string();
-        let started = Instant::now();
-        loop {
-            if let Some(base) = self.any_base(rng) {
-                let body = support::report_body(learner.ids(), errors);
-                let sent = self
-                    .client
+        let body = support::report(&learner, errors);
+        let answer = self
+            .until_answered(rng, "a report", StatusCode::OK, |base| {
+                self.client
                     .post(format!("{base}/simulate-and-generate"))
                     .header("Idempotency-Key", &key)
                     .json(&body)
-                    .send()
-                    .await;
-                if let Ok(response) = sent {
-                    let status = response.status();
-                    // Only a complete answer is an acknowledgement.
-                    match response.json::<Value>().await {
-                        Ok(answer) if status == StatusCode::OK => {
-                            if answer["duplicate"] == true {
-                                self.tally.duplicates.fetch_add(1, Ordering::SeqCst);
-                            }
-                            break;
-                        }
-                        Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => {
-                            panic!("seed {}: a report answered {status} {answer}", self.seed)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            self.tally.failed_attempts.fetch_add(1, Ordering::SeqCst);
-            assert!(
-                started.elapsed() < REQUEST_DEADLINE,
-                "seed {}: a report was never acknowledged",
-                self.seed
-            );
-            tokio::time::sleep(rng.millis(20, 200)).await;
+            })
+            .await;
+        if answer["duplicate"] == true {
+            self.tally.duplicates.fetch_add(1, Ordering::SeqCst);
         }
         let mut acked = self.acked.lock().expect("acked");
-        let counts = acked.entry(learner.user).or_default();
+        let counts = acked.entry(learner.user_id).or_default();
         for (c, s) in errors {
             *counts
                 .entry((c.to_lowercase(), s.to_lowercase()))
@@ -395,7 +327,7 @@ impl Cluster {
             .acked
             .lock()
             .expect("acked")
-            .get(&learner.user)
+            .get(&learner.user_id)
             .cloned()
             .unwrap_or_default();
         let Some(base) = self.any_base(rng) else {
@@ -403,7 +335,7 @@ impl Cluster {
         };
         let Ok(response) = self
             .client
-            .get(format!("{base}/users/{}/errors", learner.user))
+            .get(format!("{base}/users/{}/errors", learner.user_id))
             .send()
             .await
         else {
@@ -415,27 +347,14 @@ impl Cluster {
         let Ok(body) = response.json::<Value>().await else {
             return;
         };
-        let seen: Counts = body["errors"]
-            .as_array()
-            .expect("a list")
-            .iter()
-            .map(|e| {
-                (
-                    (
-                        e["errorCategory"].as_str().expect("text").to_lowercase(),
-                        e["errorSubCategory"].as_str().expect("text").to_lowercase(),
-                    ),
-                    e["errorFrequency"].as_i64().expect("a number"),
-                )
-            })
-            .collect();
+        let seen = case_folded(&counts_in(&body));
         for (key, n) in &before {
             let shown = seen.get(key).copied().unwrap_or(0);
             assert!(
                 shown >= *n,
                 "seed {}: learner {} read {shown} of {key:?}, {n} acknowledged before",
                 self.seed,
-                learner.user
+                learner.user_id
             );
         }
         self.tally.reads.fetch_add(1, Ordering::SeqCst);
@@ -557,6 +476,22 @@ impl Cluster {
         }
     }
 
+    /// Stops the fault loops; each leaves everything up when it returns.
+    async fn lift_faults(&self, faults: [JoinHandle<()>; 2]) {
+        self.faults_on.store(false, Ordering::SeqCst);
+        for fault in faults {
+            fault.await.expect("the fault loop");
+        }
+    }
+
+    /// Stops the clients, each once its request in hand is acknowledged.
+    async fn end_load(&self, clients: Vec<JoinHandle<()>>) {
+        self.load_on.store(false, Ordering::SeqCst);
+        for client in clients {
+            client.await.expect("a client");
+        }
+    }
+
     /// `errata repair` of every learner of this test (the keyspace holds
     /// other tests' learners too), once.
     async fn repair(&self) -> Result<String, String> {
@@ -567,7 +502,7 @@ impl Cluster {
         let config = self.config.clone();
         let out = tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            try_run_errata(&config, &args)
+            ERRATA.try_run(&config, &args)
         })
         .await
         .expect("running repair");
@@ -580,7 +515,7 @@ impl Cluster {
 
     async fn flush(&self) {
         let config = self.config.clone();
-        let out = tokio::task::spawn_blocking(move || try_run_errata(&config, &["flush"]))
+        let out = tokio::task::spawn_blocking(move || ERRATA.try_run(&config, &["flush"]))
             .await
             .expect("running flush");
         if let Err(e) = out {
@@ -601,11 +536,7 @@ impl Cluster {
         let mut quiet_checks = 0;
         while quiet_checks < 2 {
             let port = self.redis.lock().expect("redis").port;
-            let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                .expect("a url")
-                .get_multiplexed_async_connection()
-                .await
-                .expect("Redis is up");
+            let mut conn = support::redis_server::client(port).await;
             let keys: Vec<String> = conn.keys("errata:*:inflight").await.expect("KEYS");
             let mut stale = 0;
             for key in &keys {
@@ -674,6 +605,7 @@ impl Cluster {
         let base = self.bases.read().expect("bases")[0]
             .clone()
             .expect("replica 0 is up");
+        let api = Api::with_client(self.client.clone(), base);
         for user in self.learner_ids() {
             let want = acked.get(&user).cloned().unwrap_or_default();
             let durable: Counts = durable_counts(ks, user)
@@ -686,11 +618,7 @@ impl Cluster {
                 "seed {}: {moment}: learner {user}'s counters",
                 self.seed
             );
-            let shown = support::http_frequencies(&self.client, &base, user).await;
-            let shown: Counts = shown
-                .into_iter()
-                .map(|((c, s), n)| ((c.to_lowercase(), s.to_lowercase()), n))
-                .collect();
+            let shown = case_folded(&api.frequency_counts(user).await);
             assert_eq!(
                 shown, want,
                 "seed {}: {moment}: learner {user}'s frequencies over HTTP",
@@ -762,10 +690,16 @@ impl Cluster {
     }
 }
 
-/// Starts the cluster, its learners and the clients.
-async fn under_load(seed: u64) -> (Arc<Cluster>, Rng, Vec<tokio::task::JoinHandle<()>>) {
+/// The tasks of a run: the clients and the two fault loops.
+struct Load {
+    clients: Vec<JoinHandle<()>>,
+    faults: [JoinHandle<()>; 2],
+}
+
+/// Starts the cluster, its learners, the clients and the fault loops.
+async fn under_load(seed: u64) -> (Arc<Cluster>, Load) {
     eprintln!("seed {seed} (ERRATA_TEST_SEED={seed} repeats it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let cluster = Cluster::start(seed).await;
     for _ in 0..LEARNERS {
         let learner = cluster.sign_up(&mut rng).await;
@@ -774,26 +708,20 @@ async fn under_load(seed: u64) -> (Arc<Cluster>, Rng, Vec<tokio::task::JoinHandl
     let clients = (0..CLIENTS)
         .map(|_| tokio::spawn(cluster.clone().client(rng.fork())))
         .collect();
-    (cluster, rng, clients)
+    let faults = [
+        tokio::spawn(cluster.clone().process_faults(rng.fork())),
+        tokio::spawn(cluster.clone().network_faults(rng.fork())),
+    ];
+    (cluster, Load { clients, faults })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_exact() {
     let load = load_duration();
-    let (cluster, mut rng, clients) = under_load(seed()).await;
-    let faults = [
-        tokio::spawn(cluster.clone().process_faults(rng.fork())),
-        tokio::spawn(cluster.clone().network_faults(rng.fork())),
-    ];
+    let (cluster, Load { clients, faults }) = under_load(seed()).await;
     tokio::time::sleep(load).await;
-    cluster.faults_on.store(false, Ordering::SeqCst);
-    for fault in faults {
-        fault.await.expect("the fault loop");
-    }
-    cluster.load_on.store(false, Ordering::SeqCst);
-    for client in clients {
-        client.await.expect("a client");
-    }
+    cluster.lift_faults(faults).await;
+    cluster.end_load(clients).await;
 
     cluster.flush().await;
     let above = cluster.check_after_flush("after errata flush").await;
@@ -803,11 +731,7 @@ async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_ex
     cluster.flush().await;
     cluster.check_exact("after errata repair and a flush").await;
     let port = cluster.redis.lock().expect("redis").port;
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .expect("a url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis is up");
+    let mut conn = support::redis_server::client(port).await;
     let keys: Vec<String> = conn.keys("*").await.expect("KEYS");
     let left: Vec<String> = keys
         .into_iter()
@@ -824,11 +748,7 @@ async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_ex
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_faults_with_repair_running_through_the_load_end_exact() {
     let load = load_duration();
-    let (cluster, mut rng, clients) = under_load(seed()).await;
-    let faults = [
-        tokio::spawn(cluster.clone().process_faults(rng.fork())),
-        tokio::spawn(cluster.clone().network_faults(rng.fork())),
-    ];
+    let (cluster, Load { clients, faults }) = under_load(seed()).await;
     // Repair over and over, beside the clients and the faults (a repair
     // cut off by a fault fails; the next one runs anyway).
     let repairing = Arc::new(AtomicBool::new(true));
@@ -841,10 +761,7 @@ async fn random_faults_with_repair_running_through_the_load_end_exact() {
         })
     };
     tokio::time::sleep(load).await;
-    cluster.faults_on.store(false, Ordering::SeqCst);
-    for fault in faults {
-        fault.await.expect("the fault loop");
-    }
+    cluster.lift_faults(faults).await;
     // The faults are over, the load and the repairs go on. Once no flush cut
     // off by a fault is left to replay, the repairs that start from then on
     // correct whatever the replays counted twice: three more must succeed
@@ -861,10 +778,7 @@ async fn random_faults_with_repair_running_through_the_load_end_exact() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     repairing.store(false, Ordering::SeqCst);
-    cluster.load_on.store(false, Ordering::SeqCst);
-    for client in clients {
-        client.await.expect("a client");
-    }
+    cluster.end_load(clients).await;
     repairs.await.expect("the repairs");
 
     cluster.flush().await;

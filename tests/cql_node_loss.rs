@@ -8,21 +8,21 @@
 //! `errata flush` no count may be below what was acknowledged, and after
 //! `errata repair` every count must equal it.
 
-#[path = "support/cql.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use errata::config::{Config, StoreKind};
+use errata::config::Config;
+use errata_testkit as support;
 use reqwest::StatusCode;
 use support::{
-    durable_counts_in, http_learner, readyz_until, report_body, run_errata, RedisServer,
-    ServeProcess,
+    case_folded, cql_config_on, durable_counts_in, record_until_acknowledged, Api, Counts, Errata,
+    RedisServer, Rng,
 };
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 
 const TAXONOMY: [(&str, &str); 4] = [
     ("Grammar", "Articles"),
@@ -60,113 +60,42 @@ fn cassandra(args: &[&str]) {
     assert!(status.success(), "scripts/cassandra {args:?} failed");
 }
 
-/// A small deterministic generator: the run is the same for the same seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-type Learner = (uuid::Uuid, uuid::Uuid, uuid::Uuid);
 type Tally = BTreeMap<(usize, (String, String)), i64>;
-
-/// Sends one report until a replica acknowledges it, alternating replicas,
-/// always with the same key. Returns how many attempts it took.
-async fn until_acknowledged(
-    client: &reqwest::Client,
-    bases: &[String],
-    learner: Learner,
-    errors: &[(&str, &str)],
-) -> usize {
-    let key = uuid::Uuid::new_v4().to_string();
-    let body = report_body(learner, errors);
-    let started = Instant::now();
-    let mut attempt = 0;
-    loop {
-        let base = &bases[attempt % bases.len()];
-        attempt += 1;
-        let answer = client
-            .post(format!("{base}/simulate-and-generate"))
-            .header("Idempotency-Key", &key)
-            .json(&body)
-            .send()
-            .await;
-        if let Ok(response) = answer {
-            let status = response.status();
-            let complete = response.bytes().await.is_ok();
-            if status == StatusCode::OK && complete {
-                return attempt;
-            }
-            assert!(
-                status == StatusCode::SERVICE_UNAVAILABLE || !complete,
-                "a request got {status}"
-            );
-        }
-        assert!(
-            started.elapsed() < GIVE_UP,
-            "a request was not acknowledged within {GIVE_UP:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
-    let seed: u64 = std::env::var("ERRATA_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
+    let seed = support::seed();
     eprintln!("node-loss test: seed {seed} (ERRATA_TEST_SEED={seed} repeats it)");
     let redis = RedisServer::start_with_aof();
     let config = Config {
-        bind: "127.0.0.1:0".parse().expect("an address"),
-        store: StoreKind::Cql,
-        cql_nodes: cluster_nodes(),
-        cql_keyspace: "errata_node_loss".into(),
-        redis_url: redis.url(),
         flush_interval_ms: 100,
         cql_replication_strategy: "NetworkTopologyStrategy".into(),
         cql_replication_factor: 3,
-        ..Config::default()
+        ..cql_config_on(cluster_nodes(), "errata_node_loss", &redis.url())
     };
-    let migrated = run_errata(&config, &["migrate"]);
+    let migrated = ERRATA.run(&config, &["migrate"]);
     assert!(migrated.contains("up to date"), "{migrated}");
-    let replicas = [ServeProcess::start(&config), ServeProcess::start(&config)];
-    let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
+    let replicas = [ERRATA.serve(&config), ERRATA.serve(&config)];
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
         .expect("a client");
+    let apis: Vec<Api> = replicas
+        .iter()
+        .map(|r| Api::with_client(client.clone(), r.url("")))
+        .collect();
     let mut learners = Vec::new();
     for l in 0..LEARNERS {
-        learners.push(http_learner(&client, &bases[l % 2]).await);
+        learners.push(apis[l % 2].learner().await);
     }
     let learners = Arc::new(learners);
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
-    for c in 0..CLIENTS {
-        let (client, bases, learners, stop) = (
-            client.clone(),
-            bases.clone(),
-            learners.clone(),
-            stop.clone(),
-        );
-        let mut rng = Rng(seed.wrapping_mul(c as u64 + 1) | 1);
+    let mut seeds = Rng::new(seed);
+    for _ in 0..CLIENTS {
+        let (apis, learners, stop) = (apis.clone(), learners.clone(), stop.clone());
+        let mut rng = seeds.fork();
         clients.push(tokio::spawn(async move {
             let mut tally = Tally::new();
             let (mut requests, mut retried) = (0usize, 0usize);
@@ -175,9 +104,16 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
                 let errors: Vec<(&str, &str)> = (0..1 + rng.below(3))
                     .map(|_| TAXONOMY[rng.below(TAXONOMY.len())])
                     .collect();
-                let attempts = until_acknowledged(&client, &bases, learners[l], &errors).await;
+                let failed = record_until_acknowledged(
+                    &apis,
+                    &learners[l],
+                    &errors,
+                    GIVE_UP,
+                    Duration::from_millis(50),
+                )
+                .await;
                 requests += 1;
-                retried += usize::from(attempts > 1);
+                retried += usize::from(failed > 0);
                 for (c, s) in errors {
                     *tally.entry((l, (c.to_owned(), s.to_owned()))).or_default() += 1;
                 }
@@ -190,9 +126,10 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
     eprintln!("node-loss test: killing node {VICTIM}");
     cassandra(&["cluster", "kill", VICTIM]);
     tokio::time::sleep(PHASE).await;
-    for base in &bases {
+    for api in &apis {
         // A quorum of three is still there: the replicas stay (or get) ready.
-        readyz_until(&client, base, StatusCode::OK, Duration::from_secs(30)).await;
+        api.readyz_until(StatusCode::OK, Duration::from_secs(30))
+            .await;
     }
     eprintln!("node-loss test: restarting node {VICTIM}");
     cassandra(&["cluster", "restart", VICTIM]);
@@ -209,8 +146,9 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
             *acknowledged.entry(k).or_default() += n;
         }
     }
-    for base in &bases {
-        readyz_until(&client, base, StatusCode::OK, Duration::from_secs(30)).await;
+    for api in &apis {
+        api.readyz_until(StatusCode::OK, Duration::from_secs(30))
+            .await;
     }
     let points: i64 = acknowledged.values().sum();
     eprintln!(
@@ -220,19 +158,20 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
     for replica in replicas {
         replica.terminate();
     }
-    run_errata(&config, &["flush"]);
+    ERRATA.run(&config, &["flush"]);
     let session = scylla::client::session_builder::SessionBuilder::new()
         .known_nodes(&config.cql_nodes)
         .build()
         .await
         .expect("a CQL session on the cluster");
 
-    let expected_for = |l: usize| -> BTreeMap<(String, String), i64> {
-        acknowledged
+    let expected_for = |l: usize| -> Counts {
+        let acked: Counts = acknowledged
             .iter()
             .filter(|((learner, _), _)| *learner == l)
-            .map(|((_, (c, s)), n)| ((c.to_lowercase(), s.to_lowercase()), *n))
-            .collect()
+            .map(|((_, key), n)| (key.clone(), *n))
+            .collect();
+        case_folded(&acked)
     };
     // After the flush nothing acknowledged is missing. A counter batch cut
     // off by the dead node may have applied before its answer was lost;
@@ -240,7 +179,7 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
     // idempotently), which only `errata repair` can then correct.
     let mut doubled = Vec::new();
     for (l, learner) in learners.iter().enumerate() {
-        let stored = durable_counts_in(&session, &config.cql_keyspace, learner.0).await;
+        let stored = durable_counts_in(&session, &config.cql_keyspace, learner.user_id).await;
         for (key, n) in expected_for(l) {
             let got = stored.get(&key).copied().unwrap_or(0);
             assert!(
@@ -258,12 +197,12 @@ async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
     );
     // And after repair every count is exact: the event log holds each
     // acknowledged point once.
-    run_errata(&config, &["repair"]);
-    run_errata(&config, &["flush"]);
+    ERRATA.run(&config, &["repair"]);
+    ERRATA.run(&config, &["flush"]);
     let mut wrong = Vec::new();
     for (l, learner) in learners.iter().enumerate() {
         let expected = expected_for(l);
-        let stored = durable_counts_in(&session, &config.cql_keyspace, learner.0).await;
+        let stored = durable_counts_in(&session, &config.cql_keyspace, learner.user_id).await;
         if stored != expected {
             wrong.push(format!(
                 "learner {l}: stored {stored:?}, acknowledged {expected:?}"

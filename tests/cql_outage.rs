@@ -6,16 +6,12 @@
 //! count nothing; once it is back errata must recover on its own: ready,
 //! ingesting, and its flusher making the counts durable again.
 
-#[path = "support/cql.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
+use errata_testkit::{cql_config, cql_node, durable_counts, Api, Errata, FaultProxy, RedisServer};
 use reqwest::StatusCode;
-use support::{
-    cql_config, cql_node, durable_counts, http_frequencies, http_learner, http_record,
-    readyz_until, run_errata, FaultProxy, RedisServer, ServeProcess,
-};
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 
 const ARTICLES: (&str, &str) = ("Grammar", "Articles");
 const WORD_CHOICE: (&str, &str) = ("Vocabulary", "Word Choice");
@@ -32,31 +28,30 @@ async fn an_unreachable_cql_cluster_is_a_prompt_503_and_recovers_on_its_own() {
     let proxy = FaultProxy::start(cql_node()).await;
     config.cql_nodes = vec![proxy.address.to_string()];
     config.flush_interval_ms = 100;
-    let replica = ServeProcess::start(&config);
+    let replica = ERRATA.serve(&config);
     let base = replica.url("");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("a client");
-    readyz_until(&client, &base, StatusCode::OK, Duration::from_secs(10)).await;
-    let learner = http_learner(&client, &base).await;
-    let status = http_record(&client, &base, learner, &[ARTICLES])
+    let api = Api::with_client(client.clone(), &base);
+    api.readyz_until(StatusCode::OK, Duration::from_secs(10))
+        .await;
+    let learner = api.learner().await;
+    let status = api
+        .try_record(&learner, &[ARTICLES])
         .await
         .expect("recorded");
     assert_eq!(status, StatusCode::OK);
     // Durable before the cut: a counter batch cut in flight may have been
     // applied and is then applied again (the documented case `errata
     // repair` corrects), which would make the exact check below flaky.
-    run_errata(&config, &["flush"]);
+    ERRATA.run(&config, &["flush"]);
 
     proxy.cut();
-    let reason = readyz_until(
-        &client,
-        &base,
-        StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_secs(15),
-    )
-    .await;
+    let reason = api
+        .readyz_until(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(15))
+        .await;
     assert!(
         reason.contains("Not ready: CQL store unavailable"),
         "no reason given: {reason}"
@@ -68,17 +63,14 @@ async fn an_unreachable_cql_cluster_is_a_prompt_503_and_recovers_on_its_own() {
     let mut attempts = 0;
     while attempts < 3 || outage.elapsed() < OUTAGE {
         attempts += 1;
-        let body = serde_json::json!({
-            "user_id": learner.0,
-            "conversation_id": learner.1,
-            "utterance_id": learner.2,
-            "errors": [{"errorCategory": WORD_CHOICE.0, "errorSubCategory": WORD_CHOICE.1}],
-        });
         let ingest = client
             .post(format!("{base}/simulate-and-generate"))
             .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&body);
-        let practice = client.get(format!("{base}/generate-exercise?user_id={}", learner.0));
+            .json(&errata_testkit::report(&learner, &[WORD_CHOICE]));
+        let practice = client.get(format!(
+            "{base}/generate-exercise?user_id={}",
+            learner.user_id
+        ));
         let sign_up = client
             .post(format!("{base}/users/"))
             .json(&serde_json::json!({
@@ -122,21 +114,18 @@ async fn an_unreachable_cql_cluster_is_a_prompt_503_and_recovers_on_its_own() {
                 eprintln!("{what} during the outage: 503 in {elapsed:?}: {text}");
             }
         }
-        readyz_until(
-            &client,
-            &base,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::ZERO,
-        )
-        .await;
+        api.readyz_until(StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO)
+            .await;
     }
     eprintln!("/readyz during the outage: {reason}");
 
     proxy.restore().await;
     let restored = Instant::now();
-    readyz_until(&client, &base, StatusCode::OK, Duration::from_secs(30)).await;
+    api.readyz_until(StatusCode::OK, Duration::from_secs(30))
+        .await;
     eprintln!("ready again {:?} after the restore", restored.elapsed());
-    let status = http_record(&client, &base, learner, &[ARTICLES, WORD_CHOICE])
+    let status = api
+        .try_record(&learner, &[ARTICLES, WORD_CHOICE])
         .await
         .expect("recorded");
     assert_eq!(status, StatusCode::OK, "ingestion after the outage");
@@ -149,7 +138,7 @@ async fn an_unreachable_cql_cluster_is_a_prompt_503_and_recovers_on_its_own() {
     ]
     .into_iter()
     .collect();
-    assert_eq!(http_frequencies(&client, &base, learner.0).await, expected);
+    assert_eq!(api.frequency_counts(learner.user_id).await, expected);
     let wanted = [
         (("grammar".to_owned(), "articles".to_owned()), 2),
         (("vocabulary".to_owned(), "word choice".to_owned()), 1),
@@ -158,7 +147,7 @@ async fn an_unreachable_cql_cluster_is_a_prompt_503_and_recovers_on_its_own() {
     .collect();
     let started = Instant::now();
     loop {
-        let durable = durable_counts(&slot.keyspace, learner.0).await;
+        let durable = durable_counts(&slot.keyspace, learner.user_id).await;
         if durable == wanted {
             break;
         }

@@ -2,20 +2,39 @@
 //! one CQL keyspace; Redis killed with SIGKILL, a replica stopped with
 //! SIGTERM and `errata repair` running, all under load.
 
-#[path = "support/cql.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use errata_testkit as support;
 use reqwest::StatusCode;
 use support::{
-    cql_config, durable_counts, event_counts, http_frequencies, http_learner, http_record,
-    http_record_keyed, readyz_until, record_until_acknowledged, run_errata, RedisServer,
-    ServeProcess,
+    case_folded, cql_config, durable_counts, event_counts, record_until_acknowledged, Api, Counts,
+    Errata, RedisServer, ServeProcess,
 };
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
+
+/// The points acknowledged for learner `l`, from (learner, TAXONOMY index) → n.
+fn acked_for(acked: &BTreeMap<(usize, usize), i64>, l: usize) -> Counts {
+    acked
+        .iter()
+        .filter(|((learner, _), _)| *learner == l)
+        .map(|((_, i), n)| {
+            let (c, s) = TAXONOMY[*i];
+            ((c.to_owned(), s.to_owned()), *n)
+        })
+        .collect()
+}
+
+/// A client of each replica, all through `client`.
+fn apis(client: &reqwest::Client, replicas: &[ServeProcess]) -> Vec<Api> {
+    replicas
+        .iter()
+        .map(|r| Api::with_client(client.clone(), r.url("")))
+        .collect()
+}
 
 const TAXONOMY: [(&str, &str); 3] = [
     ("Grammar", "Articles"),
@@ -30,26 +49,23 @@ async fn two_replicas_under_concurrent_load_on_the_same_learners_count_exactly()
     let redis = RedisServer::start();
     let (mut config, slot) = cql_config(&redis.url()).await;
     config.flush_interval_ms = 20; // both flushers race for the same learners
-    let replicas = [ServeProcess::start(&config), ServeProcess::start(&config)];
-    let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
-    let client = reqwest::Client::new();
-    let learners = [
-        http_learner(&client, &bases[0]).await,
-        http_learner(&client, &bases[1]).await,
-    ];
+    let replicas = [ERRATA.serve(&config), ERRATA.serve(&config)];
+    let apis = apis(&reqwest::Client::new(), &replicas);
+    let learners = [apis[0].learner().await, apis[1].learner().await];
 
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let (client, bases) = (client.clone(), bases.clone());
+        let apis = apis.clone();
         tasks.push(tokio::spawn(async move {
             let mut sent: BTreeMap<(usize, usize), i64> = BTreeMap::new();
             for n in 0..REQUESTS {
                 // Alternate replicas and learners; 1 to 3 points each.
-                let base = &bases[(c + n) % 2];
+                let api = &apis[(c + n) % 2];
                 let l = (c + n / 2) % 2;
                 let points: Vec<usize> = (0..=(c + n) % 3).map(|i| (c + n + i) % 3).collect();
                 let errors: Vec<(&str, &str)> = points.iter().map(|&i| TAXONOMY[i]).collect();
-                let status = http_record(&client, base, learners[l], &errors)
+                let status = api
+                    .try_record(&learners[l], &errors)
                     .await
                     .expect("recorded");
                 assert_eq!(status, StatusCode::OK);
@@ -66,42 +82,25 @@ async fn two_replicas_under_concurrent_load_on_the_same_learners_count_exactly()
             *expected.entry(k).or_insert(0) += n;
         }
     }
-    let expected_for = |l: usize| -> BTreeMap<(String, String), i64> {
-        expected
-            .iter()
-            .filter(|((learner, _), _)| *learner == l)
-            .map(|((_, i), n)| {
-                let (c, s) = TAXONOMY[*i];
-                ((c.to_owned(), s.to_owned()), *n)
-            })
-            .collect()
-    };
+    let expected_for = |l: usize| acked_for(&expected, l);
 
     // Read-your-writes on either replica, while the flushers work.
     for (l, learner) in learners.iter().enumerate() {
-        for base in &bases {
-            assert_eq!(
-                http_frequencies(&client, base, learner.0).await,
-                expected_for(l)
-            );
+        for api in &apis {
+            assert_eq!(api.frequency_counts(learner.user_id).await, expected_for(l));
         }
     }
-    run_errata(&config, &["flush"]);
+    ERRATA.run(&config, &["flush"]);
     for (l, learner) in learners.iter().enumerate() {
-        let durable: BTreeMap<(String, String), i64> = durable_counts(&slot.keyspace, learner.0)
-            .await
-            .into_iter()
-            .collect();
-        let wanted: BTreeMap<(String, String), i64> = expected_for(l)
-            .into_iter()
-            .map(|((c, s), n)| ((c.to_lowercase(), s.to_lowercase()), n))
-            .collect();
+        let durable: BTreeMap<(String, String), i64> =
+            durable_counts(&slot.keyspace, learner.user_id)
+                .await
+                .into_iter()
+                .collect();
+        let wanted = case_folded(&expected_for(l));
         assert_eq!(durable, wanted, "learner {l}: durable counters");
-        for base in &bases {
-            assert_eq!(
-                http_frequencies(&client, base, learner.0).await,
-                expected_for(l)
-            );
+        for api in &apis {
+            assert_eq!(api.frequency_counts(learner.user_id).await, expected_for(l));
         }
     }
     let [a, b] = replicas;
@@ -115,20 +114,20 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     // As deployed: the append-only file fsynced once a second.
     let mut redis = RedisServer::start_as_deployed();
     let (config, slot) = cql_config(&redis.url()).await;
-    let replica = ServeProcess::start(&config);
-    let base = replica.url("");
+    let replica = ERRATA.serve(&config);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .expect("a client");
-    let learner = http_learner(&client, &base).await;
+    let api = Api::with_client(client, replica.url(""));
+    let learner = api.learner().await;
 
     let acked = Arc::new(AtomicI64::new(0));
     let unavailable = Arc::new(AtomicI64::new(0));
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, base) = (client.clone(), base.clone());
+        let api = api.clone();
         let (acked, unavailable, running) = (acked.clone(), unavailable.clone(), running.clone());
         tasks.push(tokio::spawn(async move {
             let errors = [TAXONOMY[0], TAXONOMY[1]];
@@ -137,7 +136,7 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
                 let key = uuid::Uuid::new_v4().to_string();
                 let started = std::time::Instant::now();
                 loop {
-                    match http_record_keyed(&client, &base, learner, &errors, &key).await {
+                    match api.try_record_with_key(&learner, &errors, &key).await {
                         Ok(StatusCode::OK) => break,
                         Ok(StatusCode::SERVICE_UNAVAILABLE) => {
                             unavailable.fetch_add(1, Ordering::SeqCst);
@@ -170,13 +169,9 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     // Unready, with the reason, and the clients get 503s (polled: no sleep
     // standing in for either).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let reason = readyz_until(
-        &client,
-        &base,
-        StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_secs(20),
-    )
-    .await;
+    let reason = api
+        .readyz_until(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(20))
+        .await;
     assert!(
         reason.contains("Redis unavailable"),
         "no reason given: {reason}"
@@ -193,7 +188,8 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     redis.restart();
     wait_for(acked_at_restart + 200).await;
     // Ingestion works again; readiness recovers too, without a restart.
-    readyz_until(&client, &base, StatusCode::OK, Duration::from_secs(30)).await;
+    api.readyz_until(StatusCode::OK, Duration::from_secs(30))
+        .await;
     running.store(false, Ordering::SeqCst);
     for task in tasks {
         task.await.expect("a client");
@@ -202,12 +198,9 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
 
     // Every report was retried with its key until acknowledged: each is
     // counted exactly once, however its attempts were cut off.
-    run_errata(&config, &["flush"]);
-    let seen: i64 = http_frequencies(&client, &base, learner.0)
-        .await
-        .values()
-        .sum();
-    let durable: i64 = durable_counts(&slot.keyspace, learner.0)
+    ERRATA.run(&config, &["flush"]);
+    let seen: i64 = api.frequency_counts(learner.user_id).await.values().sum();
+    let durable: i64 = durable_counts(&slot.keyspace, learner.user_id)
         .await
         .values()
         .sum();
@@ -216,7 +209,10 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
         durable, acked,
         "flush left deltas in Redis, or replayed some"
     );
-    let logged: i64 = event_counts(&slot.keyspace, learner.0).await.values().sum();
+    let logged: i64 = event_counts(&slot.keyspace, learner.user_id)
+        .await
+        .values()
+        .sum();
     assert_eq!(logged, acked, "the event log holds {logged} points");
     replica.terminate();
 }
@@ -230,21 +226,20 @@ async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
     // The flusher never gets its turn: only the shutdown drain can make
     // anything durable.
     config.flush_interval_ms = 600_000;
-    let mut replica = ServeProcess::start(&config);
-    let base = replica.url("");
-    let client = reqwest::Client::new();
-    let learner = http_learner(&client, &base).await;
+    let mut replica = ERRATA.serve(&config);
+    let api = Api::new(replica.url(""));
+    let learner = api.learner().await;
 
     let acked = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
+        let (api, acked) = (api.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             // Until the server stops answering: the report then in flight
             // may or may not have been counted; its key says which later.
             loop {
                 let key = uuid::Uuid::new_v4().to_string();
-                match http_record_keyed(&client, &base, learner, &ERRORS, &key).await {
+                match api.try_record_with_key(&learner, &ERRORS, &key).await {
                     Ok(StatusCode::OK) => {
                         acked.fetch_add(2, Ordering::SeqCst);
                     }
@@ -285,7 +280,7 @@ async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
         pending.is_empty(),
         "left in Redis after the drain: {pending:?}"
     );
-    let durable: i64 = durable_counts(&slot.keyspace, learner.0)
+    let durable: i64 = durable_counts(&slot.keyspace, learner.user_id)
         .await
         .values()
         .sum();
@@ -296,11 +291,12 @@ async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
 
     // The clients retry their unanswered reports on a new replica: each
     // counts once, whether or not its first attempt had.
-    let replica = ServeProcess::start(&config);
-    let base = replica.url("");
+    let replica = ERRATA.serve(&config);
+    let api = Api::with_client(api.client.clone(), replica.url(""));
     let mut total = acked_before_exit;
     for key in &unanswered {
-        let status = http_record_keyed(&client, &base, learner, &ERRORS, key)
+        let status = api
+            .try_record_with_key(&learner, &ERRORS, key)
             .await
             .expect("recorded");
         assert_eq!(status, StatusCode::OK);
@@ -308,7 +304,7 @@ async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
     }
     replica.terminate();
     assert_eq!(
-        durable_counts(&slot.keyspace, learner.0)
+        durable_counts(&slot.keyspace, learner.user_id)
             .await
             .values()
             .sum::<i64>(),
@@ -326,20 +322,19 @@ async fn repair_running_under_load_finds_nothing_to_correct_and_counts_stay_exac
     let redis = RedisServer::start();
     let (mut config, slot) = cql_config(&redis.url()).await;
     config.flush_interval_ms = 20;
-    let replicas = [ServeProcess::start(&config), ServeProcess::start(&config)];
-    let bases: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
-    let client = reqwest::Client::new();
+    let replicas = [ERRATA.serve(&config), ERRATA.serve(&config)];
+    let apis = apis(&reqwest::Client::new(), &replicas);
     let mut learners = Vec::new();
-    for base in bases.iter().cycle().take(3) {
-        learners.push(http_learner(&client, base).await);
+    for api in apis.iter().cycle().take(3) {
+        learners.push(api.learner().await);
     }
 
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let (client, learners, running) = (client.clone(), learners.clone(), running.clone());
-        let mut bases = bases.clone();
-        bases.rotate_left(c % 2);
+        let (learners, running) = (learners.clone(), running.clone());
+        let mut apis = apis.clone();
+        apis.rotate_left(c % 2);
         tasks.push(tokio::spawn(async move {
             let mut acked: BTreeMap<(usize, usize), i64> = BTreeMap::new();
             let mut n = 0;
@@ -348,11 +343,11 @@ async fn repair_running_under_load_finds_nothing_to_correct_and_counts_stay_exac
                 let points: Vec<usize> = (0..=(c + n) % 3).map(|i| (c + n + i) % 3).collect();
                 let errors: Vec<(&str, &str)> = points.iter().map(|&i| TAXONOMY[i]).collect();
                 record_until_acknowledged(
-                    &client,
-                    &bases,
-                    learners[l],
+                    &apis,
+                    &learners[l],
                     &errors,
                     Duration::from_secs(30),
+                    Duration::from_millis(20),
                 )
                 .await;
                 for i in points {
@@ -374,11 +369,11 @@ async fn repair_running_under_load_finds_nothing_to_correct_and_counts_stay_exac
             // Only this test's learners: the keyspace holds other tests' too.
             let mut args = vec!["repair".to_owned()];
             for learner in &learners {
-                args.extend(["--user".to_owned(), learner.0.to_string()]);
+                args.extend(["--user".to_owned(), learner.user_id.to_string()]);
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             while runs < REPAIRS || started.elapsed() < LOAD {
-                let out = run_errata(&config, &args);
+                let out = ERRATA.run(&config, &args);
                 assert!(
                     out.contains("repair done: 0 counts corrected"),
                     "repair {runs} under load: {out}"
@@ -401,29 +396,22 @@ async fn repair_running_under_load_finds_nothing_to_correct_and_counts_stay_exac
         acked.values().sum::<i64>()
     );
 
-    run_errata(&config, &["flush"]);
+    ERRATA.run(&config, &["flush"]);
     for (l, learner) in learners.iter().enumerate() {
-        let wanted: BTreeMap<(String, String), i64> = acked
-            .iter()
-            .filter(|((learner, _), _)| *learner == l)
-            .map(|((_, i), n)| {
-                let (c, s) = TAXONOMY[*i];
-                ((c.to_lowercase(), s.to_lowercase()), *n)
-            })
-            .collect();
+        let wanted = case_folded(&acked_for(&acked, l));
         assert_eq!(
-            durable_counts(&slot.keyspace, learner.0).await,
+            durable_counts(&slot.keyspace, learner.user_id).await,
             wanted,
             "learner {l}: durable counters"
         );
         assert_eq!(
-            event_counts(&slot.keyspace, learner.0).await,
+            event_counts(&slot.keyspace, learner.user_id).await,
             wanted,
             "learner {l}: the event log"
         );
     }
     for learner in &learners {
-        let out = run_errata(&config, &["repair", "--user", &learner.0.to_string()]);
+        let out = ERRATA.run(&config, &["repair", "--user", &learner.user_id.to_string()]);
         assert!(out.contains("repair done: 0 counts corrected"), "{out}");
     }
     let [a, b] = replicas;

@@ -1,12 +1,11 @@
 //! The schema as an operator sees it: `scripts/cassandra cqlsh` against the
 //! CQL server of `ERRATA_TEST_CQL`, on a keyspace `errata migrate` made.
 
-#[path = "support/cql.rs"]
-mod support;
-
 use std::process::Command;
 
-use support::{cql_config, cql_node, run_errata, RedisServer};
+use errata_testkit::{cql_config, cql_node, Errata, RedisServer};
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 
 fn cqlsh(statement: &str) -> String {
     let node = cql_node();
@@ -38,7 +37,7 @@ async fn describe_shows_the_counter_table_partitioned_by_learner() {
     let redis = RedisServer::start();
     let (config, slot) = cql_config(&redis.url()).await;
     // Migrating again changes nothing and says so.
-    let again = run_errata(&config, &["migrate"]);
+    let again = ERRATA.run(&config, &["migrate"]);
     assert!(again.contains("up to date"), "{again}");
 
     let table = squeezed(&cqlsh(&format!(

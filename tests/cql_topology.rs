@@ -4,13 +4,12 @@
 //! and checks that every acknowledged error point was counted. Here it runs
 //! with the binaries of this build, and its summary is checked.
 
-#[path = "support/cql.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
+
+use errata_testkit as support;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,9 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use errata::config::Config;
-use errata::startup::Application;
-use tokio::sync::oneshot;
+use errata::config::StoreKind;
+use errata_testkit::TestApp;
 
 fn chromium(args: &[String]) -> String {
     let profile = tempfile::tempdir().expect("a profile folder");
@@ -42,18 +41,8 @@ fn chromium(args: &[String]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_lists_the_operations_with_no_network() {
-    let data = tempfile::tempdir().expect("a data folder");
-    let config = Config {
-        bind: "127.0.0.1:0".parse().expect("an address"),
-        data_dir: data.path().to_owned(),
-        ..Config::default()
-    };
-    let app = Application::build(&config).await.expect("errata starts");
-    let url = format!("http://{}/docs", app.local_addr().expect("an address"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let app = TestApp::spawn(StoreKind::Embedded, |_| {}).await;
+    let url = app.url("/docs");
 
     let page = {
         let url = url.clone();
@@ -99,10 +88,7 @@ async fn the_docs_page_lists_the_operations_with_no_network() {
     );
     eprintln!("screenshot: {}", shot.display());
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), server)
+    tokio::time::timeout(Duration::from_secs(10), app.shutdown())
         .await
-        .expect("the server stops")
-        .expect("the server task")
-        .expect("a clean shutdown");
+        .expect("the server stops");
 }

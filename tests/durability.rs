@@ -2,109 +2,41 @@
 //! binary is stopped under load (SIGKILL, or SIGTERM for a graceful stop)
 //! and restarted on the same data folder.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use errata_testkit::{report, test_config, Api, Errata, ServeProcess};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 
 const CLIENTS: usize = 16;
 /// Acknowledged error points to wait for before stopping the server.
 const ACKED_BEFORE_STOP: i64 = 600;
 const POINTS_PER_REQUEST: i64 = 2;
 
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-/// Starts `errata serve` on a free port and waits for its "listening" line.
-fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_errata"))
-        .arg("serve")
-        .env("ERRATA_STORE", "embedded")
-        .env("ERRATA_DATA_DIR", data_dir)
-        .env("ERRATA_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .env_remove("ERRATA_API_TOKENS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("errata binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("errata exited before listening")
-            .expect("readable log");
-        if let Some(addr) = line.split("addr=").nth(1) {
-            if line.contains("listening") {
-                break addr.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, address }
-}
-
-async fn post(client: &reqwest::Client, server: SocketAddr, path: &str, body: Value) -> Value {
-    let response = client
-        .post(format!("http://{server}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
+/// Starts `errata serve` on the embedded store in `data_dir`.
+fn start(data_dir: &Path) -> ServeProcess {
+    ERRATA.serve(&test_config(data_dir))
 }
 
 /// Creates a learner with one utterance; returns the user id and an error
 /// report of two points for that utterance.
-async fn learner(client: &reqwest::Client, server: SocketAddr) -> (String, Value) {
-    let email = format!("{}@example.com", Uuid::new_v4());
-    let user = post(
-        client,
-        server,
-        "/users/",
-        json!({"username": "k", "email": email}),
-    )
-    .await;
-    let conversation = post(
-        client,
-        server,
-        "/conversations/",
-        json!({"user_id": user["user_id"]}),
-    )
-    .await;
-    let utterance = post(
-        client,
-        server,
-        "/utterances/",
-        json!({"user_id": user["user_id"], "conversation_id": conversation["conversation_id"], "content": "x"}),
-    )
-    .await;
-    let report = json!({
-        "user_id": user["user_id"],
-        "conversation_id": conversation["conversation_id"],
-        "utterance_id": utterance["utterance_id"],
-        "errors": [
-            {"errorCategory": "Grammar", "errorSubCategory": "Articles"},
-            {"errorCategory": "Fluency", "errorSubCategory": "Filler Words"}
-        ]
-    });
-    (user["user_id"].as_str().unwrap().to_owned(), report)
+async fn learner(client: &reqwest::Client, server: SocketAddr) -> (Uuid, Value) {
+    let learner = Api::with_client(client.clone(), format!("http://{server}"))
+        .learner()
+        .await;
+    let report = report(
+        &learner,
+        &[("Grammar", "Articles"), ("Fluency", "Filler Words")],
+    );
+    (learner.user_id, report)
 }
 
 /// Clients sending the report with fresh idempotency keys until the server
@@ -176,28 +108,25 @@ impl Load {
     }
 }
 
+/// A server on the data folder, a learner of it and the load on it,
+/// once `ACKED_BEFORE_STOP` points are acknowledged.
+async fn under_load(data: &Path, client: &reqwest::Client) -> (ServeProcess, Uuid, Load) {
+    let server = start(data);
+    let (user_id, report) = learner(client, server.address).await;
+    let load = Load::start(client, server.address, &report);
+    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    (server, user_id, load)
+}
+
 /// The learner's frequencies on a fresh server over the same data.
-async fn counts_after_restart(data: &Path, client: &reqwest::Client, user_id: &str) -> Vec<i64> {
+async fn counts_after_restart(data: &Path, client: &reqwest::Client, user_id: Uuid) -> Vec<i64> {
     let mut restarted = start(data);
-    let errors: Value = client
-        .get(format!(
-            "http://{}/users/{user_id}/errors",
-            restarted.address
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = Api::with_client(client.clone(), restarted.url(""))
+        .frequencies(user_id)
+        .await;
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
-    errors["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["errorFrequency"].as_i64().unwrap())
-        .collect()
+    shown.into_iter().map(|(_, _, n)| n).collect()
 }
 
 fn assert_nothing_lost(counts: &[i64], acked: i64, sent: i64) {
@@ -222,29 +151,21 @@ fn assert_nothing_lost(counts: &[i64], acked: i64, sent: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_errors_survive_kill_9() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path());
     let client = reqwest::Client::new();
-    let (user_id, report) = learner(&client, server.address).await;
-
-    let load = Load::start(&client, server.address, &report);
-    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    let (mut server, user_id, load) = under_load(data.path(), &client).await;
     server.child.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
     server.child.wait().unwrap();
     let (acked, sent) = load.finish().await;
 
-    let counts = counts_after_restart(data.path(), &client, &user_id).await;
+    let counts = counts_after_restart(data.path(), &client, user_id).await;
     assert_nothing_lost(&counts, acked, sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();
-    let mut server = start(data.path());
     let client = reqwest::Client::new();
-    let (user_id, report) = learner(&client, server.address).await;
-
-    let load = Load::start(&client, server.address, &report);
-    load.wait_for_acked(ACKED_BEFORE_STOP).await;
+    let (mut server, user_id, load) = under_load(data.path(), &client).await;
     let signalled = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -257,6 +178,6 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_exits_cleanly() {
     );
     let (acked, sent) = load.finish().await;
 
-    let counts = counts_after_restart(data.path(), &client, &user_id).await;
+    let counts = counts_after_restart(data.path(), &client, user_id).await;
     assert_nothing_lost(&counts, acked, sent);
 }

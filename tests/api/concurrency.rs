@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{expect_status, spawn_app};
+use errata_testkit::{expect_status, spawn_app};
 
 const CLIENTS: usize = 32;
 const REQUESTS_PER_CLIENT: usize = 25;

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{expect_detail, expect_invalid, expect_status, spawn_app, TestApp};
+use errata_testkit::{expect_detail, expect_invalid, expect_status, spawn_app, TestApp};
 
 async fn practice(app: &TestApp, query: &str) -> Value {
     expect_status(

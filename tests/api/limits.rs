@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{expect_detail, expect_status, report, spawn_app};
+use errata_testkit::{expect_detail, expect_status, report, spawn_app};
 
 #[tokio::test]
 async fn bodies_over_64_kib_are_refused_with_413_and_later_requests_work() {

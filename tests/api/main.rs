@@ -3,7 +3,6 @@
 
 mod concurrency;
 mod exercises;
-mod helpers;
 mod limits;
 mod ops;
 mod recording;

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{expect_detail, expect_status, spawn_app, spawn_app_with};
+use errata_testkit::{expect_detail, expect_status, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{expect_detail, expect_invalid, expect_status, report, spawn_app, Learner};
+use errata_testkit::{expect_detail, expect_invalid, expect_status, report, spawn_app, Learner};
 
 const SVA: (&str, &str) = ("Grammar", "Subject-Verb Agreement");
 const ARTICLES: (&str, &str) = ("Grammar", "Articles");

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{expect_detail, expect_invalid, expect_status, id, spawn_app};
+use errata_testkit::{expect_detail, expect_invalid, expect_status, id, spawn_app};
 
 #[tokio::test]
 async fn creating_a_user_returns_201_with_the_new_id() {

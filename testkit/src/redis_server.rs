@@ -1,0 +1,177 @@
+//! A `redis-server` child process per test, and what the tests ask Redis.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A `redis-server` child process, killed when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+    /// `appendfsync` of the append-only file; `None`: no persistence.
+    fsync: Option<&'static str>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn pong(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
+}
+
+impl RedisServer {
+    /// A fresh server without persistence.
+    pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// A fresh server that fsyncs its append-only file at every write.
+    pub fn start_with_aof() -> Self {
+        Self::launch(Some("always"))
+    }
+
+    /// A fresh server as deployed (docker-compose.yml): the append-only
+    /// file on, fsynced once a second. A SIGKILL loses nothing it answered
+    /// (the writes are in the kernel's page cache); a power loss could.
+    pub fn start_as_deployed() -> Self {
+        Self::launch(Some("everysec"))
+    }
+
+    fn launch(fsync: Option<&'static str>) -> Self {
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temp dir"),
+            fsync,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--save")
+            .arg("");
+        if let Some(fsync) = self.fsync {
+            command
+                .args(["--appendonly", "yes", "--appendfsync", fsync])
+                .args(["--aof-use-rdb-preamble", "no"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (is it installed? scripts/test installs it)");
+        self.child = Some(child);
+        let started = Instant::now();
+        while !pong(self.port) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server on port {} did not answer",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        url(self.port)
+    }
+
+    /// SIGKILL: no chance to write anything more.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and folder (and AOF).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        client(self.port).await
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// A connection to the test Redis on `port` (for a server a test holds
+/// behind a lock, where [`RedisServer::client`] cannot wait).
+pub async fn client(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url(port))
+        .expect("a redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connecting to the test redis")
+}
+
+/// Every key in the Redis server.
+pub async fn redis_keys(redis: &RedisServer) -> Vec<String> {
+    let mut conn = redis.client().await;
+    redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS")
+}
+
+/// Redis Cluster's slot of a key: CRC16 (XMODEM) of the hash tag (the text
+/// between the first '{' and the next '}', when not empty) or of the key.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
