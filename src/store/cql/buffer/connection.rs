@@ -102,6 +102,10 @@ impl Connection {
         command
     }
 
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.link, Link::Cluster(_))
+    }
+
     /// Every primary that holds keys: the server, or each cluster master.
     pub async fn primaries(&mut self) -> Result<Vec<Primary>, StoreError> {
         let Link::Cluster(conn) = &mut self.link else {
