@@ -95,7 +95,8 @@ pub struct Config {
     #[arg(long, env = "ERRATA_CQL_LOCAL_DC", global = true)]
     pub cql_local_dc: Option<String>,
 
-    /// Cql mode: the Redis write-behind buffer.
+    /// Cql mode: the Redis write-behind buffer (a comma-separated list of
+    /// URLs: the nodes of a Redis Cluster).
     #[arg(
         long,
         env = "ERRATA_REDIS_URL",

@@ -33,6 +33,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0],
             )
             .expect("static bucket list is not empty")
+            // How long deltas wait in Redis: the flush interval and more.
+            .set_buckets_for_metric(
+                Matcher::Full("errata_flush_lag_distribution_seconds".into()),
+                &[0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0],
+            )
+            .expect("static bucket list is not empty")
             // Requests per embedded-store commit: a count, not seconds.
             .set_buckets_for_metric(
                 Matcher::Full("errata_sqlite_commit_requests".into()),

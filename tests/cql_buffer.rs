@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use errata::config::StoreKind;
 use errata_testkit as support;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use support::{
     case_folded, durable_counts, expect_status, key_slot, redis_keys, Api, Errata, Learner,
-    RedisServer, TestApp,
+    RedisServer, TestApp, TestRedis,
 };
 use uuid::Uuid;
 
@@ -26,10 +25,11 @@ const TAXONOMY: [(&str, &str); 3] = [
 
 /// An in-process errata whose background flusher never runs on its own.
 async fn spawn_without_flusher() -> TestApp {
-    TestApp::spawn(StoreKind::Cql, |config| {
-        config.flush_interval_ms = 3_600_000
-    })
-    .await
+    spawn_without_flusher_on(TestRedis::start()).await
+}
+
+async fn spawn_without_flusher_on(redis: TestRedis) -> TestApp {
+    TestApp::spawn_with(Some(redis), |config| config.flush_interval_ms = 3_600_000).await
 }
 
 /// Records `requests` reports cycling through the taxonomy; returns the
@@ -336,7 +336,7 @@ async fn an_attempt_that_died_holding_its_lease_does_not_swallow_the_retry() {
 #[tokio::test]
 async fn an_abandoned_attempt_leaves_its_time_to_the_retry() {
     use errata::store::cql::buffer::{Buffer, Commit, Lease};
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
     let (user, fingerprint) = (Uuid::now_v7(), Uuid::new_v4());
     let first_ms = chrono::Utc::now().timestamp_millis() - 5_000;
@@ -383,7 +383,7 @@ async fn an_abandoned_attempt_leaves_its_time_to_the_retry() {
 async fn a_late_done_never_deletes_deltas_another_flusher_moved() {
     use errata::domain::ErrorKey;
     use errata::store::cql::buffer::{lock_key, Buffer, Commit, Lease, Take};
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
     let user = Uuid::now_v7();
     let key = |s: &str| ErrorKey {
@@ -445,7 +445,7 @@ async fn a_late_done_never_deletes_deltas_another_flusher_moved() {
 #[tokio::test]
 async fn a_report_without_points_starts_no_flush_lag() {
     use errata::store::cql::buffer::{dirty_key, dirty_shard, since_key, Buffer, Commit, Lease};
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let buffer = Buffer::connect(&redis.url()).await.expect("the buffer");
     let (user, fingerprint) = (Uuid::now_v7(), Uuid::new_v4());
     let now = chrono::Utc::now().timestamp_millis();
@@ -806,11 +806,12 @@ async fn a_flusher_cut_off_from_redis_after_its_batch_keeps_the_learner_until_do
     use errata::store::cql::buffer::inflight_key;
     use support::{cql_node, FaultProxy};
     // The clients' replica never flushes; the flusher under test is a real
-    // `errata serve` that reaches CQL and Redis through fault proxies.
-    let app = spawn_without_flusher().await;
+    // `errata serve` that reaches CQL and Redis through fault proxies (one
+    // Redis server: a cluster's clients follow its nodes' own addresses).
+    let app = spawn_without_flusher_on(TestRedis::Server(RedisServer::start())).await;
     let (cql, redis) = (
         FaultProxy::start(cql_node()).await,
-        FaultProxy::start(format!("127.0.0.1:{}", app.redis().port)).await,
+        FaultProxy::start(format!("127.0.0.1:{}", app.redis().server().port)).await,
     );
     let mut config = app.config.clone();
     config.cql_nodes = vec![cql.address.to_string()];

@@ -11,7 +11,7 @@ use errata_testkit as support;
 use reqwest::StatusCode;
 use support::{
     case_folded, cql_config, durable_counts, event_counts, record_until_acknowledged, Api, Counts,
-    Errata, RedisServer, ServeProcess,
+    Errata, RedisServer, ServeProcess, TestRedis,
 };
 
 const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
@@ -221,7 +221,7 @@ async fn redis_killed_under_load_loses_no_acknowledged_increment() {
 async fn sigterm_under_load_drains_the_buffer_into_the_counters_before_exit() {
     const CLIENTS: usize = 8;
     const ERRORS: [(&str, &str); 2] = [TAXONOMY[0], TAXONOMY[2]];
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let (mut config, slot) = cql_config(&redis.url()).await;
     // The flusher never gets its turn: only the shutdown drain can make
     // anything durable.

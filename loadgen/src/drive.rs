@@ -91,6 +91,8 @@ pub struct PhaseResult {
     /// Ingests done instead of a practice request because the learner drawn
     /// had no errors yet (even after redrawing).
     pub generate_redirected: u64,
+    /// What the phase cost the server per request (from its metrics).
+    pub costs: Option<crate::metrics::Costs>,
 }
 
 const INGEST: usize = 0;
@@ -126,7 +128,8 @@ pub struct Live {
 }
 
 pub struct PhaseConfig {
-    pub base: String,
+    /// The replicas' base URLs; worker `w` talks to replica `w % len`.
+    pub bases: Vec<String>,
     pub workload: Workload,
     pub connections: usize,
     pub warmup: Duration,
@@ -187,6 +190,7 @@ pub async fn run_phase(
         seconds,
         endpoints: endpoint_stats(&total, seconds),
         generate_redirected: total.redirected,
+        costs: None,
     })
 }
 
@@ -302,7 +306,7 @@ async fn worker(
         .build()?;
     let mut rng = SmallRng::seed_from_u64(seed ^ rand::random::<u64>());
     let mut recorder = Recorder::new();
-    let base = &config.base;
+    let base = &config.bases[seed as usize % config.bases.len()];
     let healthz_url = format!("{base}/healthz");
     let ingest_url = format!("{base}/simulate-and-generate");
     loop {

@@ -10,13 +10,21 @@
 //!    then each `--ingest-share` mix of POST /simulate-and-generate and
 //!    GET /generate-exercise, learners drawn from a Zipf distribution.
 //! 3. Per endpoint: req/s, p50/p99/p999 from HDR histograms, errors and the
-//!    ratio to the ceiling; the server's memory; then the correctness check:
-//!    every touched learner's frequencies add up to the points acknowledged.
+//!    ratio to the ceiling; the server's memory; what each request cost the
+//!    server (CQL and Redis round trips, from its `/metrics`); then the
+//!    correctness check: every touched learner's frequencies add up to the
+//!    points acknowledged (in cql mode after `errata flush`).
+//!
+//! `--store cql` runs the spawned binary as `--replicas` replicas on the
+//! CQL nodes of `--cql-nodes`, in a fresh keyspace, with a Redis of its own
+//! (or `--redis-url`).
 
 mod drive;
+mod metrics;
 mod plot;
 mod population;
 mod server;
+mod stack;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,9 +42,22 @@ use drive::{PhaseConfig, PhaseResult, Population, Workload};
 #[derive(Debug, Parser)]
 #[command(name = "errata-loadgen", about = "Load generator for errata")]
 struct Args {
-    /// Start this errata binary (embedded mode, fresh temporary data dir).
+    /// Start this errata binary (fresh temporary data dir, free ports).
     #[arg(long, conflicts_with = "url")]
     spawn: Option<PathBuf>,
+    /// The store of the spawned binary: `embedded` or `cql`.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "cql"], requires = "spawn")]
+    store: String,
+    /// cql: the CQL contact points (e.g. a node `scripts/cassandra` started).
+    #[arg(long, default_value = "127.0.0.1:9042")]
+    cql_nodes: String,
+    /// cql: use this Redis instead of starting one.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// cql: how many `errata serve` replicas; the connections are spread
+    /// over them.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Target a running server instead, e.g. http://127.0.0.1:8000.
     #[arg(long)]
     url: Option<String>,
@@ -112,6 +133,7 @@ struct Machine {
 #[derive(Debug, Serialize)]
 struct Memory {
     after: String,
+    replica: usize,
     vm_rss_kib: u64,
     vm_hwm_kib: u64,
     rss_anon_kib: u64,
@@ -131,6 +153,8 @@ struct Check {
 struct Report {
     machine: Machine,
     learners: usize,
+    store: String,
+    replicas: usize,
     setup: String,
     setup_seconds: f64,
     zipf_exponent: f64,
@@ -178,24 +202,33 @@ async fn main() -> anyhow::Result<()> {
     let setup_started = Instant::now();
     let setup = set_up(&args).await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
-    let pid = setup.spawned.as_ref().map(|s| s.pid).or(args.server_pid);
+    let pids: Vec<u32> = if setup.spawned.is_empty() {
+        args.server_pid.into_iter().collect()
+    } else {
+        setup.spawned.iter().map(|s| s.pid).collect()
+    };
 
     // Zipf rank -> learner: shuffled, so heavy learners are spread over the
     // id space rather than all created first.
-    let mut learners = setup.learners;
+    let mut learners = setup.learners.clone();
     learners.shuffle(&mut rand::rng());
     let population = Arc::new(Population::new(learners));
 
-    let (phases, memory) = measure(&args, &setup.base, &population, pid).await?;
+    let (phases, memory) = measure(&args, &setup.bases, &population, &pids).await?;
+    if let (Some(stack), Some(binary)) = (&setup.stack, &args.spawn) {
+        stack.run(binary, "flush")?;
+    }
     run_before_check(&args)?;
     let check = if args.no_check {
         None
     } else {
-        Some(check(&setup.base, &population).await?)
+        Some(check(&setup.bases[0], &population).await?)
     };
     let report = Report {
         machine: machine(loadavg_before),
         learners: args.learners,
+        store: args.store.clone(),
+        replicas: setup.bases.len(),
         setup: setup.kind.into(),
         setup_seconds,
         zipf_exponent: args.zipf,
@@ -204,11 +237,14 @@ async fn main() -> anyhow::Result<()> {
         check,
     };
     write_report(&args, &report)?;
-    if let Some(s) = setup.spawned {
+    for s in setup.spawned {
         if args.keep_data {
             println!("data kept in {}", s.data_dir.display());
         }
         s.stop().await;
+    }
+    if let Some(stack) = setup.stack {
+        stack.stop().await;
     }
     if report.check.as_ref().is_some_and(|c| !c.passed) {
         bail!("the correctness check failed");
@@ -226,63 +262,85 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     if args.connections.contains(&0) {
         bail!("--connections must be at least 1");
     }
+    if args.replicas == 0 || (args.replicas > 1 && args.store != "cql") {
+        bail!("--replicas must be 1, or more with --store cql");
+    }
+    if args.bulk_sqlite && args.store != "embedded" {
+        bail!("--bulk-sqlite is for the embedded store");
+    }
     Ok(())
 }
 
-/// The server under test and its learners.
+/// The servers under test and their learners.
 struct Setup {
-    spawned: Option<server::Spawned>,
-    base: String,
+    spawned: Vec<server::Spawned>,
+    /// cql mode: the Redis and keyspace the replicas share.
+    stack: Option<stack::Cql>,
+    bases: Vec<String>,
     learners: Vec<population::Learner>,
     /// How the learners were made: "api" or "bulk".
     kind: &'static str,
 }
 
 async fn set_up(args: &Args) -> anyhow::Result<Setup> {
-    match (&args.spawn, &args.url) {
-        (Some(binary), _) => {
-            let data_dir = server::temp_data_dir()?;
-            let bulk = if args.bulk_sqlite {
-                Some(population::bulk(
-                    binary,
-                    &data_dir,
-                    args.learners,
-                    args.utterances,
-                )?)
-            } else {
-                None
-            };
-            let port = server::free_port()?;
-            let spawned = server::Spawned::start(binary, data_dir, port, args.keep_data).await?;
-            eprintln!(
-                "  server: pid {} on 127.0.0.1:{port}, data in {}",
-                spawned.pid,
-                spawned.data_dir.display()
-            );
-            let base = format!("http://127.0.0.1:{port}");
-            let (learners, kind) = match bulk {
-                Some(learners) => (learners, "bulk"),
-                None => (via_api(args, &base).await?, "api"),
-            };
-            Ok(Setup {
-                spawned: Some(spawned),
-                base,
-                learners,
-                kind,
-            })
+    let Some(binary) = &args.spawn else {
+        let Some(url) = &args.url else {
+            bail!("give --spawn PATH or --url URL");
+        };
+        let base = url.trim_end_matches('/').to_owned();
+        let learners = via_api(args, &base).await?;
+        return Ok(Setup {
+            spawned: Vec::new(),
+            stack: None,
+            bases: vec![base],
+            learners,
+            kind: "api",
+        });
+    };
+    let stack = if args.store == "cql" {
+        let stack = stack::Cql::start(&args.cql_nodes, args.redis_url.as_deref()).await?;
+        eprintln!("  keyspace {} on {}", stack.keyspace, stack.nodes);
+        stack.run(binary, "migrate")?;
+        Some(stack)
+    } else {
+        None
+    };
+    let env = stack.as_ref().map(stack::Cql::env).unwrap_or_default();
+    let mut spawned = Vec::new();
+    let mut bulk = None;
+    for replica in 0..args.replicas {
+        let data_dir = server::temp_data_dir()?;
+        if args.bulk_sqlite {
+            bulk = Some(population::bulk(
+                binary,
+                &data_dir,
+                args.learners,
+                args.utterances,
+            )?);
         }
-        (None, Some(url)) => {
-            let base = url.trim_end_matches('/').to_owned();
-            let learners = via_api(args, &base).await?;
-            Ok(Setup {
-                spawned: None,
-                base,
-                learners,
-                kind: "api",
-            })
-        }
-        (None, None) => bail!("give --spawn PATH or --url URL"),
+        let port = server::free_port()?;
+        let name = format!("replica-{replica}");
+        let server =
+            server::Spawned::start(binary, data_dir, &name, port, &env, args.keep_data).await?;
+        eprintln!(
+            "  server: pid {} on 127.0.0.1:{port}, data in {}",
+            server.pid,
+            server.data_dir.display()
+        );
+        spawned.push((server, format!("http://127.0.0.1:{port}")));
     }
+    let bases: Vec<String> = spawned.iter().map(|(_, base)| base.clone()).collect();
+    let (learners, kind) = match bulk {
+        Some(learners) => (learners, "bulk"),
+        None => (via_api(args, &bases[0]).await?, "api"),
+    };
+    Ok(Setup {
+        spawned: spawned.into_iter().map(|(server, _)| server).collect(),
+        stack,
+        bases,
+        learners,
+        kind,
+    })
 }
 
 async fn via_api(args: &Args, base: &str) -> anyhow::Result<Vec<population::Learner>> {
@@ -293,24 +351,28 @@ async fn via_api(args: &Args, base: &str) -> anyhow::Result<Vec<population::Lear
 /// server's memory after each phase.
 async fn measure(
     args: &Args,
-    base: &str,
+    bases: &[String],
     population: &Arc<Population>,
-    pid: Option<u32>,
+    pids: &[u32],
 ) -> anyhow::Result<(Vec<PhaseResult>, Vec<Memory>)> {
     let mut phases = Vec::new();
     let mut memory = Vec::new();
     let mut note_memory = |after: String| {
-        if let Some(m) = pid.and_then(server::memory_kib) {
-            memory.push(Memory {
-                after,
-                vm_rss_kib: m.vm_rss,
-                vm_hwm_kib: m.vm_hwm,
-                rss_anon_kib: m.rss_anon,
-                rss_file_kib: m.rss_file,
-            });
+        for (replica, pid) in pids.iter().enumerate() {
+            if let Some(m) = server::memory_kib(*pid) {
+                memory.push(Memory {
+                    after: after.clone(),
+                    replica,
+                    vm_rss_kib: m.vm_rss,
+                    vm_hwm_kib: m.vm_hwm,
+                    rss_anon_kib: m.rss_anon,
+                    rss_file_kib: m.rss_file,
+                });
+            }
         }
     };
     note_memory("setup".into());
+    let client = reqwest::Client::new();
     for &connections in &args.connections {
         let mut workloads = vec![Workload::Healthz];
         workloads.extend(args.ingest_share.iter().map(|&s| Workload::Mix(s)));
@@ -321,7 +383,7 @@ async fn measure(
                 Workload::Mix(_) => args.duration,
             };
             let config = PhaseConfig {
-                base: base.to_owned(),
+                bases: bases.to_vec(),
                 workload,
                 connections,
                 warmup: Duration::from_secs_f64(args.warmup),
@@ -330,9 +392,16 @@ async fn measure(
                 top_n: args.top_n,
                 per_error: args.per_error,
             };
+            let before = metrics::scrape(&client, bases).await?;
             let mut result = drive::run_phase(config, population.clone()).await?;
+            let after = metrics::scrape(&client, bases).await?;
             if workload == Workload::Healthz {
                 ceiling = result.endpoints.first().map(|e| e.rps);
+            } else {
+                // Warm-up included on both sides: the server's own count.
+                let delta = before.delta(&after);
+                let requests = delta.sum("errata_http_requests_total");
+                result.costs = Some(metrics::Costs::of(&delta, requests));
             }
             for e in &mut result.endpoints {
                 e.ratio_to_healthz = ceiling.map(|c| e.rps / c);
@@ -373,9 +442,15 @@ fn write_report(args: &Args, report: &Report) -> anyhow::Result<()> {
             if c.passed { "PASS" } else { "FAIL" }
         );
     }
-    if let Some(m) = report.server_memory.last() {
+    let last = report.server_memory.last().map(|m| m.after.clone());
+    for m in report
+        .server_memory
+        .iter()
+        .filter(|m| Some(&m.after) == last.as_ref())
+    {
         println!(
-            "server memory: VmRSS {:.1} MiB (anon {:.1}, file {:.1}), VmHWM (peak) {:.1} MiB",
+            "server memory (replica {}): VmRSS {:.1} MiB (anon {:.1}, file {:.1}), VmHWM (peak) {:.1} MiB",
+            m.replica,
             m.vm_rss_kib as f64 / 1024.0,
             m.rss_anon_kib as f64 / 1024.0,
             m.rss_file_kib as f64 / 1024.0,
@@ -423,6 +498,9 @@ fn print_phase(phase: &PhaseResult) {
             e.ratio_to_healthz
                 .map_or_else(|| "-".into(), |r| format!("{r:.2}"))
         );
+    }
+    if let Some(costs) = &phase.costs {
+        costs.print();
     }
     if phase.generate_redirected > 0 {
         println!(

@@ -30,21 +30,25 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Spawned {
-    /// Starts `binary` serving on `port` with its data in `data_dir`, and
-    /// waits until `/healthz` answers.
+    /// Starts `binary` serving on `port` with the store `env` names (the
+    /// embedded one in `data_dir` when it names none; its log goes there as
+    /// `{name}.log`), and waits until `/healthz` answers.
     pub async fn start(
         binary: &Path,
         data_dir: PathBuf,
+        name: &str,
         port: u16,
+        env: &[(String, String)],
         keep: bool,
     ) -> anyhow::Result<Self> {
-        let log = data_dir.join("server.log");
+        let log = data_dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log)?;
         let mut command = Command::new(binary);
         command
             .env("ERRATA_DATA_DIR", &data_dir)
             .env("ERRATA_BIND", format!("127.0.0.1:{port}"))
             .env("ERRATA_STORE", "embedded")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
@@ -82,7 +86,16 @@ impl Spawned {
         }
     }
 
+    /// Stops the server (SIGTERM, so a cql replica drains its buffer) and
+    /// removes its data directory unless kept.
     pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        }
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
         if !self.keep {

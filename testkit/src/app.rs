@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::config::{cql_config, test_config};
 use crate::cql::KeyspaceSlot;
 use crate::http::Api;
-use crate::redis_server::RedisServer;
+use crate::redis_server::TestRedis;
 
 /// errata serving in this process; stopped when dropped. Its [`Api`] is
 /// reached through it (`app.learner()`, `app.get(…)`).
@@ -32,7 +32,7 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     /// Cql mode: this test's Redis (killed when the app is dropped).
-    redis: Option<RedisServer>,
+    redis: Option<TestRedis>,
     _keyspace: Option<KeyspaceSlot>,
     _data: TempDir,
 }
@@ -61,11 +61,16 @@ impl TestApp {
     /// a Redis and a keyspace of its own; the test configuration adjusted
     /// by `adjust`.
     pub async fn spawn(store: StoreKind, adjust: impl FnOnce(&mut Config)) -> Self {
+        let redis = (store == StoreKind::Cql).then(TestRedis::start);
+        Self::spawn_with(redis, adjust).await
+    }
+
+    /// errata in cql mode on `redis` (in embedded mode without one).
+    pub async fn spawn_with(redis: Option<TestRedis>, adjust: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("a temporary data folder");
-        let (redis, keyspace, mut config) = match store {
-            StoreKind::Embedded => (None, None, test_config(data.path())),
-            StoreKind::Cql => {
-                let redis = RedisServer::start();
+        let (redis, keyspace, mut config) = match redis {
+            None => (None, None, test_config(data.path())),
+            Some(redis) => {
                 let (mut config, slot) = cql_config(&redis.url()).await;
                 config.data_dir = data.path().to_owned();
                 (Some(redis), Some(slot), config)
@@ -93,7 +98,7 @@ impl TestApp {
     }
 
     /// This app's Redis (cql mode only).
-    pub fn redis(&self) -> &RedisServer {
+    pub fn redis(&self) -> &TestRedis {
         self.redis.as_ref().expect("an app in cql mode has a Redis")
     }
 

@@ -7,7 +7,8 @@
 //! - [`http`]: one HTTP client ([`Api`]) for either, and the assertions on
 //!   its answers;
 //! - [`config`]: the configuration every test starts from;
-//! - [`redis_server`]: a `redis-server` child process per test;
+//! - [`redis_server`]: a `redis-server` child process per test, or
+//!   [`redis_cluster`]: a Redis Cluster of three ([`TestRedis`] is either);
 //! - [`cql`]: the CQL server of `ERRATA_TEST_CQL`, its test keyspaces and
 //!   what is stored in them;
 //! - [`fault_proxy`]: a TCP forwarder that breaks connections;
@@ -21,6 +22,7 @@ pub mod cql;
 pub mod fault_proxy;
 pub mod http;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod rng;
 
@@ -35,5 +37,6 @@ pub use http::{
     record_until_acknowledged, report, Api, Counts, Learner,
 };
 pub use process::{Errata, ServeProcess};
-pub use redis_server::{key_slot, redis_keys, RedisServer};
+pub use redis_cluster::RedisCluster;
+pub use redis_server::{key_slot, redis_keys, RedisServer, TestRedis};
 pub use rng::{seed, Rng};

@@ -5,7 +5,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use errata::store::cql::buffer::Connection;
 use tempfile::TempDir;
+
+use crate::redis_cluster::RedisCluster;
 
 /// A `redis-server` child process, killed when dropped.
 pub struct RedisServer {
@@ -14,6 +17,8 @@ pub struct RedisServer {
     dir: TempDir,
     /// `appendfsync` of the append-only file; `None`: no persistence.
     fsync: Option<&'static str>,
+    /// A node of a Redis Cluster (see [`crate::redis_cluster`]).
+    cluster: bool,
 }
 
 fn free_port() -> u16 {
@@ -52,12 +57,22 @@ impl RedisServer {
         Self::launch(Some("everysec"))
     }
 
+    /// A fresh server with cluster support on, not yet in a cluster.
+    pub(crate) fn start_cluster_node() -> Self {
+        Self::launch_as(None, true)
+    }
+
     fn launch(fsync: Option<&'static str>) -> Self {
+        Self::launch_as(fsync, false)
+    }
+
+    fn launch_as(fsync: Option<&'static str>, cluster: bool) -> Self {
         let mut server = Self {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().expect("a temp dir"),
             fsync,
+            cluster,
         };
         server.spawn();
         server
@@ -80,6 +95,12 @@ impl RedisServer {
                 .args(["--aof-use-rdb-preamble", "no"]);
         } else {
             command.args(["--appendonly", "no"]);
+        }
+        if self.cluster {
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
         }
         let child = command
             .stdout(Stdio::null())
@@ -127,6 +148,48 @@ impl Drop for RedisServer {
     }
 }
 
+/// The Redis of a cql-mode test: one server, or a three-master Redis
+/// Cluster when `ERRATA_TEST_REDIS=cluster` (scripts/test runs the contract
+/// suite and the buffer tests both ways).
+pub enum TestRedis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    /// What `ERRATA_TEST_REDIS` asks for: `cluster`, or one server.
+    pub fn start() -> Self {
+        match std::env::var("ERRATA_TEST_REDIS").as_deref() {
+            Ok("cluster") => Self::Cluster(RedisCluster::start()),
+            Ok("") | Ok("server") | Err(_) => Self::Server(RedisServer::start()),
+            Ok(other) => panic!("ERRATA_TEST_REDIS={other}: expected `server` or `cluster`"),
+        }
+    }
+
+    /// `ERRATA_REDIS_URL`: the server's URL, or the cluster's list.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Server(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The one server (for a test that puts a proxy in front of it).
+    pub fn server(&self) -> &RedisServer {
+        match self {
+            Self::Server(server) => server,
+            Self::Cluster(_) => panic!("this test needs one Redis server, not a cluster"),
+        }
+    }
+
+    /// A connection as errata makes it: to the server or the cluster.
+    pub async fn client(&self) -> Connection {
+        Connection::open(&self.url())
+            .await
+            .expect("connecting to the test redis")
+    }
+}
+
 fn url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}")
 }
@@ -141,14 +204,18 @@ pub async fn client(port: u16) -> redis::aio::MultiplexedConnection {
         .expect("connecting to the test redis")
 }
 
-/// Every key in the Redis server.
-pub async fn redis_keys(redis: &RedisServer) -> Vec<String> {
+/// Every key in the test Redis (on every primary of a cluster).
+pub async fn redis_keys(redis: &TestRedis) -> Vec<String> {
     let mut conn = redis.client().await;
-    redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .expect("KEYS")
+    let mut keys = Vec::new();
+    for primary in conn.primaries().await.expect("the primaries") {
+        let some: Vec<String> = conn
+            .query_on(&primary, redis::cmd("KEYS").arg("*"))
+            .await
+            .expect("KEYS");
+        keys.extend(some);
+    }
+    keys
 }
 
 /// Redis Cluster's slot of a key: CRC16 (XMODEM) of the hash tag (the text

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::batch::BatchType;
 use scylla::value::Counter;
 use uuid::Uuid;
 
 use super::buffer::{self, Take, DIRTY_SHARDS};
 use super::session::cql_error;
+use super::statements::{self, ONCE};
 use super::Inner;
 use crate::domain::ErrorKey;
 use crate::store::closer::Closer;
@@ -105,8 +106,7 @@ impl Inner {
         if values.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::new(BatchType::Counter);
-        batch.set_is_idempotent(false);
+        let mut batch = statements::batch("counter_batch", BatchType::Counter, ONCE);
         for _ in &values {
             batch.append_statement(self.statements.add_count.clone());
         }
@@ -140,6 +140,8 @@ impl Inner {
                         tracing::warn!(%user, "re-applying in-flight deltas of an interrupted flush");
                     } else {
                         metrics::gauge!("errata_flush_lag_seconds").set(age.as_secs_f64());
+                        metrics::histogram!("errata_flush_lag_distribution_seconds")
+                            .record(age.as_secs_f64());
                     }
                     if let Err(e) = self.apply_counts(user, &deltas).await {
                         metrics::counter!("errata_flush_failures_total").increment(1);

@@ -4,6 +4,7 @@
 //! then is it acknowledged. While a repair reads the learner's log the
 //! count waits for it (briefly, then 503).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -12,10 +13,15 @@ use scylla::statement::batch::{Batch, BatchType};
 use uuid::Uuid;
 
 use super::buffer::{Commit, Lease, LEASE};
+use super::ownership::Known;
 use super::session::{cql_error, timestamp};
+use super::statements::{self, IDEMPOTENT};
 use super::Inner;
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
+
+/// The values of a batch's statements.
+type Rows = Vec<Box<dyn SerializeRow + Send + Sync>>;
 
 /// Characters of the utterance kept with each event.
 const SNIPPET_CHARS: usize = 500;
@@ -43,27 +49,55 @@ pub fn bucket(t: DateTime<Utc>) -> i32 {
     t.year() * 100 + t.month() as i32
 }
 
-fn snippet(content: Option<&str>) -> Option<String> {
-    content.map(|c| c.chars().take(SNIPPET_CHARS).collect())
+fn snippet(content: Option<&str>) -> Option<Arc<str>> {
+    content.map(|c| c.chars().take(SNIPPET_CHARS).collect::<String>().into())
 }
 
 impl Inner {
-    pub(super) async fn record(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
-        let inner = self;
-        let (user, conversation, utterance) = tokio::join!(
-            inner.user_exists(report.user_id),
-            inner.conversation_exists(report.user_id, report.conversation_id),
-            inner.utterance_content(report.user_id, report.conversation_id, report.utterance_id),
-        );
-        if !user? {
+    /// Confirms that the report's learner, conversation and utterance exist
+    /// and belong together, from what this replica already knows or else
+    /// from CQL (only the facts it does not know); returns the utterance's
+    /// snippet.
+    async fn owned(&self, report: &ErrorReport) -> Result<Option<Arc<str>>, StoreError> {
+        let (user, conversation, utterance) =
+            (report.user_id, report.conversation_id, report.utterance_id);
+        let mut known = self.ownership.lookup(user, conversation, utterance);
+        if !known.complete() {
+            let (user_read, conversation_read, utterance_read) = tokio::join!(
+                async { Ok(known.user || self.user_exists(user).await?) },
+                async {
+                    Ok(known.conversation || self.conversation_exists(user, conversation).await?)
+                },
+                async {
+                    match &known.utterance {
+                        Some(snippet) => Ok(Some(snippet.clone())),
+                        None => self
+                            .utterance_content(user, conversation, utterance)
+                            .await
+                            .map(|found| found.map(|content| snippet(content.as_deref()))),
+                    }
+                },
+            );
+            known = Known {
+                user: user_read?,
+                conversation: conversation_read?,
+                utterance: utterance_read?,
+            };
+            self.ownership
+                .remember(user, conversation, utterance, &known);
+        }
+        if !known.user {
             return Err(StoreError::UserNotFound);
         }
-        if !conversation? {
+        if !known.conversation {
             return Err(StoreError::ConversationNotFound);
         }
-        let Some(content) = utterance? else {
-            return Err(StoreError::UtteranceNotFound);
-        };
+        known.utterance.ok_or(StoreError::UtteranceNotFound)
+    }
+
+    pub(super) async fn record(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
+        let inner = self;
+        let snippet = inner.owned(&report).await?;
 
         let token = Uuid::new_v4().to_string();
         // Another attempt of the same request may hold the lease: wait for
@@ -97,7 +131,7 @@ impl Inner {
             }
         };
         let at = DateTime::from_timestamp_millis(at_ms).unwrap_or(report.received_at);
-        if let Err(e) = inner.write_events(&report, at, content.as_deref()).await {
+        if let Err(e) = inner.write_events(&report, at, snippet.as_deref()).await {
             inner
                 .buffer
                 .abandon(report.user_id, report.fingerprint, &token)
@@ -156,28 +190,22 @@ impl Inner {
         &self,
         report: &ErrorReport,
         at: DateTime<Utc>,
-        content: Option<&str>,
+        snippet: Option<&str>,
     ) -> Result<(), StoreError> {
-        tokio::try_join!(
-            self.write_labels(report, at),
-            self.append_events(report, at, snippet(content))
-        )?;
-        Ok(())
+        let (batch, values) = self.label_writes(report, at);
+        self.append_events(report, at, snippet.map(str::to_owned), batch, values)
+            .await
     }
 
-    /// One unlogged batch on the learner's partition: the event bucket, the
-    /// errors' spellings (the earliest write wins) and last-seen times.
-    async fn write_labels(
-        &self,
-        report: &ErrorReport,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    /// The start of the report's batch, on the learner's partition: the
+    /// event bucket, the errors' spellings (the earliest write wins) and
+    /// last-seen times.
+    fn label_writes(&self, report: &ErrorReport, at: DateTime<Utc>) -> (Batch, Rows) {
         let s = &self.statements;
         let (user, at_micros) = (report.user_id, at.timestamp_micros());
-        let mut batch = Batch::new(BatchType::Unlogged);
-        batch.set_is_idempotent(true);
+        let mut batch = statements::batch("report_batch", BatchType::Unlogged, IDEMPOTENT);
         batch.append_statement(s.insert_bucket.clone());
-        let mut values: Vec<Box<dyn SerializeRow + Send + Sync>> = Vec::new();
+        let mut values: Rows = Vec::new();
         values.push(Box::new((user, bucket(at))));
         let mut seen: Vec<Box<dyn SerializeRow + Send + Sync>> = Vec::new();
         for PointTally {
@@ -205,20 +233,21 @@ impl Inner {
             batch.append_statement(s.label_seen.clone());
         }
         values.extend(seen);
-        self.session
-            .batch(&batch, values)
-            .await
-            .map_err(cql_error)
-            .map(|_| ())
+        (batch, values)
     }
 
     /// The report's points as events: each one's id follows from the
     /// request's fingerprint and its position, so a retry rewrites them.
+    /// The first events ride in the labels' batch: one round trip for a
+    /// report of up to [`EVENTS_PER_BATCH`] points (its statements go to
+    /// two partitions of the learner, which the coordinator writes).
     async fn append_events(
         &self,
         report: &ErrorReport,
         at: DateTime<Utc>,
         snippet: Option<String>,
+        labels: Batch,
+        label_values: Rows,
     ) -> Result<(), StoreError> {
         let rows: Vec<_> = report
             .points
@@ -241,9 +270,18 @@ impl Inner {
                 )
             })
             .collect();
-        for chunk in rows.chunks(EVENTS_PER_BATCH) {
-            let mut batch = Batch::new(BatchType::Unlogged);
-            batch.set_is_idempotent(true);
+        let mut chunks = rows.chunks(EVENTS_PER_BATCH);
+        let (mut batch, mut values) = (labels, label_values);
+        for row in chunks.next().unwrap_or_default() {
+            batch.append_statement(self.statements.insert_event.clone());
+            values.push(Box::new(row.clone()));
+        }
+        self.session
+            .batch(&batch, values)
+            .await
+            .map_err(cql_error)?;
+        for chunk in chunks {
+            let mut batch = statements::batch("events_batch", BatchType::Unlogged, IDEMPOTENT);
             for _ in chunk {
                 batch.append_statement(self.statements.insert_event.clone());
             }

@@ -7,6 +7,7 @@
 //! | [`statements`] | every statement, prepared once |
 //! | [`accounts`] | users, conversations, utterances |
 //! | [`ingest`] | recording a report: validate, lease, write events, count |
+//! | [`ownership`] | the ownership facts a replica remembers |
 //! | [`buffer`] | the Redis write-behind buffer and its scripts |
 //! | [`reads`] | durable counters merged with buffered deltas |
 //! | [`flusher`] | moving buffered deltas into the counters |
@@ -17,6 +18,7 @@ mod accounts;
 pub mod buffer;
 mod flusher;
 mod ingest;
+mod ownership;
 mod reads;
 mod repair;
 pub mod schema;
@@ -47,6 +49,7 @@ struct Inner {
     session: Session,
     statements: Statements,
     buffer: Buffer,
+    ownership: ownership::Ownership,
 }
 
 pub struct CqlStore {
@@ -68,6 +71,7 @@ impl CqlStore {
             session,
             statements,
             buffer,
+            ownership: ownership::Ownership::new(),
         });
         let closer = Closer::new();
         let flusher = (background == Background::Serve).then(|| {

@@ -162,14 +162,14 @@ impl Buffer {
             .collect())
     }
 
-    /// How many learners are dirty, over every shard.
+    /// How many learners are dirty, over every shard. (One call per shard:
+    /// in a Redis Cluster the shards live in different slots.)
     pub async fn dirty_learners(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let mut pipe = redis::pipe();
-        for shard in 0..DIRTY_SHARDS {
-            pipe.scard(dirty_key(shard));
-        }
-        let sizes: Vec<u64> = bounded(pipe.query_async(&mut conn)).await?;
+        let sizes = futures_util::future::try_join_all((0..DIRTY_SHARDS).map(|shard| async move {
+            let mut conn = self.conn();
+            bounded(conn.scard::<_, u64>(dirty_key(shard))).await
+        }))
+        .await?;
         Ok(sizes.iter().sum())
     }
 
@@ -197,35 +197,29 @@ impl Buffer {
     /// mark, a failed second mark, a `clean` cut off after its SREM).
     /// Returns how many learners it found. A full SCAN: run it rarely.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
         let mut found = 0;
-        for pattern in ["errata:{*}:pending", "errata:{*}:inflight"] {
-            let mut cursor: u64 = 0;
-            loop {
-                let mut conn = self.conn();
-                let (next, keys): (u64, Vec<String>) = bounded(
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
+        for primary in conn.primaries().await? {
+            for pattern in ["errata:{*}:pending", "errata:{*}:inflight"] {
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut scan = ::redis::cmd("SCAN");
+                    scan.arg(cursor)
                         .arg("MATCH")
                         .arg(pattern)
                         .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await?;
-                let learners: Vec<Uuid> = keys.iter().filter_map(|k| learner_of(k)).collect();
-                if !learners.is_empty() {
-                    let mut pipe = ::redis::pipe();
-                    for user in &learners {
-                        pipe.sadd(dirty_key(dirty_shard(*user)), user.to_string())
-                            .ignore();
+                        .arg(1000);
+                    let (next, keys): (u64, Vec<String>) = conn.query_on(&primary, &scan).await?;
+                    for user in keys.iter().filter_map(|k| learner_of(k)) {
+                        let shard = dirty_key(dirty_shard(user));
+                        bounded(conn.sadd::<_, _, i64>(shard, user.to_string())).await?;
+                        found += 1;
                     }
-                    bounded(pipe.query_async::<()>(&mut conn)).await?;
-                    found += learners.len();
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         Ok(found)

@@ -25,19 +25,18 @@
 //! learner still for a repair; the scripts are the `.lua` files in
 //! `scripts/`, each run atomically on one learner's slot.
 
+mod connection;
 mod dedup;
 mod deltas;
 mod fence;
 pub mod keys;
 
+pub use self::connection::Connection;
 pub use self::dedup::{Commit, Lease};
 pub use self::deltas::{Buffered, Take};
 pub use self::fence::Snapshot;
 pub use self::keys::*;
 
-use std::time::Duration;
-
-use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
@@ -53,9 +52,10 @@ macro_rules! script {
     };
 }
 
-/// The buffer: one multiplexed Redis connection and the loaded scripts.
+/// The buffer: one multiplexed connection (to a Redis server or a Redis
+/// Cluster) and the loaded scripts.
 pub struct Buffer {
-    conn: ConnectionManager,
+    conn: Connection,
     pub(super) lease: Script,
     pub(super) commit: Script,
     pub(super) abandon: Script,
@@ -83,15 +83,8 @@ pub(super) async fn bounded<T>(
 
 impl Buffer {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url).map_err(unavailable)?;
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = bounded(ConnectionManager::new_with_config(client, config)).await?;
-        Ok(Self {
-            conn,
+        let mut buffer = Self {
+            conn: Connection::open(url).await?,
             lease: script!("lease.lua"),
             commit: script!("commit.lua"),
             abandon: script!("abandon.lua"),
@@ -101,10 +94,25 @@ impl Buffer {
             renew: script!("renew.lua"),
             fence: script!("fence.lua"),
             snapshot: script!("snapshot.lua"),
-        })
+        };
+        let names = [
+            (&buffer.lease, "lease"),
+            (&buffer.commit, "commit"),
+            (&buffer.abandon, "abandon"),
+            (&buffer.take, "take"),
+            (&buffer.done, "done"),
+            (&buffer.release, "release"),
+            (&buffer.renew, "renew"),
+            (&buffer.fence, "fence"),
+            (&buffer.snapshot, "snapshot"),
+        ];
+        let mut conn = buffer.conn.clone();
+        conn.name_scripts(names);
+        buffer.conn = conn;
+        Ok(buffer)
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> Connection {
         self.conn.clone()
     }
 

@@ -1,0 +1,237 @@
+//! One Redis server or a Redis Cluster, behind one connection type.
+//!
+//! `ERRATA_REDIS_URL` names one server (`redis://host:port`) or, as a
+//! comma-separated list, some nodes of a Redis Cluster (the driver learns
+//! the rest of the cluster from them). Every command and script of the
+//! buffer touches the keys of one slot only, so the cluster connection
+//! routes each by its first key and follows the cluster's redirections
+//! (`MOVED`, `ASK`, `TRYAGAIN` while a slot migrates) by itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use ::redis::{Arg, Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
+
+use super::{bounded, unavailable, CALL_TIMEOUT};
+use crate::store::StoreError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A cheap handle (clone it per call) on the one multiplexed connection.
+/// Every round trip it makes is counted in `errata_redis_calls_total`, by
+/// script name (or command, or `pipeline`).
+#[derive(Clone)]
+pub struct Connection {
+    link: Link,
+    scripts: Arc<HashMap<String, &'static str>>,
+}
+
+#[derive(Clone)]
+enum Link {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Where one primary of the buffer listens (`None`: the single server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Primary(Option<(String, u16)>);
+
+impl Connection {
+    /// Connects to the server, or to the cluster when `url` lists several.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let nodes = cluster_nodes(url);
+        if nodes.len() > 1 {
+            let client = ClusterClientBuilder::new(nodes)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(CALL_TIMEOUT)
+                .retries(4)
+                .max_retry_wait(500)
+                .build()
+                .map_err(unavailable)?;
+            let conn = bounded(client.get_async_connection()).await?;
+            return Ok(Self::over(Link::Cluster(conn)));
+        }
+        let client = ::redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = bounded(ConnectionManager::new_with_config(client, config)).await?;
+        Ok(Self::over(Link::Server(conn)))
+    }
+
+    fn over(link: Link) -> Self {
+        Self {
+            link,
+            scripts: Arc::default(),
+        }
+    }
+
+    /// Names the scripts (by SHA1) for the call counter.
+    pub fn name_scripts<'a>(
+        &mut self,
+        scripts: impl IntoIterator<Item = (&'a Script, &'static str)>,
+    ) {
+        self.scripts = Arc::new(
+            scripts
+                .into_iter()
+                .map(|(script, name)| (script.get_hash().to_owned(), name))
+                .collect(),
+        );
+    }
+
+    /// The label of one call: the script's name, else the command's.
+    fn call_name(&self, cmd: &Cmd) -> String {
+        let mut args = cmd.args_iter().filter_map(|arg| match arg {
+            Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        });
+        let command = String::from_utf8_lossy(args.next().unwrap_or_default()).to_ascii_uppercase();
+        if command == "EVALSHA" || command == "EVAL" {
+            let sha = String::from_utf8_lossy(args.next().unwrap_or_default());
+            if let Some(name) = self.scripts.get(sha.as_ref()) {
+                return (*name).to_owned();
+            }
+        }
+        command
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.link, Link::Cluster(_))
+    }
+
+    /// Every primary that holds keys: the server, or each cluster master.
+    pub async fn primaries(&mut self) -> Result<Vec<Primary>, StoreError> {
+        let Link::Cluster(conn) = &mut self.link else {
+            return Ok(vec![Primary(None)]);
+        };
+        let nodes: String = bounded(::redis::cmd("CLUSTER").arg("NODES").query_async(conn)).await?;
+        Ok(masters(&nodes)
+            .into_iter()
+            .map(|address| Primary(Some(address)))
+            .collect())
+    }
+
+    /// Runs `cmd` on one primary (a keyless command such as `SCAN`, whose
+    /// answer differs per node).
+    pub async fn query_on<T: FromRedisValue>(
+        &mut self,
+        primary: &Primary,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        let call = self.call_name(cmd);
+        match (&mut self.link, &primary.0) {
+            (Link::Cluster(conn), Some((host, port))) => {
+                metrics::counter!("errata_redis_calls_total", "call" => call).increment(1);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let value = bounded(conn.route_command(cmd.clone(), routing)).await?;
+                ::redis::from_redis_value(value)
+                    .map_err(|e| StoreError::internal("redis: an unexpected answer", e))
+            }
+            _ => bounded(cmd.query_async(self)).await,
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        metrics::counter!("errata_redis_calls_total", "call" => self.call_name(cmd)).increment(1);
+        match &mut self.link {
+            Link::Server(conn) => conn.req_packed_command(cmd),
+            Link::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        metrics::counter!("errata_redis_calls_total", "call" => "pipeline").increment(1);
+        match &mut self.link {
+            Link::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.link {
+            Link::Server(conn) => conn.get_db(),
+            Link::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The URLs of a comma-separated list (one for a single server).
+fn cluster_nodes(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .collect()
+}
+
+/// The masters in a `CLUSTER NODES` answer that are not failing:
+/// `<id> <ip:port@cport[,hostname]> <flags> <master> … <slots>`.
+fn masters(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+                return None;
+            }
+            let address = address.split(['@', ',']).next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_url_is_a_server_several_are_a_cluster() {
+        assert_eq!(
+            cluster_nodes("redis://127.0.0.1:6379"),
+            ["redis://127.0.0.1:6379"]
+        );
+        assert_eq!(
+            cluster_nodes("redis://a:1, redis://b:2,,redis://c:3"),
+            ["redis://a:1", "redis://b:2", "redis://c:3"]
+        );
+    }
+
+    #[test]
+    fn the_masters_of_a_cluster_are_its_live_primaries() {
+        let nodes = "\
+07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:30002@40002,host-b master - 0 1 2 connected 5461-10922
+292f 127.0.0.1:30003@40003 master,fail - 0 1 3 connected
+e7d1 127.0.0.1:30004@40004 slave 07c3 0 1 1 connected
+6ec2 ::1:30005@40005 master - 0 1 4 connected 10923-16383
+";
+        assert_eq!(
+            masters(nodes),
+            [
+                ("127.0.0.1".to_owned(), 30001),
+                ("127.0.0.1".to_owned(), 30002),
+                ("::1".to_owned(), 30005),
+            ]
+        );
+    }
+}
