@@ -4,6 +4,7 @@
 use scylla::value::{CqlTimestamp, CqlValue, Row};
 use uuid::Uuid;
 
+use super::ingest::snippet;
 use super::session::{cql_error, first_column_true, from_timestamp, internal, select, timestamp};
 use super::Inner;
 use crate::store::{Conversation, NewUser, NewUtterance, StoreError, User, Utterance};
@@ -49,6 +50,7 @@ impl Inner {
         // (A claim of this very attempt could only be found if the claim
         // had been retried; it is the user's all the same.)
         if first_column_true(row) || claimant == Some(user.user_id) {
+            self.ownership.learner_exists(user.user_id);
             return Ok(user);
         }
         if let Err(e) = self
@@ -103,6 +105,8 @@ impl Inner {
             )
             .await
             .map_err(cql_error)?;
+        self.ownership
+            .conversation_exists(user_id, conversation.conversation_id);
         Ok(conversation)
     }
 
@@ -130,6 +134,12 @@ impl Inner {
             )
             .await
             .map_err(cql_error)?;
+        self.ownership.utterance_exists(
+            utterance.user_id,
+            utterance.conversation_id,
+            utterance.utterance_id,
+            snippet(utterance.content.as_deref()),
+        );
         Ok(utterance)
     }
 

@@ -49,7 +49,7 @@ pub fn bucket(t: DateTime<Utc>) -> i32 {
     t.year() * 100 + t.month() as i32
 }
 
-fn snippet(content: Option<&str>) -> Option<Arc<str>> {
+pub(super) fn snippet(content: Option<&str>) -> Option<Arc<str>> {
     content.map(|c| c.chars().take(SNIPPET_CHARS).collect::<String>().into())
 }
 

@@ -5,7 +5,9 @@
 //! ever changes (a conversation never changes owner, an utterance never
 //! changes conversation), so a replica may keep what it has read: the facts
 //! that hold, never the ones that did not (an id unknown now may be created
-//! by another replica a moment later). The cache is bounded by the bytes it
+//! by another replica a moment later), and the ones it has just created
+//! itself (a learner's next request usually comes to the replica that
+//! created what it names, or to one that read it once). The cache is bounded by the bytes it
 //! holds, and counts its hits and misses in
 //! `errata_ownership_cache_total{result}`.
 //!
@@ -116,20 +118,38 @@ impl Ownership {
 
     /// Remembers facts just read from CQL (the ones that hold).
     pub fn remember(&self, user: Uuid, conversation: Uuid, utterance: Uuid, known: &Known) {
-        if !known.user {
-            return;
-        }
-        if known.conversation {
-            self.put(Fact::Conversation(user, conversation), None);
-            if let Some(snippet) = &known.utterance {
-                self.put(
-                    Fact::Utterance(user, conversation, utterance),
-                    snippet.clone(),
-                );
+        match (known.user, known.conversation, &known.utterance) {
+            (true, true, Some(snippet)) => {
+                self.utterance_exists(user, conversation, utterance, snippet.clone())
             }
+            (true, true, None) => self.conversation_exists(user, conversation),
+            (true, false, _) => self.learner_exists(user),
+            (false, _, _) => {}
         }
-        // The learner's fact last: it is what makes the others trusted.
+    }
+
+    /// The learner exists (just created, or read).
+    pub fn learner_exists(&self, user: Uuid) {
         self.put(Fact::User(user), None);
+    }
+
+    /// The learner's conversation exists, and so does the learner.
+    pub fn conversation_exists(&self, user: Uuid, conversation: Uuid) {
+        self.put(Fact::Conversation(user, conversation), None);
+        // The learner's fact last: it is what makes the others trusted.
+        self.learner_exists(user);
+    }
+
+    /// The utterance of the learner's conversation exists, and so do they.
+    pub fn utterance_exists(
+        &self,
+        user: Uuid,
+        conversation: Uuid,
+        utterance: Uuid,
+        snippet: Option<Arc<str>>,
+    ) {
+        self.put(Fact::Utterance(user, conversation, utterance), snippet);
+        self.conversation_exists(user, conversation);
     }
 }
 
