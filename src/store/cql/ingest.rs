@@ -77,6 +77,7 @@ impl Inner {
             Ok(match lease {
                 Lease::Acquired { at_ms } => Poll::Ready(Some(at_ms)),
                 Lease::Done => Poll::Ready(None),
+                Lease::Erased => return Err(StoreError::UserNotFound),
                 Lease::Busy => Poll::Pending,
             })
         })
@@ -132,6 +133,9 @@ impl Inner {
         .await;
         let failure = match committed {
             Ok(Some(Commit::Counted)) => return Ok(()),
+            // The events just written are hidden by the erasure's
+            // tombstones.
+            Ok(Some(Commit::Erased)) => return Err(StoreError::UserNotFound),
             Ok(Some(Commit::Lost)) => {
                 return Err(StoreError::busy(
                     Backend::Redis,

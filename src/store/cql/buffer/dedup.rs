@@ -5,8 +5,8 @@ use ::redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::keys::{
-    dirty_key, dirty_shard, fence_key, open_key, pending_key, request_key, since_key, LEASE,
-    MARKER_TTL,
+    counted_key, dirty_key, dirty_shard, erased_key, fence_key, open_key, pending_key, request_key,
+    since_key, LEASE, MARKER_TTL,
 };
 use super::{bounded, Buffer};
 use crate::domain::ErrorKey;
@@ -19,6 +19,8 @@ pub enum Lease {
     Done,
     /// Another attempt of the same request is being recorded right now.
     Busy,
+    /// The learner is being erased.
+    Erased,
 }
 
 /// What became of a commit.
@@ -32,6 +34,8 @@ pub enum Commit {
     /// A repair is reading the learner's log: nothing was counted, and the
     /// lease is still ours; try again shortly.
     Fenced,
+    /// The learner is being erased: nothing was counted.
+    Erased,
 }
 
 impl Buffer {
@@ -46,6 +50,7 @@ impl Buffer {
         let mut invocation = self.lease.key(request_key(user, fingerprint));
         invocation
             .key(open_key(user))
+            .key(erased_key(user))
             .arg(proposed_ms)
             .arg(LEASE.as_millis() as u64)
             .arg(MARKER_TTL.as_millis() as u64)
@@ -61,6 +66,7 @@ impl Buffer {
                 Ok(Lease::Acquired { at_ms })
             }
             Some("done") => Ok(Lease::Done),
+            Some("erased") => Ok(Lease::Erased),
             _ => Ok(Lease::Busy),
         }
     }
@@ -89,6 +95,8 @@ impl Buffer {
             .key(since_key(user))
             .key(open_key(user))
             .key(fence_key(user))
+            .key(counted_key(user))
+            .key(erased_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64)
             .arg(fingerprint.to_string());
@@ -99,6 +107,7 @@ impl Buffer {
         match committed {
             1 => {}
             2 => return Ok(Commit::Fenced),
+            3 => return Ok(Commit::Erased),
             _ => return Ok(Commit::Lost),
         }
         if !marks {

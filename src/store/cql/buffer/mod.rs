@@ -16,22 +16,27 @@
 //! | `errata:{U}:open` | sorted set | requests leased or abandoned, not counted (F, scored by the marker's last write): repair leaves their events out |
 //! | `errata:{U}:fence` | string | a repair reading the learner's log (token, expires): no commit meanwhile |
 //! | `errata:{U}:round` | integer | the exercise rotation |
+//! | `errata:{U}:counted` | sorted set | requests counted, F scored by when, for as long as their markers live: how erasure finds the markers |
+//! | `errata:{U}:erased` | string | the learner is being (or was just) erased: no lease, commit or flush of theirs succeeds ([`ERASURE`]) |
 //!
 //! Dirty learners are kept in [`DIRTY_SHARDS`] sets `errata:dirty:{N}` (one
 //! per shard, so no single hot key); a learner is added before its deltas.
 //!
 //! [`keys`] names the keys, [`dedup`] leases and marks requests, [`deltas`]
-//! moves count deltas between requests and flushers, [`fence`] holds a
+//! moves count deltas between requests and flushers, [`erasure`] stops and
+//! forgets a learner being erased, [`fence`] holds a
 //! learner still for a repair; the scripts are the `.lua` files in
 //! `scripts/`, each run atomically on one learner's slot.
 
 mod dedup;
 mod deltas;
+mod erasure;
 mod fence;
 pub mod keys;
 
 pub use self::dedup::{Commit, Lease};
 pub use self::deltas::{Buffered, Take};
+pub use self::erasure::Requests;
 pub use self::fence::Snapshot;
 pub use self::keys::*;
 
