@@ -4,6 +4,7 @@
 mod concurrency;
 mod exercises;
 mod helpers;
+mod lifecycle;
 mod limits;
 mod ops;
 mod recording;

@@ -6,11 +6,12 @@
 -- Returns 1; 0 when the lease was lost (nothing counted); 2 while a repair
 -- reads the learner's log (nothing counted: try again); 3 when the learner
 -- is being erased (nothing counted).
+-- (First: an erasure deletes the lease, which is then not lost but gone.)
+if redis.call('EXISTS', KEYS[7]) == 1 then return 3 end
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local token = string.match(v, '^L|%d+|%d+|(.*)$')
 if token ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[7]) == 1 then return 3 end
 if redis.call('EXISTS', KEYS[5]) == 1 then return 2 end
 for i = 4, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
