@@ -107,7 +107,13 @@ impl Buffer {
         match committed {
             1 => {}
             2 => return Ok(Commit::Fenced),
-            3 => return Ok(Commit::Erased),
+            3 => {
+                // The learner is gone: nothing of theirs is left to flush.
+                if marks {
+                    bounded(conn.srem::<_, _, i64>(&shard, user.to_string())).await?;
+                }
+                return Ok(Commit::Erased);
+            }
             _ => return Ok(Commit::Lost),
         }
         if !marks {
