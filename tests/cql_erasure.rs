@@ -2,8 +2,9 @@
 //! of `ERRATA_TEST_CQL`, with the requests and flushers that race it held
 //! half way: a flusher whose counter batch is in flight, an ingest that
 //! passed its ownership checks and writes its events after the erasure, a
-//! conversation created on a check made before it. Nothing of the learner
-//! may come back, in any table or key.
+//! conversation created on a check made before it, a practice request
+//! moving the rotation along. Nothing of the learner may come back, in any
+//! table or key.
 
 #[path = "support/cql.rs"]
 mod support;
@@ -317,6 +318,12 @@ async fn writes_that_passed_their_checks_before_the_erasure_stay_hidden() {
         .await
         .expect("a lease");
     assert!(matches!(again, Lease::Erased));
+    // A practice request that read the learner before the erasure cannot
+    // bring their rotation back either.
+    assert!(matches!(
+        buffer.next_round(user).await,
+        Err(errata::store::StoreError::UserNotFound)
+    ));
 
     assert_eq!(left_in_cql(keyspace, user, &email_key).await, vec![]);
     let (keys, dirty) = left_in_redis(&app.redis, user).await;

@@ -1,9 +1,8 @@
 //! The API document against the server: schemathesis (pinned, installed
 //! into a venv by scripts/schemathesis) runs every check, its examples,
 //! coverage, fuzzing and stateful phases (following the document's links
-//! from sign-up to conversation, utterance, recording and practice)
-//! against a real errata server on the embedded store, and any finding
-//! fails the test. Settings: tests/schemathesis/schemathesis.toml.
+//! from sign-ups to the operations taking their ids) against a real errata
+//! server on the embedded store, and any finding fails the test. Settings: tests/schemathesis/schemathesis.toml.
 
 use std::path::Path;
 use std::process::Command;

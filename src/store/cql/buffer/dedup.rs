@@ -138,6 +138,7 @@ impl Buffer {
         let mut invocation = self.abandon.key(request_key(user, fingerprint));
         invocation
             .key(open_key(user))
+            .key(erased_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64)
             .arg(fingerprint.to_string());

@@ -43,7 +43,7 @@ pub use self::keys::*;
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManager;
-use ::redis::{AsyncCommands, Script};
+use ::redis::Script;
 use uuid::Uuid;
 
 use crate::store::{Backend, StoreError};
@@ -70,6 +70,7 @@ pub struct Buffer {
     pub(super) renew: Script,
     pub(super) fence: Script,
     pub(super) snapshot: Script,
+    pub(super) round: Script,
 }
 
 pub(super) fn unavailable(e: ::redis::RedisError) -> StoreError {
@@ -106,6 +107,7 @@ impl Buffer {
             renew: script!("renew.lua"),
             fence: script!("fence.lua"),
             snapshot: script!("snapshot.lua"),
+            round: Script::new(include_str!("scripts/round.lua")),
         })
     }
 
@@ -119,9 +121,15 @@ impl Buffer {
         Ok(())
     }
 
+    /// Fails with `UserNotFound` while the learner is being erased.
     pub async fn next_round(&self, user: Uuid) -> Result<u64, StoreError> {
         let mut conn = self.conn();
-        let round: i64 = bounded(conn.incr(round_key(user), 1)).await?;
+        let mut invocation = self.round.key(round_key(user));
+        invocation.key(erased_key(user));
+        let round: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        if round < 0 {
+            return Err(StoreError::UserNotFound);
+        }
         Ok(round.saturating_sub(1).max(0) as u64)
     }
 }
