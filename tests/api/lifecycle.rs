@@ -273,3 +273,30 @@ async fn reports_racing_the_erasure_are_counted_before_it_or_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_long_history_is_exported_whole_across_pages() {
+    let app = spawn_app().await;
+    let learner = app.learner().await;
+    let names: Vec<String> = (0..64).map(|n| format!("Error {n}")).collect();
+    let points: Vec<(&str, &str)> = names.iter().map(|n| ("Grammar", n.as_str())).collect();
+    // More events than one page of the export holds (1,000).
+    let reports = 20;
+    for n in 0..reports {
+        let said = app.say(&learner, &format!("Sentence {n}.")).await;
+        let body = expect_status(app.record(&said, &points).await, StatusCode::OK).await;
+        assert_eq!(body["recorded"], 64);
+    }
+    let doc = export(&app, learner.user_id).await;
+    let events = doc["error_events"].as_array().expect("events");
+    assert_eq!(events.len(), reports * 64);
+    assert_eq!(ids(&doc["error_events"], "event_id").len(), reports * 64);
+    assert_eq!(doc["utterances"].as_array().unwrap().len(), reports + 1);
+    let total: i64 = doc["frequencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["errorFrequency"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, (reports * 64) as i64);
+}

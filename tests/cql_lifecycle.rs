@@ -1,5 +1,7 @@
-//! Erasure in cql mode, against a real `redis-server` and the CQL server
-//! of `ERRATA_TEST_CQL`, with the requests and flushers that race it held
+//! A learner's data as a whole in cql mode, against a real `redis-server`
+//! and the CQL server of `ERRATA_TEST_CQL`: the export of a history over
+//! several month buckets, and erasure, with the requests and flushers that
+//! race it held
 //! half way: a flusher whose counter batch is in flight, an ingest that
 //! passed its ownership checks and writes its events after the erasure, a
 //! conversation created on a check made before it, a practice request
@@ -335,4 +337,75 @@ async fn writes_that_passed_their_checks_before_the_erasure_stay_hidden() {
         .await
         .expect("GET");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_reads_every_month_bucket_newest_first_page_by_page() {
+    let app = spawn_without_flusher().await;
+    let client = reqwest::Client::new();
+    let learner = http_learner(&client, &app.base).await;
+    let (user, conversation, utterance) = learner;
+    let status = http_record(&client, &app.base, learner, &[("Grammar", "Tense")])
+        .await
+        .expect("recorded");
+    assert_eq!(status, StatusCode::OK);
+
+    // Older months, each longer than a page of the export.
+    let session = cql_session().await;
+    let keyspace = &app.config.cql_keyspace;
+    let per_bucket = 1_200;
+    for (bucket, month) in [(202510, "2025-10-15"), (202511, "2025-11-15")] {
+        session
+            .query_unpaged(
+                format!("INSERT INTO {keyspace}.error_buckets (user_id, bucket) VALUES (?, ?)"),
+                (user, bucket),
+            )
+            .await
+            .expect("a bucket");
+        let insert = session
+            .prepare(format!(
+                "INSERT INTO {keyspace}.error_events (user_id, bucket, occurred_at, event_id, \
+                 conversation_id, utterance_id, category_key, subcategory_key, category, \
+                 subcategory, snippet) VALUES (?, ?, '{month}', ?, ?, ?, 'grammar', \
+                 'articles', 'Grammar', 'Articles', 'old')"
+            ))
+            .await
+            .expect("a statement");
+        for _ in 0..per_bucket {
+            session
+                .execute_unpaged(
+                    &insert,
+                    (user, bucket, Uuid::new_v4(), conversation, utterance),
+                )
+                .await
+                .expect("an event");
+        }
+    }
+
+    let doc: serde_json::Value = client
+        .get(format!("{}/users/{user}/export", app.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON export");
+    let events = doc["error_events"].as_array().expect("events");
+    assert_eq!(events.len(), 1 + 2 * per_bucket);
+    // Newest first: this month's event, then November, then October.
+    assert_eq!(events[0]["errorSubCategory"], "Tense");
+    assert_eq!(events[0]["snippet"], "He go to school.");
+    let months: Vec<&str> = events[1..]
+        .iter()
+        .map(|e| &e["occurred_at"].as_str().expect("a time")[..7])
+        .collect();
+    let november = months.iter().filter(|m| **m == "2025-11").count();
+    assert_eq!(november, per_bucket);
+    assert!(months[..per_bucket].iter().all(|m| *m == "2025-11"));
+    assert!(months[per_bucket..].iter().all(|m| *m == "2025-10"));
+    let distinct: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("an id"))
+        .collect();
+    assert_eq!(distinct.len(), events.len());
 }
