@@ -18,6 +18,9 @@ fn schemathesis(url: &str) -> std::process::Output {
         .arg("--config-file")
         .arg(root.join("tests/schemathesis/schemathesis.toml"))
         .args(["run", url, "--checks", "all", "--no-color"])
+        // A JUnit report stays under the target directory for a look later.
+        .args(["--report", "junit", "--report-dir"])
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis"))
         .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("scripts/schemathesis runs")
