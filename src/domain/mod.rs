@@ -4,6 +4,7 @@
 pub mod error_point;
 pub mod exercises;
 pub mod learner;
+pub mod patterns;
 pub mod ranking;
 
 pub use error_point::{report_fingerprint, ErrorKey, ErrorName, ErrorPoint, NameError, MAX_POINTS};

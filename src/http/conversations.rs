@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::error::{ApiError, Detail, ValidationDetail};
 use super::extract::JsonBody;
 use super::AppState;
+use crate::store::Conversation;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -45,12 +46,15 @@ pub async fn create_conversation(
     JsonBody(body): JsonBody<CreateConversation>,
 ) -> Result<(StatusCode, Json<ConversationBody>), ApiError> {
     let c = state.store.create_conversation(body.user_id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ConversationBody {
+    Ok((StatusCode::CREATED, Json(c.into())))
+}
+
+impl From<Conversation> for ConversationBody {
+    fn from(c: Conversation) -> Self {
+        Self {
             conversation_id: c.conversation_id,
             user_id: c.user_id,
             started_at: c.started_at,
-        }),
-    ))
+        }
+    }
 }

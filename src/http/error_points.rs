@@ -34,9 +34,11 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ErrorPointBody {
+    /// 1 to 64 characters once trimmed and inner whitespace collapsed.
     #[serde(rename = "errorCategory")]
     #[schema(example = "Grammar")]
     pub error_category: String,
+    /// 1 to 64 characters once trimmed and inner whitespace collapsed.
     #[serde(rename = "errorSubCategory")]
     #[schema(example = "Subject-Verb Agreement")]
     pub error_sub_category: String,
@@ -48,6 +50,7 @@ pub struct RecordErrors {
     pub conversation_id: Uuid,
     pub utterance_id: Uuid,
     /// At most 64 error points.
+    #[schema(max_items = 64)]
     pub errors: Vec<ErrorPointBody>,
 }
 
@@ -55,9 +58,13 @@ pub struct RecordErrors {
 pub struct RecordUtteranceErrors {
     pub user_id: Uuid,
     pub conversation_id: Uuid,
-    /// Optional; when given it must match the path.
+    /// Accepted for clients that send it, when it matches the path (the
+    /// path names the utterance, so the document leaves it out).
     #[serde(default)]
+    #[schema(ignore)]
     pub utterance_id: Option<Uuid>,
+    /// At most 64 error points.
+    #[schema(max_items = 64)]
     pub errors: Vec<ErrorPointBody>,
 }
 
@@ -173,7 +180,8 @@ async fn record(
 /// counts once.
 #[utoipa::path(post, path = "/simulate-and-generate", tag = "errors",
     request_body = RecordErrors,
-    params(("Idempotency-Key" = Option<String>, Header, description = "identifies a request across retries")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~](?:[\t -~]{0,253}[!-~])?$",
+            description = "identifies a request across retries: 1 to 255 visible ASCII characters")),
     responses(
         (status = 200, body = RecordedBody),
         (status = 404, description = "User, Conversation or Utterance not found", body = Detail),
@@ -200,7 +208,8 @@ pub async fn record_errors(
 #[utoipa::path(post, path = "/utterances/{utterance_id}/errors", tag = "errors",
     request_body = RecordUtteranceErrors,
     params(("utterance_id" = Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "identifies a request across retries")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~](?:[\t -~]{0,253}[!-~])?$",
+            description = "identifies a request across retries: 1 to 255 visible ASCII characters")),
     responses(
         (status = 200, body = RecordedBody),
         (status = 404, description = "User, Conversation or Utterance not found", body = Detail),
@@ -281,6 +290,7 @@ pub async fn list_errors(
 #[into_params(parameter_in = Query)]
 pub struct RecentQuery {
     /// How many events, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

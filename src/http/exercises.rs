@@ -29,8 +29,10 @@ pub fn router() -> Router<AppState> {
 pub struct ExerciseQuery {
     pub user_id: Uuid,
     /// How many top errors, 1 to 50 (default 5).
+    #[param(minimum = 1, maximum = 50)]
     pub top_n: Option<i64>,
     /// Exercises per top error, 1 to 10 (default 2).
+    #[param(minimum = 1, maximum = 10)]
     pub per_error: Option<i64>,
 }
 

@@ -6,6 +6,8 @@ pub mod error;
 pub mod error_points;
 pub mod exercises;
 pub mod extract;
+pub mod lifecycle;
+pub mod openapi;
 pub mod ops;
 pub mod users;
 pub mod utterances;
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(utterances::router())
         .merge(error_points::router())
         .merge(exercises::router())
+        .merge(lifecycle::router())
         .merge(ops::router())
         // A route layer sees the matched route, so metrics are labelled by
         // route template, not by raw path (which carries ids).

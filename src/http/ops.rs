@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use utoipa::OpenApi;
 
+use super::openapi::{Links, Rules, SharedResponses};
 use super::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -53,8 +54,10 @@ pub async fn metrics_text() -> impl IntoResponse {
     )
 }
 
-pub async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+/// The API document; with bearer tokens configured it says where they
+/// are needed.
+pub async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    Json(super::openapi::document(!state.tokens.is_empty()))
 }
 
 /// The API page. Its viewer (Swagger UI, vendored in `docs/`) is served
@@ -95,6 +98,8 @@ pub async fn docs_style() -> Response {
     paths(
         super::users::create_user,
         super::users::get_user,
+        super::lifecycle::delete_user,
+        super::lifecycle::export_user,
         super::conversations::create_conversation,
         super::utterances::create_utterance,
         super::error_points::record_errors,
@@ -107,7 +112,7 @@ pub async fn docs_style() -> Response {
         metrics_text,
     ),
     components(schemas(super::error::FieldError, super::error::LocItem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Rules, &SharedResponses, &Links),
 )]
 pub struct ApiDoc;
 

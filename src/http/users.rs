@@ -19,13 +19,21 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users/", post(create_user))
         .route("/users", post(create_user))
-        .route("/users/{user_id}", get(get_user))
+        .route(
+            "/users/{user_id}",
+            get(get_user).delete(super::lifecycle::delete_user),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUser {
+    /// 1 to 64 characters once trimmed (the pattern states it).
     #[schema(example = "ana")]
     pub username: String,
+    /// Once trimmed: at most 254 characters, one `@` with something before
+    /// it, a domain with a dot neither first nor last, no whitespace or
+    /// control characters (the pattern states it). Unique
+    /// case-insensitively.
     #[schema(example = "ana@example.com")]
     pub email: String,
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::error::{ApiError, Detail, ValidationDetail};
 use super::extract::JsonBody;
 use super::AppState;
-use crate::store::NewUtterance;
+use crate::store::{NewUtterance, Utterance};
 
 /// Longest accepted utterance text, in characters.
 pub const MAX_CONTENT_CHARS: usize = 10_000;
@@ -29,6 +29,7 @@ pub struct CreateUtterance {
     pub user_id: Uuid,
     /// What the learner said (at most 10,000 characters).
     #[serde(default)]
+    #[schema(max_length = 10000)]
     pub content: Option<String>,
 }
 
@@ -72,14 +73,17 @@ pub async fn create_utterance(
             content: body.content,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(UtteranceBody {
+    Ok((StatusCode::CREATED, Json(u.into())))
+}
+
+impl From<Utterance> for UtteranceBody {
+    fn from(u: Utterance) -> Self {
+        Self {
             utterance_id: u.utterance_id,
             conversation_id: u.conversation_id,
             user_id: u.user_id,
             content: u.content,
             timestamp: u.created_at,
-        }),
-    ))
+        }
+    }
 }

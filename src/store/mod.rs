@@ -266,6 +266,15 @@ pub trait Store: Send + Sync + 'static {
         )))
     }
 
+    /// Erases the learner and everything stored about them, in every
+    /// table and buffer; afterwards the learner is unknown everywhere and
+    /// the e-mail free. Fails with `UserNotFound` for an unknown learner.
+    async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError>;
+
+    /// The learner and their records, page by page (`None` for an unknown
+    /// learner). Their frequencies are read with [`Store::frequencies`].
+    async fn export(&self, user_id: Uuid) -> Result<Option<(User, ExportPages)>, StoreError>;
+
     /// A number that grows with each call for the learner: it moves the
     /// exercise rotation along.
     async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError>;

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::StoreError;
 use crate::domain::{Email, ErrorKey, ErrorPoint, Username};
 
 /// The current time at the precision every backend keeps (milliseconds, as
@@ -154,3 +155,36 @@ impl ErrorReport {
         self.tally().into_iter().map(|t| (t.key, t.count)).collect()
     }
 }
+
+/// One recorded error point as the store keeps it, for the learner's
+/// export: every stored field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event's id in its backend (a number in embedded mode, a UUID in
+    /// cql mode).
+    pub event_id: String,
+    pub conversation_id: Uuid,
+    pub utterance_id: Uuid,
+    pub category: String,
+    pub subcategory: String,
+    pub occurred_at: DateTime<Utc>,
+    /// The utterance's text as kept with the event (cql mode; the embedded
+    /// store keeps it only with the utterance).
+    pub snippet: Option<String>,
+}
+
+/// A page of a learner's export. Pages come section by section:
+/// conversations, then utterances, then error events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportPage {
+    Conversations(Vec<Conversation>),
+    Utterances(Vec<Utterance>),
+    ErrorEvents(Vec<StoredEvent>),
+}
+
+/// A learner's records, read page by page as the stream is polled, so an
+/// export holds one page in memory however long the history.
+pub type ExportPages = futures_util::stream::BoxStream<'static, Result<ExportPage, StoreError>>;
+
+/// How many records an export reads at once.
+pub const EXPORT_PAGE: usize = 1000;

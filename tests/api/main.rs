@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod exercises;
+mod lifecycle;
 mod limits;
 mod ops;
 mod recording;

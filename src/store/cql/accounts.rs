@@ -50,7 +50,7 @@ impl Inner {
         // (A claim of this very attempt could only be found if the claim
         // had been retried; it is the user's all the same.)
         if first_column_true(row) || claimant == Some(user.user_id) {
-            self.ownership.learner_exists(user.user_id);
+            self.ownership.learner_created(user.user_id);
             return Ok(user);
         }
         if let Err(e) = self
@@ -106,7 +106,7 @@ impl Inner {
             .await
             .map_err(cql_error)?;
         self.ownership
-            .conversation_exists(user_id, conversation.conversation_id);
+            .conversation_created(user_id, conversation.conversation_id);
         Ok(conversation)
     }
 
@@ -134,10 +134,12 @@ impl Inner {
             )
             .await
             .map_err(cql_error)?;
-        self.ownership.utterance_exists(
-            utterance.user_id,
-            utterance.conversation_id,
-            utterance.utterance_id,
+        self.ownership.utterance_created(
+            (
+                utterance.user_id,
+                utterance.conversation_id,
+                utterance.utterance_id,
+            ),
             snippet(utterance.content.as_deref()),
         );
         Ok(utterance)

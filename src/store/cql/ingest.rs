@@ -63,6 +63,7 @@ impl Inner {
             (report.user_id, report.conversation_id, report.utterance_id);
         let mut known = self.ownership.lookup(user, conversation, utterance);
         if !known.complete() {
+            let asked = std::time::Instant::now();
             let (user_read, conversation_read, utterance_read) = tokio::join!(
                 async { Ok(known.user || self.user_exists(user).await?) },
                 async {
@@ -84,7 +85,7 @@ impl Inner {
                 utterance: utterance_read?,
             };
             self.ownership
-                .remember(user, conversation, utterance, &known);
+                .remember((user, conversation, utterance), &known, asked);
         }
         if !known.user {
             return Err(StoreError::UserNotFound);
@@ -111,6 +112,10 @@ impl Inner {
             Ok(match lease {
                 Lease::Acquired { at_ms } => Poll::Ready(Some(at_ms)),
                 Lease::Done => Poll::Ready(None),
+                Lease::Erased => {
+                    inner.ownership.forget(report.user_id);
+                    return Err(StoreError::UserNotFound);
+                }
                 Lease::Busy => Poll::Pending,
             })
         })
@@ -166,6 +171,12 @@ impl Inner {
         .await;
         let failure = match committed {
             Ok(Some(Commit::Counted)) => return Ok(()),
+            // The events just written are hidden by the erasure's
+            // tombstones.
+            Ok(Some(Commit::Erased)) => {
+                self.ownership.forget(report.user_id);
+                return Err(StoreError::UserNotFound);
+            }
             Ok(Some(Commit::Lost)) => {
                 return Err(StoreError::busy(
                     Backend::Redis,

@@ -10,6 +10,7 @@
 //! | [`ownership`] | the ownership facts a replica remembers |
 //! | [`buffer`] | the Redis write-behind buffer and its scripts |
 //! | [`reads`] | durable counters merged with buffered deltas |
+//! | [`lifecycle`] | a learner's erasure and export |
 //! | [`flusher`] | moving buffered deltas into the counters |
 //! | [`repair`] | recomputing counters from the event log |
 //! | [`schema`] | `errata migrate` |
@@ -18,6 +19,7 @@ mod accounts;
 pub mod buffer;
 mod flusher;
 mod ingest;
+mod lifecycle;
 mod ownership;
 mod reads;
 mod repair;
@@ -37,8 +39,8 @@ pub use self::ingest::bucket;
 use self::statements::Statements;
 use super::closer::Closer;
 use super::{
-    Backend, Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError,
-    RecordOutcome, Store, StoreError, User, Utterance,
+    Backend, Background, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance,
+    RecentError, RecordOutcome, Store, StoreError, User, Utterance,
 };
 use crate::config::Config;
 use crate::domain::FrequencyTable;
@@ -48,6 +50,7 @@ use crate::domain::FrequencyTable;
 struct Inner {
     session: Session,
     statements: Statements,
+    lifecycle: lifecycle::Statements,
     buffer: Buffer,
     ownership: ownership::Ownership,
 }
@@ -66,10 +69,12 @@ impl CqlStore {
         schema::check_keyspace(&config.cql_keyspace)?;
         let session = session::connect(config, Some(&config.cql_keyspace)).await?;
         let statements = Statements::prepare(&session).await?;
+        let lifecycle = lifecycle::Statements::prepare(&session).await?;
         let buffer = Buffer::connect(&config.redis_url).await?;
         let inner = Arc::new(Inner {
             session,
             statements,
+            lifecycle,
             buffer,
             ownership: ownership::Ownership::new(),
         });
@@ -128,6 +133,20 @@ impl Store for CqlStore {
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError> {
         self.inner.recent_errors(user_id, limit).await
+    }
+
+    async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError> {
+        self.inner.erase_user(user_id).await
+    }
+
+    async fn export(&self, user_id: Uuid) -> Result<Option<(User, ExportPages)>, StoreError> {
+        let Some(user) = self.inner.fetch_user(user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            user,
+            lifecycle::export_pages(self.inner.clone(), user_id),
+        )))
     }
 
     async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError> {

@@ -13,10 +13,12 @@
 //!
 //! The one exception is erasure: the learner stops existing. The facts of a
 //! learner are trusted only under the learner's own fact, so forgetting the
-//! learner alone makes every later request of theirs read CQL again; and no
-//! fact is trusted for longer than [`FACT_TTL`], so a replica that never
-//! hears of an erasure stops trusting what it knew of that learner within
-//! that time (an erasure must turn the learner's requests away for longer).
+//! learner alone makes every later request of theirs read CQL again (the
+//! erasing replica forgets at once, any replica whose lease or commit the
+//! erasure's marker refuses forgets then); and no fact is trusted for
+//! longer than [`FACT_TTL`], half the marker's life, so a replica that
+//! never hears of an erasure stops trusting what it knew of that learner
+//! while the marker still turns every request of theirs away.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,8 +40,12 @@ enum Fact {
     Utterance(Uuid, Uuid, Uuid),
 }
 
-/// How long a fact is trusted after it was read from CQL.
-pub const FACT_TTL: Duration = Duration::from_secs(10 * 60);
+/// How long a fact is trusted, from the moment its read began (or its row
+/// was written). Well inside the erasure's marker, which refuses every
+/// lease of an erased learner: a fact read before an erasure, or while one
+/// runs, stops being trusted long before the marker goes.
+pub const FACT_TTL: Duration = Duration::from_secs(5 * 60);
+const _: () = assert!(2 * FACT_TTL.as_secs() <= super::buffer::ERASURE.as_secs());
 
 /// When the fact was read and, for an utterance, its snippet (what the
 /// events keep of it).
@@ -91,8 +97,7 @@ impl Ownership {
             .filter(|value| value.read_at.elapsed() < FACT_TTL)
     }
 
-    fn put(&self, fact: Fact, snippet: Option<Arc<str>>) {
-        let read_at = Instant::now();
+    fn put(&self, fact: Fact, snippet: Option<Arc<str>>, read_at: Instant) {
         self.facts.insert(fact, Value { read_at, snippet });
     }
 
@@ -116,40 +121,61 @@ impl Ownership {
         known
     }
 
-    /// Remembers facts just read from CQL (the ones that hold).
-    pub fn remember(&self, user: Uuid, conversation: Uuid, utterance: Uuid, known: &Known) {
-        match (known.user, known.conversation, &known.utterance) {
-            (true, true, Some(snippet)) => {
-                self.utterance_exists(user, conversation, utterance, snippet.clone())
-            }
-            (true, true, None) => self.conversation_exists(user, conversation),
-            (true, false, _) => self.learner_exists(user),
-            (false, _, _) => {}
-        }
-    }
-
-    /// The learner exists (just created, or read).
-    pub fn learner_exists(&self, user: Uuid) {
-        self.put(Fact::User(user), None);
-    }
-
-    /// The learner's conversation exists, and so does the learner.
-    pub fn conversation_exists(&self, user: Uuid, conversation: Uuid) {
-        self.put(Fact::Conversation(user, conversation), None);
-        // The learner's fact last: it is what makes the others trusted.
-        self.learner_exists(user);
-    }
-
-    /// The utterance of the learner's conversation exists, and so do they.
-    pub fn utterance_exists(
+    /// Remembers facts read from CQL by a read that began at `asked` (the
+    /// ones that hold).
+    pub fn remember(
         &self,
-        user: Uuid,
-        conversation: Uuid,
-        utterance: Uuid,
+        (user, conversation, utterance): (Uuid, Uuid, Uuid),
+        known: &Known,
+        asked: Instant,
+    ) {
+        if !known.user {
+            return;
+        }
+        if known.conversation {
+            if let Some(snippet) = &known.utterance {
+                let fact = Fact::Utterance(user, conversation, utterance);
+                self.put(fact, snippet.clone(), asked);
+            }
+            self.put(Fact::Conversation(user, conversation), None, asked);
+        }
+        // The learner's fact last: it is what makes the others trusted.
+        self.put(Fact::User(user), None, asked);
+    }
+
+    /// The learner exists: this replica has just created them.
+    pub fn learner_created(&self, user: Uuid) {
+        self.put(Fact::User(user), None, Instant::now());
+    }
+
+    /// The learner's conversation exists: this replica has just created it.
+    pub fn conversation_created(&self, user: Uuid, conversation: Uuid) {
+        let known = Known {
+            user: true,
+            conversation: true,
+            utterance: None,
+        };
+        self.remember((user, conversation, Uuid::nil()), &known, Instant::now());
+    }
+
+    /// The utterance exists: this replica has just created it.
+    pub fn utterance_created(
+        &self,
+        (user, conversation, utterance): (Uuid, Uuid, Uuid),
         snippet: Option<Arc<str>>,
     ) {
-        self.put(Fact::Utterance(user, conversation, utterance), snippet);
-        self.conversation_exists(user, conversation);
+        let known = Known {
+            user: true,
+            conversation: true,
+            utterance: Some(snippet),
+        };
+        self.remember((user, conversation, utterance), &known, Instant::now());
+    }
+
+    /// The learner is erased (or being erased): none of their facts is
+    /// trusted any more on this replica.
+    pub fn forget(&self, user: Uuid) {
+        self.facts.remove(&Fact::User(user));
     }
 }
 
@@ -167,7 +193,7 @@ mod tests {
             conversation: true,
             utterance: Some(Some("She go to school.".into())),
         };
-        cache.remember(u, c, t, &read);
+        cache.remember((u, c, t), &read, Instant::now());
         let known = cache.lookup(u, c, t);
         assert!(known.complete());
         assert_eq!(known.utterance, Some(Some("She go to school.".into())));
@@ -175,7 +201,7 @@ mod tests {
         let other = cache.lookup(u, c, Uuid::new_v4());
         assert!(other.user && other.conversation && other.utterance.is_none());
         // Without the learner's fact, none of theirs is trusted.
-        cache.facts.remove(&Fact::User(u));
+        cache.forget(u);
         let gone = cache.lookup(u, c, t);
         assert!(!gone.user && !gone.conversation && gone.utterance.is_none());
     }
@@ -184,14 +210,14 @@ mod tests {
     fn what_does_not_exist_is_not_remembered() {
         let cache = Ownership::new();
         let (u, c, t) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        cache.remember(u, c, t, &Known::default());
+        cache.remember((u, c, t), &Known::default(), Instant::now());
         assert!(!cache.lookup(u, c, t).user);
         let no_conversation = Known {
             user: true,
             conversation: false,
             utterance: None,
         };
-        cache.remember(u, c, t, &no_conversation);
+        cache.remember((u, c, t), &no_conversation, Instant::now());
         let known = cache.lookup(u, c, t);
         assert!(known.user && !known.conversation);
     }

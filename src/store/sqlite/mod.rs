@@ -16,11 +16,13 @@
 //!   how values are kept in columns;
 //! - `writer`: the typed write requests and the group commit;
 //! - `writes` and `reads`: the SQL;
+//! - `lifecycle`: a learner's erasure and export;
 //! - `maintenance`: the checkpointer, the expirer, the WAL's restart and
 //!   its last checkpoint;
 //! - `practice_cache`: learners' practice inputs kept between writes.
 
 mod connection;
+mod lifecycle;
 mod maintenance;
 mod practice_cache;
 mod reads;
@@ -49,8 +51,8 @@ use writes::Expiry;
 
 use super::closer::Closer;
 use super::{
-    Backend, Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery,
-    RecentError, RecordOutcome, Store, StoreError, User, Utterance,
+    Backend, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance, PracticeInputs,
+    PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance,
 };
 use crate::domain::FrequencyTable;
 
@@ -286,6 +288,27 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError> {
         self.read(|conn| reads::recent_errors(conn, user_id, limit))
+    }
+
+    async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError> {
+        self.writer
+            .send(|reply| WriteRequest::Erase(user_id, reply))
+            .await?;
+        self.rounds
+            .lock()
+            .map_err(|_| StoreError::bug("exercise rotation state is poisoned"))?
+            .remove(&user_id);
+        Ok(())
+    }
+
+    async fn export(&self, user_id: Uuid) -> Result<Option<(User, ExportPages)>, StoreError> {
+        let Some(user) = self.read(|conn| reads::user(conn, user_id))? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            user,
+            lifecycle::export_pages(self.readers.clone(), user_id),
+        )))
     }
 
     async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError> {

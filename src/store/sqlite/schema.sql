@@ -63,3 +63,7 @@ CREATE TABLE IF NOT EXISTS ingest_requests (
     received_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, fingerprint)
 ) WITHOUT ROWID;
+
+-- A learner's conversations and utterances, for their export and erasure.
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, conversation_id);
+CREATE INDEX IF NOT EXISTS utterances_by_user ON utterances (user_id, utterance_id);

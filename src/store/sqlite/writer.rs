@@ -16,6 +16,7 @@ use r2d2_sqlite::rusqlite::{self, Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::lifecycle;
 use super::maintenance::{fold_wal_in, restart_wal};
 use super::practice_cache::PracticeCache;
 use super::writes::{self, ExpiredChunk, Expiry};
@@ -37,6 +38,8 @@ pub(super) enum WriteRequest {
     CreateConversation(Uuid, Reply<Conversation>),
     CreateUtterance(NewUtterance, Reply<Utterance>),
     Record(ErrorReport, Reply<RecordOutcome>),
+    /// Erases a learner and everything of theirs.
+    Erase(Uuid, Reply<()>),
     /// One chunk of a pass that forgets old request fingerprints.
     ExpireFingerprints(Expiry, Reply<ExpiredChunk>),
 }
@@ -46,6 +49,7 @@ impl WriteRequest {
     fn learner(&self) -> Option<Uuid> {
         match self {
             Self::Record(report, _) => Some(report.user_id),
+            Self::Erase(user_id, _) => Some(*user_id),
             _ => None,
         }
     }
@@ -66,6 +70,9 @@ impl WriteRequest {
             }
             Self::Record(report, reply) => {
                 pending(reply, group.apply(|tx| writes::record(tx, report)))
+            }
+            Self::Erase(user_id, reply) => {
+                pending(reply, group.apply(|tx| lifecycle::erase(tx, user_id)))
             }
             Self::ExpireFingerprints(expiry, reply) => pending(
                 reply,

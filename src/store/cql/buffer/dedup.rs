@@ -5,8 +5,8 @@ use ::redis::{AsyncCommands, ErrorKind, ScriptInvocation, ServerErrorKind};
 use uuid::Uuid;
 
 use super::keys::{
-    dirty_key, dirty_shard, fence_key, open_key, pending_key, request_key, since_key, LEASE,
-    MARKER_TTL,
+    counted_key, dirty_key, dirty_shard, erased_key, fence_key, open_key, pending_key, request_key,
+    since_key, LEASE, MARKER_TTL,
 };
 use super::{bounded, unavailable, Buffer, Connection, CALL_TIMEOUT};
 use crate::domain::ErrorKey;
@@ -19,6 +19,8 @@ pub enum Lease {
     Done,
     /// Another attempt of the same request is being recorded right now.
     Busy,
+    /// The learner is being erased.
+    Erased,
 }
 
 /// What became of a commit.
@@ -32,6 +34,8 @@ pub enum Commit {
     /// A repair is reading the learner's log: nothing was counted, and the
     /// lease is still ours; try again shortly.
     Fenced,
+    /// The learner is being erased: nothing was counted.
+    Erased,
 }
 
 impl Buffer {
@@ -46,6 +50,7 @@ impl Buffer {
         let mut invocation = self.lease.key(request_key(user, fingerprint));
         invocation
             .key(open_key(user))
+            .key(erased_key(user))
             .arg(proposed_ms)
             .arg(LEASE.as_millis() as u64)
             .arg(MARKER_TTL.as_millis() as u64)
@@ -61,6 +66,7 @@ impl Buffer {
                 Ok(Lease::Acquired { at_ms })
             }
             Some("done") => Ok(Lease::Done),
+            Some("erased") => Ok(Lease::Erased),
             _ => Ok(Lease::Busy),
         }
     }
@@ -89,6 +95,8 @@ impl Buffer {
             .key(since_key(user))
             .key(open_key(user))
             .key(fence_key(user))
+            .key(counted_key(user))
+            .key(erased_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64)
             .arg(fingerprint.to_string());
@@ -97,7 +105,8 @@ impl Buffer {
         }
         if !conn.is_cluster() {
             let committed = pipelined(&mut conn, &shard, user, &invocation, marks).await?;
-            return Ok(commit_outcome(committed));
+            return forget_if_erased(&mut conn, &shard, user, commit_outcome(committed), marks)
+                .await;
         }
         // Dirty first: a crash after this leaves at most a spurious entry,
         // which the flusher drops; never deltas nobody will flush.
@@ -107,7 +116,7 @@ impl Buffer {
         let committed: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
         let outcome = commit_outcome(committed);
         if outcome != Commit::Counted || !marks {
-            return Ok(outcome);
+            return forget_if_erased(&mut conn, &shard, user, outcome, marks).await;
         }
         // And dirty again: a flusher that found the learner empty between
         // the first mark and the script may have removed the mark in
@@ -128,6 +137,7 @@ impl Buffer {
         let mut invocation = self.abandon.key(request_key(user, fingerprint));
         invocation
             .key(open_key(user))
+            .key(erased_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64)
             .arg(fingerprint.to_string());
@@ -142,8 +152,24 @@ fn commit_outcome(committed: i64) -> Commit {
     match committed {
         1 => Commit::Counted,
         2 => Commit::Fenced,
+        3 => Commit::Erased,
         _ => Commit::Lost,
     }
+}
+
+/// The learner is gone: nothing of theirs is left to flush, so their dirty
+/// mark (this commit's own) goes too.
+async fn forget_if_erased(
+    conn: &mut Connection,
+    shard: &str,
+    user: Uuid,
+    outcome: Commit,
+    marks: bool,
+) -> Result<Commit, StoreError> {
+    if outcome == Commit::Erased && marks {
+        bounded(conn.srem::<_, _, i64>(shard, user.to_string())).await?;
+    }
+    Ok(outcome)
 }
 
 /// The commit on one Redis server: dirty mark, script, dirty mark again,

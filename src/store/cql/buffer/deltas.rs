@@ -8,8 +8,8 @@ use ::redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::keys::{
-    batch_key, dirty_key, dirty_shard, epoch_key, fence_key, inflight_key, learner_of, lock_key,
-    pending_key, since_key, DIRTY_SHARDS, FLUSH_LOCK,
+    batch_key, dirty_key, dirty_shard, epoch_key, erased_key, fence_key, inflight_key, learner_of,
+    lock_key, pending_key, since_key, DIRTY_SHARDS, FLUSH_LOCK,
 };
 use super::{bounded, Buffer};
 use crate::domain::ErrorKey;
@@ -98,6 +98,7 @@ impl Buffer {
             .key(epoch_key(user))
             .key(since_key(user))
             .key(batch_key(user))
+            .key(erased_key(user))
             .arg(token)
             .arg(FLUSH_LOCK.as_millis() as u64);
         let answer: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;

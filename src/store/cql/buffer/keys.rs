@@ -19,6 +19,14 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a repair's fence stops a learner's commits unless renewed: if
 /// `errata repair` dies, the learner's requests wait at most this long.
 pub const FENCE: Duration = Duration::from_secs(5);
+/// How long an erasure shadows the learner: its marker refuses their
+/// leases, commits and takes, and its CQL tombstones hide their rows
+/// written meanwhile. It must outlive whatever could still act for the
+/// learner when the erasure starts: a request that passed its ownership
+/// checks (its lease, `LEASE`, and its CQL calls, each bounded by the
+/// request timeout: well under a minute in all), and a flusher's batch
+/// (the flush lock, `FLUSH_LOCK`, which the erasure waits for).
+pub const ERASURE: Duration = Duration::from_secs(10 * 60);
 
 pub fn pending_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:pending")
@@ -56,8 +64,19 @@ pub fn fence_key(user: Uuid) -> String {
 pub fn round_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:round")
 }
-/// Every key of one learner, for tests and tooling.
-pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
+/// The learner's counted requests (fingerprint → when counted, ms), for as
+/// long as their markers live: what erasure finds the markers by.
+pub fn counted_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:counted")
+}
+/// Set while the learner is being erased, and for `ERASURE` after.
+pub fn erased_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:erased")
+}
+/// Every key of one learner but its request markers and the erasure
+/// marker: what erasure deletes besides the markers it finds. A new key of
+/// the learner's is one more line here.
+pub fn learner_state_keys(user: Uuid) -> Vec<String> {
     vec![
         pending_key(user),
         inflight_key(user),
@@ -65,11 +84,18 @@ pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
         batch_key(user),
         since_key(user),
         epoch_key(user),
-        request_key(user, fingerprint),
         open_key(user),
         fence_key(user),
         round_key(user),
+        counted_key(user),
     ]
+}
+/// Every key of one learner, with the marker of request `fingerprint`.
+pub fn learner_keys(user: Uuid, fingerprint: Uuid) -> Vec<String> {
+    let mut keys = learner_state_keys(user);
+    keys.push(request_key(user, fingerprint));
+    keys.push(erased_key(user));
+    keys
 }
 /// The learner whose key this is (`errata:{U}:…`).
 pub fn learner_of(key: &str) -> Option<Uuid> {

@@ -16,28 +16,33 @@
 //! | `errata:{U}:open` | sorted set | requests leased or abandoned, not counted (F, scored by the marker's last write): repair leaves their events out |
 //! | `errata:{U}:fence` | string | a repair reading the learner's log (token, expires): no commit meanwhile |
 //! | `errata:{U}:round` | integer | the exercise rotation |
+//! | `errata:{U}:counted` | sorted set | requests counted, F scored by when, for as long as their markers live: how erasure finds the markers |
+//! | `errata:{U}:erased` | string | the learner is being (or was just) erased: no lease, commit or flush of theirs succeeds ([`ERASURE`]) |
 //!
 //! Dirty learners are kept in [`DIRTY_SHARDS`] sets `errata:dirty:{N}` (one
 //! per shard, so no single hot key); a learner is added before its deltas.
 //!
 //! [`keys`] names the keys, [`dedup`] leases and marks requests, [`deltas`]
-//! moves count deltas between requests and flushers, [`fence`] holds a
+//! moves count deltas between requests and flushers, [`erasure`] stops and
+//! forgets a learner being erased, [`fence`] holds a
 //! learner still for a repair; the scripts are the `.lua` files in
 //! `scripts/`, each run atomically on one learner's slot.
 
 mod connection;
 mod dedup;
 mod deltas;
+mod erasure;
 mod fence;
 pub mod keys;
 
 pub use self::connection::Connection;
 pub use self::dedup::{Commit, Lease};
 pub use self::deltas::{Buffered, Take};
+pub use self::erasure::Requests;
 pub use self::fence::Snapshot;
 pub use self::keys::*;
 
-use ::redis::{AsyncCommands, Script};
+use ::redis::Script;
 use uuid::Uuid;
 
 use crate::store::{Backend, StoreError};
@@ -65,6 +70,7 @@ pub struct Buffer {
     pub(super) renew: Script,
     pub(super) fence: Script,
     pub(super) snapshot: Script,
+    pub(super) round: Script,
 }
 
 pub(super) fn unavailable(e: ::redis::RedisError) -> StoreError {
@@ -94,6 +100,7 @@ impl Buffer {
             renew: script!("renew.lua"),
             fence: script!("fence.lua"),
             snapshot: script!("snapshot.lua"),
+            round: Script::new(include_str!("scripts/round.lua")),
         };
         let names = [
             (&buffer.lease, "lease"),
@@ -105,6 +112,7 @@ impl Buffer {
             (&buffer.renew, "renew"),
             (&buffer.fence, "fence"),
             (&buffer.snapshot, "snapshot"),
+            (&buffer.round, "round"),
         ];
         let mut conn = buffer.conn.clone();
         conn.name_scripts(names);
@@ -122,9 +130,15 @@ impl Buffer {
         Ok(())
     }
 
+    /// Fails with `UserNotFound` while the learner is being erased.
     pub async fn next_round(&self, user: Uuid) -> Result<u64, StoreError> {
         let mut conn = self.conn();
-        let round: i64 = bounded(conn.incr(round_key(user), 1)).await?;
+        let mut invocation = self.round.key(round_key(user));
+        invocation.key(erased_key(user));
+        let round: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        if round < 0 {
+            return Err(StoreError::UserNotFound);
+        }
         Ok(round.saturating_sub(1).max(0) as u64)
     }
 }

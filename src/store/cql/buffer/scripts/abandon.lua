@@ -2,7 +2,9 @@
 -- events may have been written all the same, so the marker keeps their
 -- time for the retry that will rewrite them, and the request stays open
 -- (repair leaves its events out until it is counted).
--- KEYS: marker, open. ARGV: token, marker ttl ms, fingerprint.
+-- KEYS: marker, open, erased. ARGV: token, marker ttl ms, fingerprint.
+-- (A learner being erased keeps no new key.)
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local at, token = string.match(v, '^L|(%d+)|%d+|(.*)$')

@@ -1,8 +1,13 @@
 -- Counts a leased request: adds its deltas, turns the lease into the long
--- marker and closes the request, atomically. KEYS: marker, pending, since,
--- open, fence. ARGV: token, marker ttl ms, fingerprint, then field, delta
--- pairs. Returns 1; 0 when the lease was lost (nothing counted); 2 while
--- a repair reads the learner's log (nothing counted: try again).
+-- marker and closes the request, atomically, remembering it among the
+-- counted ones (for as long as its marker lives, so erasure finds the
+-- marker). KEYS: marker, pending, since, open, fence, counted, erased.
+-- ARGV: token, marker ttl ms, fingerprint, then field, delta pairs.
+-- Returns 1; 0 when the lease was lost (nothing counted); 2 while a repair
+-- reads the learner's log (nothing counted: try again); 3 when the learner
+-- is being erased (nothing counted).
+-- (First: an erasure deletes the lease, which is then not lost but gone.)
+if redis.call('EXISTS', KEYS[7]) == 1 then return 3 end
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local token = string.match(v, '^L|%d+|%d+|(.*)$')
@@ -16,4 +21,8 @@ end
 if #ARGV >= 4 then redis.call('SET', KEYS[3], now_ms(), 'NX') end
 redis.call('SET', KEYS[1], 'D', 'PX', ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[3])
+local now = now_ms()
+redis.call('ZADD', KEYS[6], now, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[6], ARGV[2])
 return 1

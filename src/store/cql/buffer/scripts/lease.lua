@@ -1,7 +1,8 @@
 -- Takes (or keeps) the deduplication lease of a request.
--- KEYS: marker, open. ARGV: proposed time (ms), lease ms, marker ttl ms,
--- token, fingerprint.
--- Returns {'acquired', time_ms}, {'done'} or {'busy'}. The time is the
+-- KEYS: marker, open, erased. ARGV: proposed time (ms), lease ms, marker
+-- ttl ms, token, fingerprint.
+-- Returns {'acquired', time_ms}, {'done'}, {'busy'} or {'erased'} (the
+-- learner is being erased: nothing of theirs may be written). The time is the
 -- first attempt's, reused by every later attempt (a takeover of an expired
 -- lease, or a retry after an abandoned one), so rewritten events land on
 -- the same rows instead of beside them.
@@ -16,6 +17,7 @@ local function acquire(at)
   redis.call('PEXPIRE', KEYS[2], ttl)
   return {'acquired', at}
 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'erased'} end
 local v = redis.call('GET', KEYS[1])
 if not v then return acquire(ARGV[1]) end
 if v == 'D' then return {'done'} end

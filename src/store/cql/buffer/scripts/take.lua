@@ -1,9 +1,11 @@
 -- A flusher takes a learner. KEYS: pending, inflight, lock, epoch, since,
--- batch. ARGV: token, lock ms. The in-flight deltas become this flusher's
+-- batch, erased. ARGV: token, lock ms. A learner being erased is
+-- {'empty'}: no counter of theirs is written again. The in-flight deltas become this flusher's
 -- batch (its token in the batch key), so only its DONE may delete them. Returns {'busy'} (another flusher owns it),
 -- {'empty'}, or {'moved'|'replay', age ms, field, delta, ...}: the
 -- in-flight deltas to apply ('replay' when a crashed flush left them) and
 -- the age of the oldest of them.
+if redis.call('EXISTS', KEYS[7]) == 1 then return {'empty'} end
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {'busy'}
 end
