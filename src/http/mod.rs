@@ -7,6 +7,7 @@ pub mod error_points;
 pub mod exercises;
 pub mod extract;
 pub mod ops;
+pub mod progress;
 pub mod users;
 pub mod utterances;
 
@@ -22,6 +23,7 @@ use subtle::ConstantTimeEq;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::clock::Clock;
 use crate::domain::ExerciseBank;
 use crate::store::Store;
 use error::ApiError;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub bank: Arc<ExerciseBank>,
     /// Accepted bearer tokens; empty means no authentication.
     pub tokens: Arc<Vec<String>>,
+    /// The time requests are recorded at and "this week" is read by.
+    pub clock: Clock,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -44,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(utterances::router())
         .merge(error_points::router())
         .merge(exercises::router())
+        .merge(progress::router())
         .merge(ops::router())
         // A route layer sees the matched route, so metrics are labelled by
         // route template, not by raw path (which carries ids).

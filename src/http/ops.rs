@@ -101,6 +101,7 @@ pub async fn docs_style() -> Response {
         super::error_points::record_utterance_errors,
         super::error_points::list_errors,
         super::error_points::recent_errors,
+        super::progress::progress,
         super::exercises::generate_exercise,
         healthz,
         readyz,

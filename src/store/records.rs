@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Email, ErrorKey, ErrorPoint, Username};
+use crate::domain::{Correction, Email, ErrorKey, ErrorPoint, Username};
 
 /// The current time at the precision every backend keeps (milliseconds, as
 /// CQL timestamps), so a value reads back exactly as it was answered.
@@ -59,6 +59,8 @@ pub struct ErrorReport {
     pub points: Vec<ErrorPoint>,
     /// The request's identity: a retry with the same fingerprint counts once.
     pub fingerprint: Uuid,
+    /// When the request was received: its events' time, and so the week
+    /// its points are counted in.
     pub received_at: DateTime<Utc>,
 }
 
@@ -80,6 +82,8 @@ pub struct RecentError {
     pub utterance_id: Uuid,
     /// The utterance's text (or the stored snippet of it), when it had any.
     pub utterance: Option<String>,
+    /// What the AI proposed for this point, when it said.
+    pub correction: Correction,
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 
+use errata::clock::Clock;
 use errata::config::{Config, StoreKind};
 use errata::startup::Application;
 use reqwest::{Response, StatusCode};
@@ -26,6 +27,8 @@ use cql_support::{KeyspaceSlot, RedisServer};
 pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
+    /// The app's clock: set it to record at another time.
+    pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _data: TempDir,
@@ -83,7 +86,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let redis = (test_store() == StoreKind::Cql).then(RedisServer::start);
     let (mut config, keyspace) = base_config(&data, redis.as_ref()).await;
     adjust(&mut config);
-    let app = Application::build(&config)
+    let clock = Clock::system();
+    let app = Application::build_with_clock(&config, clock.clone())
         .await
         .expect("errata failed to start");
     let address = app.local_addr().unwrap();
@@ -94,6 +98,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         address,
         client: reqwest::Client::new(),
+        clock,
         shutdown: Some(shutdown),
         server: Some(server),
         _data: data,

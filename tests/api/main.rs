@@ -6,5 +6,7 @@ mod exercises;
 mod helpers;
 mod limits;
 mod ops;
+mod practice;
+mod progress;
 mod recording;
 mod resources;

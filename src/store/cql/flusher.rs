@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::value::Counter;
 use uuid::Uuid;
 
 use super::buffer::{self, Take, DIRTY_SHARDS};
-use super::session::cql_error;
+use super::session::{cql_error, date};
 use super::Inner;
-use crate::domain::ErrorKey;
+use crate::domain::{ErrorKey, WeekCount};
 use crate::store::closer::Closer;
 use crate::store::{Backend, StoreError};
 
@@ -84,31 +85,39 @@ pub(super) async fn run(inner: Arc<Inner>, interval: Duration, closer: Closer) {
 }
 
 impl Inner {
-    /// Adds the deltas to the learner's counters in one counter batch.
+    /// Adds the deltas to the learner's counters, all-time and weekly, in
+    /// one counter batch (both tables share the learner's partition key).
     pub(super) async fn apply_counts(
         &self,
         user: Uuid,
         deltas: &[(ErrorKey, i64)],
+        weeks: &[WeekCount],
     ) -> Result<(), StoreError> {
-        let values: Vec<(Counter, Uuid, &str, &str)> = deltas
-            .iter()
-            .filter(|(_, delta)| *delta != 0)
-            .map(|(key, delta)| {
-                (
-                    Counter(*delta),
-                    user,
-                    key.category.as_str(),
-                    key.subcategory.as_str(),
-                )
-            })
-            .collect();
-        if values.is_empty() {
-            return Ok(());
-        }
+        type Values<'a> = Vec<Box<dyn SerializeRow + Send + Sync + 'a>>;
         let mut batch = Batch::new(BatchType::Counter);
         batch.set_is_idempotent(false);
-        for _ in &values {
+        let mut values: Values<'_> = Vec::new();
+        for (key, delta) in deltas.iter().filter(|(_, delta)| *delta != 0) {
             batch.append_statement(self.statements.add_count.clone());
+            values.push(Box::new((
+                Counter(*delta),
+                user,
+                key.category.as_str(),
+                key.subcategory.as_str(),
+            )));
+        }
+        for week in weeks.iter().filter(|w| w.count != 0) {
+            batch.append_statement(self.statements.add_week_count.clone());
+            values.push(Box::new((
+                Counter(week.count),
+                user,
+                date(week.week_start),
+                week.key.category.as_str(),
+                week.key.subcategory.as_str(),
+            )));
+        }
+        if values.is_empty() {
+            return Ok(());
         }
         self.session
             .batch(&batch, values)
@@ -133,6 +142,7 @@ impl Inner {
                 }
                 Take::Deltas {
                     deltas,
+                    weeks,
                     replay,
                     age,
                 } => {
@@ -141,7 +151,7 @@ impl Inner {
                     } else {
                         metrics::gauge!("errata_flush_lag_seconds").set(age.as_secs_f64());
                     }
-                    if let Err(e) = self.apply_counts(user, &deltas).await {
+                    if let Err(e) = self.apply_counts(user, &deltas, &weeks).await {
                         metrics::counter!("errata_flush_failures_total").increment(1);
                         if let Err(release) = self.buffer.release(user, &token).await {
                             tracing::warn!(error = %release, "could not release a flush lock");

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::buffer::{Commit, Lease, LEASE};
 use super::session::{cql_error, timestamp};
 use super::Inner;
+use crate::domain::week_start;
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
 
@@ -104,7 +105,7 @@ impl Inner {
                 .await;
             return Err(e);
         }
-        inner.count(&report, &token).await?;
+        inner.count(&report, at, &token).await?;
         Ok(RecordOutcome {
             recorded: report.points.len(),
             duplicate: false,
@@ -115,14 +116,22 @@ impl Inner {
     /// for a repair of the learner to finish reading its log. Not counted,
     /// the lease is abandoned, keeping its time, so the retry goes ahead at
     /// once (after a commit that did count but whose answer was lost, the
-    /// abandon finds the "done" marker and changes nothing).
-    async fn count(&self, report: &ErrorReport, token: &str) -> Result<(), StoreError> {
+    /// abandon finds the "done" marker and changes nothing). The weekly
+    /// deltas go to the week of `at`, the events' time: the first
+    /// attempt's, whenever this attempt runs and whenever it is flushed.
+    async fn count(
+        &self,
+        report: &ErrorReport,
+        at: DateTime<Utc>,
+        token: &str,
+    ) -> Result<(), StoreError> {
         let deltas = report.deltas();
         let deltas = &deltas;
+        let week = Some(week_start(at));
         let committed = retry_until(FENCE_WAIT, POLL, || async move {
             let commit = self
                 .buffer
-                .commit(report.user_id, report.fingerprint, token, deltas)
+                .commit_in_week(report.user_id, report.fingerprint, token, deltas, week)
                 .await?;
             Ok(match commit {
                 Commit::Fenced => Poll::Pending,
@@ -238,6 +247,8 @@ impl Inner {
                     point.category.as_str().to_owned(),
                     point.subcategory.as_str().to_owned(),
                     snippet.clone(),
+                    point.correction.text.clone(),
+                    point.correction.explanation.clone(),
                 )
             })
             .collect();

@@ -36,7 +36,7 @@ use self::statements::Statements;
 use super::closer::Closer;
 use super::{
     Backend, Background, Conversation, ErrorReport, NewUser, NewUtterance, RecentError,
-    RecordOutcome, Store, StoreError, User, Utterance,
+    RecordOutcome, Store, StoreError, User, Utterance, WeeklyHistory,
 };
 use crate::config::Config;
 use crate::domain::FrequencyTable;
@@ -116,6 +116,14 @@ impl Store for CqlStore {
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         self.inner.frequencies(user_id).await
+    }
+
+    async fn weekly_history(
+        &self,
+        user_id: Uuid,
+        since: chrono::NaiveDate,
+    ) -> Result<WeeklyHistory, StoreError> {
+        self.inner.weekly_history(user_id, since).await
     }
 
     async fn recent_errors(

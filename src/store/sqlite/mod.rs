@@ -22,6 +22,7 @@
 
 mod connection;
 mod maintenance;
+mod migrate;
 mod practice_cache;
 mod reads;
 pub mod seed;
@@ -50,7 +51,7 @@ use writes::Expiry;
 use super::closer::Closer;
 use super::{
     Backend, Conversation, ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery,
-    RecentError, RecordOutcome, Store, StoreError, User, Utterance,
+    RecentError, RecordOutcome, Store, StoreError, User, Utterance, WeeklyHistory,
 };
 use crate::domain::FrequencyTable;
 
@@ -262,6 +263,14 @@ impl Store for SqliteStore {
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         self.read(|conn| reads::frequencies(conn, user_id))
+    }
+
+    async fn weekly_history(
+        &self,
+        user_id: Uuid,
+        since: chrono::NaiveDate,
+    ) -> Result<WeeklyHistory, StoreError> {
+        self.read(|conn| reads::weekly_history(conn, user_id, since))
     }
 
     async fn practice_inputs(

@@ -54,9 +54,11 @@ impl Weighter<Uuid, Entry> for Bytes {
             .sentences
             .iter()
             .flatten()
-            .map(|s| s.text.len())
+            .map(|s| {
+                s.text.len() + s.correction.len() + s.explanation.as_ref().map_or(0, String::len)
+            })
             .sum();
-        (256 + top + inputs.top.len() * 128 + sentences + inputs.sentences.len() * 64) as u64
+        (256 + top + inputs.top.len() * 136 + sentences + inputs.sentences.len() * 64) as u64
     }
 }
 
@@ -132,11 +134,13 @@ impl PracticeCache {
 mod tests {
     use super::*;
     use crate::domain::{ErrorFrequency, ErrorKey, OwnSentence};
+    use crate::store::Rank;
 
     const QUERY: PracticeQuery = PracticeQuery {
         top_n: 5,
         sentences_per_error: 3,
         window: 200,
+        rank: Rank::Frequency,
     };
 
     fn inputs(frequency: i64) -> Arc<PracticeInputs> {
@@ -154,7 +158,10 @@ mod tests {
             sentences: vec![vec![OwnSentence {
                 utterance_id: Uuid::nil(),
                 text: "I goed home".into(),
+                correction: "I went home".into(),
+                explanation: None,
             }]],
+            scores: Vec::new(),
         })
     }
 
