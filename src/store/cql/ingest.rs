@@ -14,7 +14,6 @@ use uuid::Uuid;
 use super::buffer::{Commit, Lease, LEASE};
 use super::session::{cql_error, timestamp};
 use super::Inner;
-use crate::domain::week_start;
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
 
@@ -105,7 +104,7 @@ impl Inner {
                 .await;
             return Err(e);
         }
-        inner.count(&report, at, &token).await?;
+        inner.count(&report, &token).await?;
         Ok(RecordOutcome {
             recorded: report.points.len(),
             duplicate: false,
@@ -116,22 +115,17 @@ impl Inner {
     /// for a repair of the learner to finish reading its log. Not counted,
     /// the lease is abandoned, keeping its time, so the retry goes ahead at
     /// once (after a commit that did count but whose answer was lost, the
-    /// abandon finds the "done" marker and changes nothing). The weekly
-    /// deltas go to the week of `at`, the events' time: the first
-    /// attempt's, whenever this attempt runs and whenever it is flushed.
-    async fn count(
-        &self,
-        report: &ErrorReport,
-        at: DateTime<Utc>,
-        token: &str,
-    ) -> Result<(), StoreError> {
+    /// abandon finds the "done" marker and changes nothing). The commit
+    /// counts the deltas in the week of the lease's time too: the events'
+    /// time, the first attempt's, whenever this attempt runs and whenever
+    /// it is flushed.
+    async fn count(&self, report: &ErrorReport, token: &str) -> Result<(), StoreError> {
         let deltas = report.deltas();
         let deltas = &deltas;
-        let week = Some(week_start(at));
         let committed = retry_until(FENCE_WAIT, POLL, || async move {
             let commit = self
                 .buffer
-                .commit_in_week(report.user_id, report.fingerprint, token, deltas, week)
+                .commit(report.user_id, report.fingerprint, token, deltas)
                 .await?;
             Ok(match commit {
                 Commit::Fenced => Poll::Pending,

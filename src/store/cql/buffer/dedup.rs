@@ -2,10 +2,8 @@
 //! "done" marker once it is counted.
 
 use ::redis::AsyncCommands;
-use chrono::NaiveDate;
 use uuid::Uuid;
 
-use super::deltas::week_field;
 use super::keys::{
     dirty_key, dirty_shard, fence_key, open_key, pending_key, pending_weeks_key, request_key,
     since_key, LEASE, MARKER_TTL,
@@ -67,28 +65,15 @@ impl Buffer {
         }
     }
 
-    /// Counts the deltas in no week: [`Self::commit_in_week`] without one.
+    /// Marks the learner dirty, adds the deltas and closes the lease, then
+    /// marks the learner dirty again. The script adds the deltas to the
+    /// week of the lease's time too: the week of the request's events.
     pub async fn commit(
         &self,
         user: Uuid,
         fingerprint: Uuid,
         token: &str,
         deltas: &[(ErrorKey, i64)],
-    ) -> Result<Commit, StoreError> {
-        self.commit_in_week(user, fingerprint, token, deltas, None)
-            .await
-    }
-
-    /// Marks the learner dirty, adds the deltas (to the all-time counts
-    /// and, with `week`, to that week's) and closes the lease, then marks
-    /// the learner dirty again.
-    pub async fn commit_in_week(
-        &self,
-        user: Uuid,
-        fingerprint: Uuid,
-        token: &str,
-        deltas: &[(ErrorKey, i64)],
-        week: Option<NaiveDate>,
     ) -> Result<Commit, StoreError> {
         let mut conn = self.conn();
         let shard = dirty_key(dirty_shard(user));
@@ -108,15 +93,9 @@ impl Buffer {
             .key(pending_weeks_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64)
-            .arg(fingerprint.to_string())
-            .arg(deltas.len());
+            .arg(fingerprint.to_string());
         for (key, delta) in deltas {
             invocation.arg(key.encode()).arg(*delta);
-        }
-        if let Some(week) = week {
-            for (key, delta) in deltas {
-                invocation.arg(week_field(week, key)).arg(*delta);
-            }
         }
         let committed: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
         match committed {

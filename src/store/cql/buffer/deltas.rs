@@ -41,15 +41,18 @@ pub struct Buffered {
     pub locked: bool,
 }
 
-/// The field of a weekly delta: the week's Monday, then the error.
+/// The field of a weekly delta: `w`, the week's Monday in days since
+/// 1970-01-01, `:`, then the error (as `commit.lua` writes it).
 pub fn week_field(week: NaiveDate, key: &ErrorKey) -> String {
-    format!("{}:{}", week.format("%Y-%m-%d"), key.encode())
+    let days = (week - NaiveDate::default()).num_days();
+    format!("w{days}:{}", key.encode())
 }
 
 /// Inverse of [`week_field`]; `None` for anything it did not produce.
 pub fn decode_week_field(field: &str) -> Option<(NaiveDate, ErrorKey)> {
-    let (week, key) = field.split_once(':')?;
-    let week = NaiveDate::parse_from_str(week, "%Y-%m-%d").ok()?;
+    let (days, key) = field.strip_prefix('w')?.split_once(':')?;
+    let week = NaiveDate::default()
+        .checked_add_signed(chrono::TimeDelta::try_days(days.parse().ok()?)?)?;
     Some((week, ErrorKey::decode(key)?))
 }
 
@@ -305,6 +308,7 @@ mod tests {
         };
         let week = NaiveDate::from_ymd_opt(2026, 12, 28).unwrap();
         let field = week_field(week, &key);
+        assert!(field.starts_with("w20815:"), "{field}");
         assert_eq!(decode_week_field(&field), Some((week, key.clone())));
         assert_eq!(ErrorKey::decode(&field), None);
         assert_eq!(decode_week_field(&key.encode()), None);
@@ -317,6 +321,27 @@ mod tests {
                 count: 2
             }]
         );
+    }
+
+    /// `commit.lua` finds the Monday as day − (day + 3) mod 7.
+    #[test]
+    fn the_scripts_week_arithmetic_is_the_iso_week() {
+        use chrono::{TimeZone, Utc};
+        for (y, m, d, h) in [
+            (2026, 12, 27, 23),
+            (2026, 12, 28, 0),
+            (2027, 1, 3, 12),
+            (1969, 12, 31, 0),
+        ] {
+            let t = Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+            let day = t.timestamp_millis().div_euclid(86_400_000);
+            let monday = day - (day + 3).rem_euclid(7);
+            let expected = crate::domain::week_start(t);
+            assert_eq!(
+                NaiveDate::default() + chrono::TimeDelta::days(monday),
+                expected
+            );
+        }
     }
 
     #[test]

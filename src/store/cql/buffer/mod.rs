@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `errata:{U}:pending` | hash | acknowledged count deltas not yet taken by a flusher (field: [`ErrorKey::encode`]) |
 //! | `errata:{U}:inflight` | hash | deltas a flusher is applying (or left behind when it crashed) |
-//! | `errata:{U}:pending_weeks` | hash | the same deltas per ISO week (field: the week's Monday `YYYY-MM-DD:` + [`ErrorKey::encode`]), the week of the request's acknowledged time; moved with `pending` |
+//! | `errata:{U}:pending_weeks` | hash | the same deltas per ISO week (field: `w`, the week's Monday in days since 1970, `:`, [`ErrorKey::encode`]); `commit.lua` adds each delta here too, in the week of the lease's time (the events' time); moved with `pending` |
 //! | `errata:{U}:inflight_weeks` | hash | the weekly deltas of the flusher's batch; applied and deleted with `inflight` |
 //! | `errata:{U}:flushlock` | string | the flusher that owns the learner now (token, expires) |
 //! | `errata:{U}:batch` | string | the token of the flusher whose take made the in-flight deltas (only its DONE deletes them) |
