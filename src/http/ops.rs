@@ -107,7 +107,7 @@ pub async fn docs_style() -> Response {
         readyz,
         metrics_text,
     ),
-    components(schemas(super::error::FieldError, super::error::LocItem)),
+    components(schemas(super::error::FieldError, super::error::LocItem, super::exercises::RankParam)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -260,3 +260,55 @@ async fn bad_rank_parameters_are_refused() {
     )
     .await;
 }
+
+/// Every `$ref` in `value`, as "#/components/schemas/Name".
+fn refs(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                found.push(r.clone());
+            }
+            map.values().for_each(|v| refs(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_the_new_rules_and_every_reference_resolves() {
+    let app = spawn_app().await;
+    let doc = expect_status(app.get("/openapi.json").await, StatusCode::OK).await;
+    let progress = &doc["paths"]["/users/{user_id}/progress"]["get"];
+    let weeks = progress["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "weeks")
+        .expect("a weeks parameter");
+    assert_eq!(weeks["schema"]["minimum"], 1);
+    assert_eq!(weeks["schema"]["maximum"], 52);
+    let params = doc["paths"]["/generate-exercise"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let half_life = params
+        .iter()
+        .find(|p| p["name"] == "half_life_days")
+        .expect("half_life_days");
+    assert_eq!(half_life["schema"]["maximum"], 365);
+    let point = &doc["components"]["schemas"]["ErrorPointBody"]["properties"];
+    assert_eq!(point["correction"]["maxLength"], 10_000);
+    assert_eq!(point["correction"]["minLength"], 1);
+    assert_eq!(point["explanation"]["maxLength"], 1_000);
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    for r in found {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .expect("a schema ref");
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "{r} does not resolve"
+        );
+    }
+}
