@@ -181,7 +181,7 @@ pub async fn run_phase(
     let mut total = Recorder::new();
     for worker in workers {
         let r = worker.await??;
-        for i in 0..3 {
+        for i in 0..ENDPOINTS {
             total.histograms[i].add(&r.histograms[i])?;
             total.errors[i] += r.errors[i];
         }
