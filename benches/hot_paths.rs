@@ -9,11 +9,10 @@ use std::hint::black_box;
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use errata::domain::{
-    report_fingerprint, ErrorFrequency, ErrorKey, ErrorName, ErrorPoint, ExerciseBank,
+    report_fingerprint, Correction, ErrorFrequency, ErrorKey, ErrorName, ErrorPoint, ExerciseBank,
     FrequencyTable, OwnSentence,
 };
-use errata::http::error_points::FrequencyBody;
-use errata::http::exercises::PracticeBody;
+use errata::http::exercises::{PracticeBody, TopErrorBody};
 use uuid::Uuid;
 
 const NAMES: &[(&str, &str)] = &[
@@ -29,6 +28,7 @@ fn point(category: &str, subcategory: &str) -> ErrorPoint {
     ErrorPoint {
         category: ErrorName::parse(category).expect("valid"),
         subcategory: ErrorName::parse(subcategory).expect("valid"),
+        correction: Correction::default(),
     }
 }
 
@@ -91,7 +91,7 @@ fn ranking(c: &mut Criterion) {
 fn practice(bank: &ExerciseBank, top: &[ErrorFrequency], own: &[OwnSentence]) -> PracticeBody {
     PracticeBody {
         user_id: Uuid::nil(),
-        top_errors: top.iter().map(FrequencyBody::from).collect(),
+        top_errors: top.iter().map(|e| TopErrorBody::new(e, None)).collect(),
         exercises: top
             .iter()
             .flat_map(|error| bank.exercises_for(error, own, 2, 7))
@@ -116,6 +116,8 @@ fn exercises(c: &mut Criterion) {
         .map(|i| OwnSentence {
             utterance_id: Uuid::now_v7(),
             text: format!("She go to work by bus every day, number {i}."),
+            correction: format!("She goes to work by bus every day, number {i}."),
+            explanation: None,
         })
         .collect();
     let mut group = c.benchmark_group("exercises");

@@ -2,6 +2,7 @@
 //! say, keeps every learner's error frequencies, and serves targeted
 //! practice for their most frequent mistakes.
 
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;

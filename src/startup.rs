@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::ExerciseBank;
 use crate::http::{self, AppState};
@@ -22,6 +23,12 @@ pub struct Application {
 impl Application {
     /// Opens the store and binds the listener (port 0 picks a free port).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// The same, with the clock requests are recorded by (a test moves it
+    /// to write history in past weeks).
+    pub async fn build_with_clock(config: &Config, clock: Clock) -> anyhow::Result<Self> {
         telemetry::prometheus();
         let bank = ExerciseBank::shipped().context("loading the exercise bank")?;
         let store = store::open(config).await.context("opening the store")?;
@@ -32,6 +39,7 @@ impl Application {
             store: store.clone(),
             bank: Arc::new(bank),
             tokens: Arc::new(config.tokens()),
+            clock,
         };
         Ok(Self {
             listener,

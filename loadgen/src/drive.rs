@@ -98,15 +98,24 @@ pub struct PhaseResult {
 const INGEST: usize = 0;
 const GENERATE: usize = 1;
 const HEALTHZ: usize = 2;
-const NAMES: [&str; 3] = [
+const GENERATE_RECENT: usize = 3;
+const PROGRESS: usize = 4;
+/// How many kinds of request a phase sends.
+const ENDPOINTS: usize = 5;
+const NAMES: [&str; ENDPOINTS] = [
     "POST /simulate-and-generate",
     "GET /generate-exercise",
     "GET /healthz",
+    "GET /generate-exercise?rank=recent",
+    "GET /users/{id}/progress",
 ];
+/// The reads of a mix, in equal shares: practice by frequency, practice by
+/// recency, progress (so each is measured against the others in one run).
+const READS: [usize; 3] = [GENERATE, GENERATE_RECENT, PROGRESS];
 
 struct Recorder {
-    histograms: [Histogram<u64>; 3],
-    errors: [u64; 3],
+    histograms: [Histogram<u64>; ENDPOINTS],
+    errors: [u64; ENDPOINTS],
     redirected: u64,
 }
 
@@ -114,8 +123,8 @@ impl Recorder {
     fn new() -> Self {
         let h = || Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
         Self {
-            histograms: [h(), h(), h()],
-            errors: [0; 3],
+            histograms: std::array::from_fn(|_| h()),
+            errors: [0; ENDPOINTS],
             redirected: 0,
         }
     }
@@ -123,7 +132,7 @@ impl Recorder {
 
 /// Live counters the progress line reads.
 pub struct Live {
-    pub done: [AtomicU64; 3],
+    pub done: [AtomicU64; ENDPOINTS],
     pub errors: AtomicU64,
 }
 
@@ -175,7 +184,7 @@ pub async fn run_phase(
     let mut total = Recorder::new();
     for worker in workers {
         let r = worker.await??;
-        for i in 0..3 {
+        for i in 0..ENDPOINTS {
             total.histograms[i].add(&r.histograms[i])?;
             total.errors[i] += r.errors[i];
         }
@@ -210,14 +219,14 @@ fn spawn_progress(
     window: Window,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last = [0u64; 3];
+        let mut last = [0u64; ENDPOINTS];
         let mut last_at = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = Instant::now();
             let dt = (now - last_at).as_secs_f64();
-            let mut rates = [0.0; 3];
-            for i in 0..3 {
+            let mut rates = [0.0; ENDPOINTS];
+            for i in 0..ENDPOINTS {
                 let d = live.done[i].load(Ordering::Relaxed);
                 rates[i] = (d - last[i]) as f64 / dt;
                 last[i] = d;
@@ -233,8 +242,8 @@ fn spawn_progress(
             let line = match config.workload {
                 Workload::Healthz => format!("healthz {:.0}/s", rates[HEALTHZ]),
                 Workload::Mix(_) => format!(
-                    "ingest {:.0}/s  generate {:.0}/s",
-                    rates[INGEST], rates[GENERATE]
+                    "ingest {:.0}/s  generate {:.0}/s  recent {:.0}/s  progress {:.0}/s",
+                    rates[INGEST], rates[GENERATE], rates[GENERATE_RECENT], rates[PROGRESS]
                 ),
             };
             eprint!(
@@ -248,7 +257,7 @@ fn spawn_progress(
 
 /// Per endpoint that saw requests: rates and latency quantiles.
 fn endpoint_stats(total: &Recorder, seconds: f64) -> Vec<EndpointStats> {
-    (0..3)
+    (0..ENDPOINTS)
         .filter(|&i| !total.histograms[i].is_empty() || total.errors[i] > 0)
         .map(|i| {
             let h = &total.histograms[i];
@@ -285,9 +294,29 @@ fn pick_errors(rng: &mut SmallRng) -> Vec<Value> {
                     }
                 })
                 .expect("weights add up");
-            json!({"errorCategory": category, "errorSubCategory": subcategory})
+            // Half the points carry the AI's correction, as a client that
+            // sends them would.
+            if rng.random_bool(0.5) {
+                json!({"errorCategory": category, "errorSubCategory": subcategory,
+                       "correction": "She goes to work by bus every day."})
+            } else {
+                json!({"errorCategory": category, "errorSubCategory": subcategory})
+            }
         })
         .collect()
+}
+
+/// The URL of a read for the learner.
+fn read_url(config: &PhaseConfig, base: &str, endpoint: usize, user_id: uuid::Uuid) -> String {
+    let practice = format!(
+        "{base}/generate-exercise?user_id={user_id}&top_n={}&per_error={}",
+        config.top_n, config.per_error
+    );
+    match endpoint {
+        GENERATE_RECENT => format!("{practice}&rank=recent&half_life_days=14"),
+        PROGRESS => format!("{base}/users/{user_id}/progress?weeks=8"),
+        _ => practice,
+    }
 }
 
 async fn worker(
@@ -347,11 +376,7 @@ async fn worker(
             }
             counted
         } else {
-            let url = format!(
-                "{base}/generate-exercise?user_id={}&top_n={}&per_error={}",
-                learner.user_id, config.top_n, config.per_error
-            );
-            fetched(client.get(&url)).await
+            fetched(client.get(read_url(&config, base, endpoint, learner.user_id))).await
         };
         record(&mut recorder, &live, measured, endpoint, started, ok);
     }
@@ -379,7 +404,7 @@ fn choose(
         tries += 1;
     }
     if has_errors(index) {
-        (index, GENERATE, false)
+        (index, READS[rng.random_range(0..READS.len())], false)
     } else {
         (index, INGEST, true)
     }

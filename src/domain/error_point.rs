@@ -10,6 +10,11 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Most error points one report may carry (so a request's events are
 /// numbered below this).
 pub const MAX_POINTS: usize = 64;
+/// Longest accepted correction (of a point or of the whole utterance), in
+/// characters: as long as the longest utterance.
+pub const MAX_CORRECTION_CHARS: usize = 10_000;
+/// Longest accepted explanation of a correction, in characters.
+pub const MAX_EXPLANATION_CHARS: usize = 1_000;
 
 /// Why a category or subcategory name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,11 +98,46 @@ impl ErrorKey {
     }
 }
 
-/// One error the AI found in an utterance.
+/// What the AI proposes for one error point: the corrected sentence (or
+/// phrase) and, when it gave one, why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Correction {
+    /// The corrected sentence or phrase, when known.
+    pub text: Option<String>,
+    /// The AI's explanation, when given.
+    pub explanation: Option<String>,
+}
+
+impl Correction {
+    /// Checks the lengths the contract allows: a correction of 1 to
+    /// 10,000 characters, an explanation of at most 1,000.
+    pub fn check_text(text: &str) -> Result<(), &'static str> {
+        check_length(text, 1, MAX_CORRECTION_CHARS)
+    }
+
+    pub fn check_explanation(text: &str) -> Result<(), &'static str> {
+        check_length(text, 0, MAX_EXPLANATION_CHARS)
+    }
+}
+
+fn check_length(text: &str, min: usize, max: usize) -> Result<(), &'static str> {
+    let chars = text.chars().count();
+    if chars < min {
+        Err("too_short")
+    } else if chars > max {
+        Err("too_long")
+    } else {
+        Ok(())
+    }
+}
+
+/// One error the AI found in an utterance. The correction is an
+/// annotation, not part of the error's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorPoint {
     pub category: ErrorName,
     pub subcategory: ErrorName,
+    pub correction: Correction,
 }
 
 impl ErrorPoint {
@@ -116,7 +156,11 @@ const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_3a0e_8c4b_4f7a_9b2e_5
 /// The identity of an error report for deduplication. With an
 /// `Idempotency-Key` the key alone identifies the request; without one, the
 /// utterance and its normalised error list do (order does not matter, but a
-/// point reported twice is two points).
+/// point reported twice is two points). Corrections and explanations are
+/// not part of it: they annotate the errors an utterance had, so a second
+/// analysis of the same utterance that words its correction differently
+/// still counts those errors once (the first recording's corrections stay),
+/// and fingerprints stored before corrections existed keep matching.
 pub fn report_fingerprint(
     utterance_id: Uuid,
     points: &[ErrorPoint],
@@ -200,6 +244,7 @@ mod tests {
         ErrorPoint {
             category: ErrorName::parse(c).unwrap(),
             subcategory: ErrorName::parse(s).unwrap(),
+            correction: Correction::default(),
         }
     }
 
@@ -227,6 +272,36 @@ mod tests {
         assert_ne!(
             report_fingerprint(u, &a, None),
             report_fingerprint(Uuid::new_v4(), &a, None)
+        );
+    }
+
+    #[test]
+    fn corrections_are_not_part_of_the_identity() {
+        let u = Uuid::new_v4();
+        let plain = [point("Grammar", "Articles")];
+        let mut corrected = plain.clone();
+        corrected[0].correction = Correction {
+            text: Some("I saw a cat.".into()),
+            explanation: Some("A singular count noun takes an article.".into()),
+        };
+        assert_eq!(
+            report_fingerprint(u, &plain, None),
+            report_fingerprint(u, &corrected, None)
+        );
+    }
+
+    #[test]
+    fn correction_lengths_are_checked_in_characters() {
+        assert!(Correction::check_text(&"é".repeat(MAX_CORRECTION_CHARS)).is_ok());
+        assert_eq!(
+            Correction::check_text(&"é".repeat(MAX_CORRECTION_CHARS + 1)),
+            Err("too_long")
+        );
+        assert_eq!(Correction::check_text(""), Err("too_short"));
+        assert!(Correction::check_explanation("").is_ok());
+        assert_eq!(
+            Correction::check_explanation(&"x".repeat(MAX_EXPLANATION_CHARS + 1)),
+            Err("too_long")
         );
     }
 

@@ -45,18 +45,21 @@ pub struct Exercise {
     pub prompt: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<String>>,
-    /// The expected answer; `null` for the learner's own sentences, which
-    /// have no single right correction.
-    pub answer: Option<String>,
+    /// The expected answer, always given: for the learner's own sentence
+    /// it is the correction the AI proposed.
+    pub answer: String,
     pub explanation: String,
     pub source: ExerciseSource,
 }
 
-/// A sentence the learner said that carried a given error.
+/// A sentence the learner said that carried a given error, with the
+/// correction the AI proposed for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnSentence {
     pub utterance_id: Uuid,
     pub text: String,
+    pub correction: String,
+    pub explanation: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,7 +269,7 @@ fn bank_exercise(
         kind: item.kind,
         prompt: fill(&item.prompt),
         options: item.options.clone(),
-        answer: Some(fill(&item.answer)),
+        answer: fill(&item.answer),
         explanation: fill(&item.explanation),
         source: ExerciseSource::Bank,
     }
@@ -298,11 +301,13 @@ fn own_exercise(sentence: &OwnSentence, error: &ErrorFrequency) -> Exercise {
         kind: ExerciseKind::CorrectTheSentence,
         prompt: format!("Correct this sentence you said: \"{quoted}\""),
         options: None,
-        answer: None,
-        explanation: format!(
-            "This sentence had a {} / {} error. Say it again correctly.",
-            error.category, error.subcategory
-        ),
+        answer: sentence.correction.clone(),
+        explanation: sentence.explanation.clone().unwrap_or_else(|| {
+            format!(
+                "This sentence had a {} / {} error.",
+                error.category, error.subcategory
+            )
+        }),
         source: ExerciseSource::YourUtterance,
     }
 }
@@ -332,6 +337,8 @@ mod tests {
         OwnSentence {
             utterance_id: Uuid::new_v4(),
             text: text.into(),
+            correction: format!("{text} (corrected)"),
+            explanation: None,
         }
     }
 
@@ -408,6 +415,11 @@ mod tests {
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0].kind, ExerciseKind::CorrectTheSentence);
         assert!(mine[0].prompt.contains("\"He go to school every day.\""));
+        assert_eq!(mine[0].answer, own[0].correction);
+        assert_eq!(
+            mine[0].explanation,
+            "This sentence had a Grammar / Subject-Verb Agreement error."
+        );
         assert!(mine[0]
             .exercise_id
             .starts_with(&format!("utterance-{}-", own[0].utterance_id)));
@@ -418,6 +430,23 @@ mod tests {
             .unwrap()
             .exercise_id;
         assert_ne!(other_id, &mine[0].exercise_id, "ids must differ per error");
+    }
+
+    #[test]
+    fn the_ais_explanation_is_the_explanation_of_an_own_sentence() {
+        let bank = ExerciseBank::shipped().unwrap();
+        let err = error("Grammar", "Verb Tense");
+        let mut own = sentence("Yesterday I go home.");
+        own.correction = "Yesterday I went home.".into();
+        own.explanation = Some("Past events take the past tense.".into());
+        let items = bank.exercises_for(&err, std::slice::from_ref(&own), 2, 0);
+        let mine = items
+            .iter()
+            .find(|e| e.source == ExerciseSource::YourUtterance)
+            .unwrap();
+        assert_eq!(mine.answer, "Yesterday I went home.");
+        assert_eq!(mine.explanation, "Past events take the past tense.");
+        assert!(items.iter().all(|e| !e.answer.is_empty()));
     }
 
     #[test]

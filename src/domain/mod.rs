@@ -5,9 +5,15 @@ pub mod error_point;
 pub mod exercises;
 pub mod learner;
 pub mod patterns;
+pub mod progress;
 pub mod ranking;
+pub mod weeks;
 
-pub use error_point::{report_fingerprint, ErrorKey, ErrorName, ErrorPoint, NameError, MAX_POINTS};
+pub use error_point::{
+    report_fingerprint, Correction, ErrorKey, ErrorName, ErrorPoint, NameError, MAX_POINTS,
+};
 pub use exercises::{Exercise, ExerciseBank, ExerciseKind, ExerciseSource, OwnSentence};
 pub use learner::{Email, EmailError, Username, UsernameError};
+pub use progress::{rank_recent, weekly_progress, ScoredError, WeekCount, WeekProgress};
 pub use ranking::{ErrorFrequency, FrequencyTable};
+pub use weeks::{week_start, Decay};

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::error::{ApiError, Detail, FieldError, ValidationDetail};
 use super::extract::{in_range, path_uuid, JsonBody, QueryParams};
 use super::AppState;
-use crate::domain::{report_fingerprint, ErrorFrequency, ErrorName, ErrorPoint};
+use crate::domain::error_point::{MAX_CORRECTION_CHARS, MAX_EXPLANATION_CHARS};
+use crate::domain::{report_fingerprint, Correction, ErrorFrequency, ErrorName, ErrorPoint};
 use crate::store::{ErrorReport, RecentError};
 
 /// Most error points accepted in one request.
@@ -42,6 +43,21 @@ pub struct ErrorPointBody {
     #[serde(rename = "errorSubCategory")]
     #[schema(example = "Subject-Verb Agreement")]
     pub error_sub_category: String,
+    /// The corrected sentence (or phrase) the AI proposes for this point.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        example = "He goes to school every day."
+    )]
+    pub correction: Option<String>,
+    /// Why, in a sentence or two.
+    #[serde(default)]
+    #[schema(
+        max_length = 1000,
+        example = "A third-person singular subject takes -s."
+    )]
+    pub explanation: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,6 +68,11 @@ pub struct RecordErrors {
     /// At most 64 error points.
     #[schema(max_items = 64)]
     pub errors: Vec<ErrorPointBody>,
+    /// The whole utterance corrected: the correction of every point that
+    /// has none of its own.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 10000)]
+    pub corrected_content: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,6 +87,11 @@ pub struct RecordUtteranceErrors {
     /// At most 64 error points.
     #[schema(max_items = 64)]
     pub errors: Vec<ErrorPointBody>,
+    /// The whole utterance corrected: the correction of every point that
+    /// has none of its own.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 10000)]
+    pub corrected_content: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,8 +103,72 @@ pub struct RecordedBody {
     pub duplicate: bool,
 }
 
+/// A field of the body at `loc` whose text breaks a length rule.
+fn length_failure(loc: Vec<serde_json::Value>, rule: &str, max: usize) -> FieldError {
+    match rule {
+        "too_short" => FieldError::new(
+            loc,
+            "String should have at least 1 character",
+            "string_too_short",
+        ),
+        _ => FieldError::new(
+            loc,
+            format!("String should have at most {max} characters"),
+            "string_too_long",
+        ),
+    }
+}
+
+/// Checks the corrections of the body; `corrected_content` becomes the
+/// correction of every point without its own. Failures go to `failures`.
+fn parse_corrections(
+    errors: &[ErrorPointBody],
+    corrected_content: Option<&str>,
+    failures: &mut Vec<FieldError>,
+) -> Vec<Correction> {
+    if let Some(Err(rule)) = corrected_content.map(Correction::check_text) {
+        let loc = vec!["body".into(), "corrected_content".into()];
+        failures.push(length_failure(loc, rule, MAX_CORRECTION_CHARS));
+    }
+    let at = |index: usize, field: &str| -> Vec<serde_json::Value> {
+        vec!["body".into(), "errors".into(), index.into(), field.into()]
+    };
+    let mut corrections = Vec::with_capacity(errors.len());
+    for (index, body) in errors.iter().enumerate() {
+        if let Some(Err(rule)) = body.correction.as_deref().map(Correction::check_text) {
+            failures.push(length_failure(
+                at(index, "correction"),
+                rule,
+                MAX_CORRECTION_CHARS,
+            ));
+        }
+        if let Some(Err(rule)) = body
+            .explanation
+            .as_deref()
+            .map(Correction::check_explanation)
+        {
+            failures.push(length_failure(
+                at(index, "explanation"),
+                rule,
+                MAX_EXPLANATION_CHARS,
+            ));
+        }
+        corrections.push(Correction {
+            text: body
+                .correction
+                .clone()
+                .or_else(|| corrected_content.map(str::to_owned)),
+            explanation: body.explanation.clone().filter(|e| !e.trim().is_empty()),
+        });
+    }
+    corrections
+}
+
 /// Parses every error point, collecting all failures with their location.
-fn parse_points(errors: &[ErrorPointBody]) -> Result<Vec<ErrorPoint>, ApiError> {
+fn parse_points(
+    errors: &[ErrorPointBody],
+    corrected_content: Option<&str>,
+) -> Result<Vec<ErrorPoint>, ApiError> {
     if errors.len() > MAX_POINTS {
         return Err(ApiError::invalid(
             ["body", "errors"],
@@ -91,7 +181,8 @@ fn parse_points(errors: &[ErrorPointBody]) -> Result<Vec<ErrorPoint>, ApiError> 
     }
     let mut points = Vec::with_capacity(errors.len());
     let mut failures = Vec::new();
-    for (index, body) in errors.iter().enumerate() {
+    let corrections = parse_corrections(errors, corrected_content, &mut failures);
+    for ((index, body), correction) in errors.iter().enumerate().zip(corrections) {
         let category = ErrorName::parse(&body.error_category);
         let subcategory = ErrorName::parse(&body.error_sub_category);
         for (field, result) in [
@@ -115,6 +206,7 @@ fn parse_points(errors: &[ErrorPointBody]) -> Result<Vec<ErrorPoint>, ApiError> 
             points.push(ErrorPoint {
                 category,
                 subcategory,
+                correction,
             });
         }
     }
@@ -140,15 +232,28 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     Ok(Some(key))
 }
 
-async fn record(
-    state: &AppState,
-    headers: &HeaderMap,
+/// What both ingest routes record: the body's errors for one utterance.
+struct Ingest<'a> {
     user_id: Uuid,
     conversation_id: Uuid,
     utterance_id: Uuid,
-    errors: &[ErrorPointBody],
+    errors: &'a [ErrorPointBody],
+    corrected_content: Option<&'a str>,
+}
+
+async fn record(
+    state: &AppState,
+    headers: &HeaderMap,
+    ingest: Ingest<'_>,
 ) -> Result<Json<RecordedBody>, ApiError> {
-    let points = parse_points(errors)?;
+    let Ingest {
+        user_id,
+        conversation_id,
+        utterance_id,
+        errors,
+        corrected_content,
+    } = ingest;
+    let points = parse_points(errors, corrected_content)?;
     let key = idempotency_key(headers)?;
     let fingerprint = report_fingerprint(utterance_id, &points, key);
     let outcome = state
@@ -159,7 +264,7 @@ async fn record(
             utterance_id,
             points,
             fingerprint,
-            received_at: crate::store::now(),
+            received_at: state.clock.now(),
         })
         .await?;
     metrics::counter!("errata_error_points_recorded_total").increment(outcome.recorded as u64);
@@ -193,15 +298,14 @@ pub async fn record_errors(
     headers: HeaderMap,
     JsonBody(body): JsonBody<RecordErrors>,
 ) -> Result<Json<RecordedBody>, ApiError> {
-    record(
-        &state,
-        &headers,
-        body.user_id,
-        body.conversation_id,
-        body.utterance_id,
-        &body.errors,
-    )
-    .await
+    let ingest = Ingest {
+        user_id: body.user_id,
+        conversation_id: body.conversation_id,
+        utterance_id: body.utterance_id,
+        errors: &body.errors,
+        corrected_content: body.corrected_content.as_deref(),
+    };
+    record(&state, &headers, ingest).await
 }
 
 /// The same as `POST /simulate-and-generate`, addressed by utterance.
@@ -230,15 +334,14 @@ pub async fn record_utterance_errors(
             "value_error",
         ));
     }
-    record(
-        &state,
-        &headers,
-        body.user_id,
-        body.conversation_id,
+    let ingest = Ingest {
+        user_id: body.user_id,
+        conversation_id: body.conversation_id,
         utterance_id,
-        &body.errors,
-    )
-    .await
+        errors: &body.errors,
+        corrected_content: body.corrected_content.as_deref(),
+    };
+    record(&state, &headers, ingest).await
 }
 
 /// One error type and how often the learner made it.
@@ -304,6 +407,11 @@ pub struct RecentErrorBody {
     pub utterance_id: Uuid,
     /// What the learner said, when the utterance had text.
     pub utterance: Option<String>,
+    /// The correction the AI proposed for this point (its own, or the
+    /// report's `corrected_content`), when it gave one.
+    pub correction: Option<String>,
+    /// The AI's explanation of the correction, when given.
+    pub explanation: Option<String>,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -315,6 +423,8 @@ impl From<RecentError> for RecentErrorBody {
             conversation_id: e.conversation_id,
             utterance_id: e.utterance_id,
             utterance: e.utterance,
+            correction: e.correction.text,
+            explanation: e.correction.explanation,
             occurred_at: e.occurred_at,
         }
     }

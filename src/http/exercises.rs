@@ -8,11 +8,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, Detail, ValidationDetail};
-use super::error_points::FrequencyBody;
 use super::extract::{in_range, QueryParams};
 use super::AppState;
-use crate::domain::Exercise;
-use crate::store::PracticeQuery;
+use crate::domain::weeks::MAX_HALF_LIFE_DAYS;
+use crate::domain::{week_start, Decay, ErrorFrequency, Exercise};
+use crate::store::{PracticeQuery, Rank};
 
 /// How many of the latest error events are searched for the learner's own
 /// sentences.
@@ -34,18 +34,62 @@ pub struct ExerciseQuery {
     /// Exercises per top error, 1 to 10 (default 2).
     #[param(minimum = 1, maximum = 10)]
     pub per_error: Option<i64>,
+    /// How the top errors are chosen (default `frequency`).
+    pub rank: Option<RankParam>,
+    /// For `rank=recent`: after how many days a week's errors weigh half,
+    /// 1 to 365 (default 14).
+    #[param(minimum = 1, maximum = 365)]
+    pub half_life_days: Option<i64>,
+}
+
+/// How the top errors are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RankParam {
+    /// By all-time count.
+    #[default]
+    Frequency,
+    /// By weekly counts decayed by age: Σ count × 2^(−age_days / half_life_days).
+    Recent,
+}
+
+/// One of the learner's top errors.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopErrorBody {
+    #[serde(rename = "errorCategory")]
+    pub error_category: String,
+    #[serde(rename = "errorSubCategory")]
+    pub error_sub_category: String,
+    /// The all-time count, whatever the ranking.
+    #[serde(rename = "errorFrequency")]
+    pub error_frequency: i64,
+    /// The decayed score the error was ranked by (only for `rank=recent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+}
+
+impl TopErrorBody {
+    pub fn new(e: &ErrorFrequency, score: Option<f64>) -> Self {
+        Self {
+            error_category: e.category.clone(),
+            error_sub_category: e.subcategory.clone(),
+            error_frequency: e.frequency,
+            score,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PracticeBody {
     pub user_id: Uuid,
-    /// The learner's most frequent errors, most frequent first.
-    pub top_errors: Vec<FrequencyBody>,
+    /// The learner's top errors, in rank order.
+    pub top_errors: Vec<TopErrorBody>,
     /// `per_error` exercises for each top error, in the same order.
     pub exercises: Vec<Exercise>,
 }
 
-/// The learner's most frequent errors and exercises targeting them.
+/// The learner's top errors (most frequent, or with `rank=recent` the most
+/// frequent lately) and exercises targeting them, each with its answer.
 /// Consecutive calls rotate through the available exercises.
 #[utoipa::path(get, path = "/generate-exercise", tag = "exercises",
     params(ExerciseQuery),
@@ -61,12 +105,26 @@ pub async fn generate_exercise(
 ) -> Result<Json<PracticeBody>, ApiError> {
     let top_n = in_range(["query", "top_n"], query.top_n.unwrap_or(5), 1, 50)? as usize;
     let per_error = in_range(["query", "per_error"], query.per_error.unwrap_or(2), 1, 10)? as usize;
+    let half_life = in_range(
+        ["query", "half_life_days"],
+        query.half_life_days.unwrap_or(14),
+        1,
+        i64::from(MAX_HALF_LIFE_DAYS),
+    )?;
+    let rank = match query.rank.unwrap_or_default() {
+        RankParam::Frequency => Rank::Frequency,
+        RankParam::Recent => Rank::Recent {
+            decay: Decay::new(half_life as u32),
+            current_week: week_start(state.clock.now()),
+        },
+    };
     let user_id = query.user_id;
 
     let query = PracticeQuery {
         top_n,
         sentences_per_error: OWN_SENTENCES_PER_ERROR,
         window: RECENT_WINDOW,
+        rank,
     };
     let inputs = state.store.practice_inputs(user_id, query).await?;
     if inputs.top.is_empty() {
@@ -85,7 +143,12 @@ pub async fn generate_exercise(
         .collect();
     Ok(Json(PracticeBody {
         user_id,
-        top_errors: inputs.top.iter().map(FrequencyBody::from).collect(),
+        top_errors: inputs
+            .top
+            .iter()
+            .enumerate()
+            .map(|(i, e)| TopErrorBody::new(e, inputs.scores.get(i).copied()))
+            .collect(),
         exercises,
     }))
 }

@@ -65,6 +65,11 @@ pub struct ExportedEventBody {
     /// The utterance's text as kept with the event, where the store keeps
     /// a copy (cql mode).
     pub snippet: Option<String>,
+    /// The AI's correction for this point (its own or the report's
+    /// `corrected_content`), when given.
+    pub correction: Option<String>,
+    /// The AI's explanation of the correction, when given.
+    pub explanation: Option<String>,
 }
 
 impl From<StoredEvent> for ExportedEventBody {
@@ -77,6 +82,8 @@ impl From<StoredEvent> for ExportedEventBody {
             error_sub_category: e.subcategory,
             occurred_at: e.occurred_at,
             snippet: e.snippet,
+            correction: e.correction,
+            explanation: e.explanation,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod lifecycle;
 pub mod openapi;
 pub mod ops;
+pub mod progress;
 pub mod users;
 pub mod utterances;
 
@@ -24,6 +25,7 @@ use subtle::ConstantTimeEq;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::clock::Clock;
 use crate::domain::ExerciseBank;
 use crate::store::Store;
 use error::ApiError;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub bank: Arc<ExerciseBank>,
     /// Accepted bearer tokens; empty means no authentication.
     pub tokens: Arc<Vec<String>>,
+    /// The time requests are recorded at and "this week" is read by.
+    pub clock: Clock,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(error_points::router())
         .merge(exercises::router())
         .merge(lifecycle::router())
+        .merge(progress::router())
         .merge(ops::router())
         // A route layer sees the matched route, so metrics are labelled by
         // route template, not by raw path (which carries ids).

@@ -106,12 +106,17 @@ pub async fn docs_style() -> Response {
         super::error_points::record_utterance_errors,
         super::error_points::list_errors,
         super::error_points::recent_errors,
+        super::progress::progress,
         super::exercises::generate_exercise,
         healthz,
         readyz,
         metrics_text,
     ),
-    components(schemas(super::error::FieldError, super::error::LocItem)),
+    components(schemas(
+        super::error::FieldError,
+        super::error::LocItem,
+        super::exercises::RankParam
+    )),
     modifiers(&BearerAuth, &Rules, &SharedResponses, &Links),
 )]
 pub struct ApiDoc;

@@ -12,22 +12,40 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::NaiveDate;
 use uuid::Uuid;
 
 use crate::config::{Config, StoreKind};
-use crate::domain::{ErrorFrequency, FrequencyTable, OwnSentence};
+use crate::domain::weeks::weeks_before;
+use crate::domain::{rank_recent, Decay, ErrorFrequency, FrequencyTable, OwnSentence, WeekCount};
 
 pub use self::records::*;
 
-/// What a practice request is built from: the learner's most frequent
-/// errors and, for each, their own latest sentences that carried it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a practice request is built from: the learner's top errors and,
+/// for each, their own latest sentences that carried it and whose
+/// correction is known.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PracticeInputs {
-    /// Most frequent first (empty when the learner has no errors yet).
+    /// In rank order (empty when the learner has no errors yet).
     pub top: Vec<ErrorFrequency>,
     /// For each of `top`, in the same order: the latest distinct sentences
-    /// (by utterance) that carried it, newest first.
+    /// (by utterance) that carried it with a correction, newest first.
     pub sentences: Vec<Vec<OwnSentence>>,
+    /// For `Rank::Recent`, each top error's decayed score (else empty).
+    pub scores: Vec<f64>,
+}
+
+/// The order of the top errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rank {
+    /// By all-time count.
+    Frequency,
+    /// By the weekly counts, decayed by age, as of the week starting
+    /// `current_week`.
+    Recent {
+        decay: Decay,
+        current_week: NaiveDate,
+    },
 }
 
 /// How far back, and for how many sentences, a practice request looks.
@@ -39,6 +57,45 @@ pub struct PracticeQuery {
     pub sentences_per_error: usize,
     /// Only the latest `window` error events are searched for sentences.
     pub window: usize,
+    pub rank: Rank,
+}
+
+/// A learner's all-time counts and their weekly counts from some week on,
+/// acknowledged ones not yet durable included.
+#[derive(Debug, Clone, Default)]
+pub struct WeeklyHistory {
+    pub table: FrequencyTable,
+    pub weeks: Vec<WeekCount>,
+}
+
+impl WeeklyHistory {
+    /// The top errors and their scores, as `rank` orders them.
+    pub fn top(&self, query: &PracticeQuery) -> (Vec<ErrorFrequency>, Vec<f64>) {
+        match query.rank {
+            Rank::Frequency => (self.table.top(query.top_n), Vec::new()),
+            Rank::Recent {
+                decay,
+                current_week,
+            } => rank_recent(&self.table, &self.weeks, current_week, decay, query.top_n)
+                .into_iter()
+                .map(|s| (s.error, s.score))
+                .unzip(),
+        }
+    }
+}
+
+impl Rank {
+    /// The first week a ranking reads weekly counts from (`None`: it reads
+    /// none).
+    pub fn since(&self) -> Option<NaiveDate> {
+        match self {
+            Self::Frequency => None,
+            Self::Recent {
+                decay,
+                current_week,
+            } => Some(weeks_before(*current_week, decay.lookback_weeks() - 1)),
+        }
+    }
 }
 
 impl PracticeInputs {
@@ -48,7 +105,12 @@ impl PracticeInputs {
         let mut picker = sentences::SentencePicker::new(top, per_error);
         for event in recent {
             if let Some(i) = picker.wants(&event.key.category, &event.key.subcategory) {
-                picker.offer(i, event.utterance_id, event.utterance.as_deref());
+                picker.offer(
+                    i,
+                    event.utterance_id,
+                    event.utterance.as_deref(),
+                    &event.correction,
+                );
             }
         }
         picker.finish()
@@ -236,6 +298,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError>;
 
+    /// The learner's all-time counts and weekly counts of the weeks from
+    /// `since` on, read together. Fails with `UserNotFound` for an unknown
+    /// learner.
+    async fn weekly_history(
+        &self,
+        user_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<WeeklyHistory, StoreError>;
+
     /// The learner's top errors and their own sentences for them, read
     /// together. Fails with `UserNotFound` for an unknown learner. Backends
     /// that can answer it in one read override this. Shared, because a
@@ -245,7 +316,13 @@ pub trait Store: Send + Sync + 'static {
         user_id: Uuid,
         query: PracticeQuery,
     ) -> Result<Arc<PracticeInputs>, StoreError> {
-        let top = self.frequencies(user_id).await?.top(query.top_n);
+        let (top, scores) = match query.rank.since() {
+            None => (
+                self.frequencies(user_id).await?.top(query.top_n),
+                Vec::new(),
+            ),
+            Some(since) => self.weekly_history(user_id, since).await?.top(&query),
+        };
         if top.is_empty() {
             return Ok(Arc::default());
         }
@@ -256,14 +333,11 @@ pub trait Store: Send + Sync + 'static {
             || first == query.window
             || inputs.decided(query.sentences_per_error)
         {
-            return Ok(Arc::new(inputs));
+            return Ok(Arc::new(PracticeInputs { scores, ..inputs }));
         }
         let recent = self.recent_errors(user_id, query.window).await?;
-        Ok(Arc::new(PracticeInputs::from_recent(
-            top,
-            &recent,
-            query.sentences_per_error,
-        )))
+        let inputs = PracticeInputs::from_recent(top, &recent, query.sentences_per_error);
+        Ok(Arc::new(PracticeInputs { scores, ..inputs }))
     }
 
     /// Erases the learner and everything stored about them, in every

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{Email, ErrorKey, ErrorPoint, Username};
+use crate::domain::{Correction, Email, ErrorKey, ErrorPoint, Username};
 
 /// The current time at the precision every backend keeps (milliseconds, as
 /// CQL timestamps), so a value reads back exactly as it was answered.
@@ -60,6 +60,8 @@ pub struct ErrorReport {
     pub points: Vec<ErrorPoint>,
     /// The request's identity: a retry with the same fingerprint counts once.
     pub fingerprint: Uuid,
+    /// When the request was received: its events' time, and so the week
+    /// its points are counted in.
     pub received_at: DateTime<Utc>,
 }
 
@@ -81,6 +83,8 @@ pub struct RecentError {
     pub utterance_id: Uuid,
     /// The utterance's text (or the stored snippet of it), when it had any.
     pub utterance: Option<String>,
+    /// What the AI proposed for this point, when it said.
+    pub correction: Correction,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -171,6 +175,9 @@ pub struct StoredEvent {
     /// The utterance's text as kept with the event (cql mode; the embedded
     /// store keeps it only with the utterance).
     pub snippet: Option<String>,
+    /// The AI's correction and its explanation, when it gave them.
+    pub correction: Option<String>,
+    pub explanation: Option<String>,
 }
 
 /// A page of a learner's export. Pages come section by section:

@@ -1,7 +1,8 @@
 //! The sentence-picking rule: which of a learner's own sentences go with
 //! each of their top errors. Fed the learner's latest error events, newest
 //! first, it gives each error the first `per_error` distinct utterances
-//! that carried it and have text.
+//! that carried it, have text, and whose event has a correction (only a
+//! sentence whose correction is known can be graded).
 //!
 //! It takes one event at a time, so that a backend reading events from its
 //! database can stop as soon as every error has its sentences, and look up
@@ -10,7 +11,7 @@
 use uuid::Uuid;
 
 use super::PracticeInputs;
-use crate::domain::{ErrorFrequency, OwnSentence};
+use crate::domain::{Correction, ErrorFrequency, OwnSentence};
 
 pub struct SentencePicker {
     top: Vec<ErrorFrequency>,
@@ -43,10 +44,19 @@ impl SentencePicker {
     }
 
     /// Offers the top error `i` (from [`Self::wants`]) an event's
-    /// utterance: it is taken unless it has no text to show or is already
-    /// one of that error's sentences.
-    pub fn offer(&mut self, i: usize, utterance_id: Uuid, text: Option<&str>) {
+    /// utterance: it is taken unless it has no text to show, its event no
+    /// correction, or it is already one of that error's sentences.
+    pub fn offer(
+        &mut self,
+        i: usize,
+        utterance_id: Uuid,
+        text: Option<&str>,
+        correction: &Correction,
+    ) {
         let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+            return;
+        };
+        let Some(corrected) = &correction.text else {
             return;
         };
         let own = &mut self.sentences[i];
@@ -56,6 +66,8 @@ impl SentencePicker {
         own.push(OwnSentence {
             utterance_id,
             text: text.to_owned(),
+            correction: corrected.clone(),
+            explanation: correction.explanation.clone(),
         });
         if own.len() == self.per_error {
             self.wanting -= 1;
@@ -71,6 +83,7 @@ impl SentencePicker {
         PracticeInputs {
             top: self.top,
             sentences: self.sentences,
+            scores: Vec::new(),
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 
+use errata::clock::Clock;
 use errata::config::{Config, StoreKind};
 use errata::startup::Application;
 use tempfile::TempDir;
@@ -26,6 +27,8 @@ use crate::redis_server::TestRedis;
 /// reached through it (`app.learner()`, `app.get(…)`).
 pub struct TestApp {
     pub api: Api,
+    /// The app's clock: set it to record at another time.
+    pub clock: Clock,
     pub address: SocketAddr,
     /// What it was started with (for `errata flush` on the same store, say).
     pub config: Config,
@@ -77,7 +80,8 @@ impl TestApp {
             }
         };
         adjust(&mut config);
-        let app = Application::build(&config)
+        let clock = Clock::system();
+        let app = Application::build_with_clock(&config, clock.clone())
             .await
             .expect("errata failed to start");
         let address = app.local_addr().expect("a listening address");
@@ -87,6 +91,7 @@ impl TestApp {
         }));
         Self {
             api: Api::new(format!("http://{address}")),
+            clock,
             address,
             config,
             shutdown: Some(shutdown),

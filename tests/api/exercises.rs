@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::practice::record_corrected;
 use errata_testkit::{expect_detail, expect_invalid, expect_status, spawn_app, TestApp};
 
 async fn practice(app: &TestApp, query: &str) -> Value {
@@ -157,9 +158,12 @@ async fn the_learners_own_sentence_becomes_a_correction_exercise() {
     let app = spawn_app().await;
     let learner = app.learner().await;
     let said = app.say(&learner, "Yesterday she go to the market.").await;
-    expect_status(
-        app.record(&said, &[("Grammar", "Verb Tense")]).await,
-        StatusCode::OK,
+    // Only a sentence whose correction is known becomes an exercise.
+    record_corrected(
+        &app,
+        &said,
+        &[("Grammar", "Verb Tense")],
+        "Yesterday she went to the market.",
     )
     .await;
     let mut found = false;
@@ -189,9 +193,11 @@ async fn the_learners_own_sentence_becomes_a_correction_exercise() {
 async fn consecutive_calls_rotate_instead_of_repeating() {
     let app = spawn_app().await;
     let learner = app.learner().await;
-    expect_status(
-        app.record(&learner, &[("Grammar", "Articles")]).await,
-        StatusCode::OK,
+    record_corrected(
+        &app,
+        &learner,
+        &[("Grammar", "Articles")],
+        "He goes to school every day.",
     )
     .await;
     let query = format!("user_id={}&top_n=1&per_error=2", learner.user_id);

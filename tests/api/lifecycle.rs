@@ -300,3 +300,25 @@ async fn a_long_history_is_exported_whole_across_pages() {
         .sum();
     assert_eq!(total, (reports * 64) as i64);
 }
+
+#[tokio::test]
+async fn the_export_carries_the_corrections_the_ai_gave() {
+    let app = spawn_app().await;
+    let learner = app.learner().await;
+    crate::practice::record_corrected(&app, &learner, &[SVA], "He goes to school every day.").await;
+    expect_status(app.record(&learner, &[ARTICLES]).await, StatusCode::OK).await;
+    let doc = export(&app, learner.user_id).await;
+    let events = doc["error_events"].as_array().expect("events");
+    let by_subcategory = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["errorSubCategory"] == name)
+            .unwrap_or_else(|| panic!("an event of {name}"))
+    };
+    assert_eq!(
+        by_subcategory(SVA.1)["correction"],
+        "He goes to school every day."
+    );
+    assert_eq!(by_subcategory(ARTICLES.1)["correction"], Value::Null);
+    assert_eq!(by_subcategory(ARTICLES.1)["explanation"], Value::Null);
+}

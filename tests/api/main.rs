@@ -6,5 +6,7 @@ mod exercises;
 mod lifecycle;
 mod limits;
 mod ops;
+mod practice;
+mod progress;
 mod recording;
 mod resources;

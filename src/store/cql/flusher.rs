@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::BatchType;
 use scylla::value::Counter;
 use uuid::Uuid;
 
 use super::buffer::{self, Take, DIRTY_SHARDS};
-use super::session::cql_error;
+use super::session::{cql_error, date};
 use super::statements::{self, ONCE};
 use super::Inner;
-use crate::domain::ErrorKey;
+use crate::domain::{ErrorKey, WeekCount};
 use crate::store::closer::Closer;
 use crate::store::{Backend, StoreError};
 
@@ -85,30 +86,38 @@ pub(super) async fn run(inner: Arc<Inner>, interval: Duration, closer: Closer) {
 }
 
 impl Inner {
-    /// Adds the deltas to the learner's counters in one counter batch.
+    /// Adds the deltas to the learner's counters, all-time and weekly, in
+    /// one counter batch (both tables share the learner's partition key).
     pub(super) async fn apply_counts(
         &self,
         user: Uuid,
         deltas: &[(ErrorKey, i64)],
+        weeks: &[WeekCount],
     ) -> Result<(), StoreError> {
-        let values: Vec<(Counter, Uuid, &str, &str)> = deltas
-            .iter()
-            .filter(|(_, delta)| *delta != 0)
-            .map(|(key, delta)| {
-                (
-                    Counter(*delta),
-                    user,
-                    key.category.as_str(),
-                    key.subcategory.as_str(),
-                )
-            })
-            .collect();
+        type Values<'a> = Vec<Box<dyn SerializeRow + Send + Sync + 'a>>;
+        let mut batch = statements::batch("counter_batch", BatchType::Counter, ONCE);
+        let mut values: Values<'_> = Vec::new();
+        for (key, delta) in deltas.iter().filter(|(_, delta)| *delta != 0) {
+            batch.append_statement(self.statements.add_count.clone());
+            values.push(Box::new((
+                Counter(*delta),
+                user,
+                key.category.as_str(),
+                key.subcategory.as_str(),
+            )));
+        }
+        for week in weeks.iter().filter(|w| w.count != 0) {
+            batch.append_statement(self.statements.add_week_count.clone());
+            values.push(Box::new((
+                Counter(week.count),
+                user,
+                date(week.week_start),
+                week.key.category.as_str(),
+                week.key.subcategory.as_str(),
+            )));
+        }
         if values.is_empty() {
             return Ok(());
-        }
-        let mut batch = statements::batch("counter_batch", BatchType::Counter, ONCE);
-        for _ in &values {
-            batch.append_statement(self.statements.add_count.clone());
         }
         self.session
             .batch(&batch, values)
@@ -133,6 +142,7 @@ impl Inner {
                 }
                 Take::Deltas {
                     deltas,
+                    weeks,
                     replay,
                     age,
                 } => {
@@ -143,7 +153,7 @@ impl Inner {
                         metrics::histogram!("errata_flush_lag_distribution_seconds")
                             .record(age.as_secs_f64());
                     }
-                    if let Err(e) = self.apply_counts(user, &deltas).await {
+                    if let Err(e) = self.apply_counts(user, &deltas, &weeks).await {
                         metrics::counter!("errata_flush_failures_total").increment(1);
                         if let Err(release) = self.buffer.release(user, &token).await {
                             tracing::warn!(error = %release, "could not release a flush lock");
@@ -151,7 +161,8 @@ impl Inner {
                         return Err(e);
                     }
                     metrics::counter!("errata_flush_batches_total").increment(1);
-                    metrics::histogram!("errata_flush_batch_size").record(deltas.len() as f64);
+                    metrics::histogram!("errata_flush_batch_size")
+                        .record((deltas.len() + weeks.len()) as f64);
                     if !self.finish_flush(user, &token, locked_at).await? {
                         tracing::warn!(
                             %user,

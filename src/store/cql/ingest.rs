@@ -154,7 +154,10 @@ impl Inner {
     /// for a repair of the learner to finish reading its log. Not counted,
     /// the lease is abandoned, keeping its time, so the retry goes ahead at
     /// once (after a commit that did count but whose answer was lost, the
-    /// abandon finds the "done" marker and changes nothing).
+    /// abandon finds the "done" marker and changes nothing). The commit
+    /// counts the deltas in the week of the lease's time too: the events'
+    /// time, the first attempt's, whenever this attempt runs and whenever
+    /// it is flushed.
     async fn count(&self, report: &ErrorReport, token: &str) -> Result<(), StoreError> {
         let deltas = report.deltas();
         let deltas = &deltas;
@@ -278,6 +281,8 @@ impl Inner {
                     point.category.as_str().to_owned(),
                     point.subcategory.as_str().to_owned(),
                     snippet.clone(),
+                    point.correction.text.clone(),
+                    point.correction.explanation.clone(),
                 )
             })
             .collect();

@@ -56,7 +56,7 @@ const LEARNER_TABLES: &[&str] = &[
     "error_labels",
 ];
 /// The learner's counter tables, deleted once no flush can reach them.
-const LEARNER_COUNTERS: &[&str] = &["error_counts"];
+const LEARNER_COUNTERS: &[&str] = &["error_counts", "error_counts_by_week"];
 
 /// How often an erasure looks again for the flush lock.
 const LOCK_POLL: Duration = Duration::from_millis(20);
@@ -136,7 +136,8 @@ impl Statements {
             event_pages: prepare(
                 session,
                 "SELECT occurred_at, event_id, conversation_id, utterance_id, category, \
-                 subcategory, snippet FROM error_events WHERE user_id = ? AND bucket = ?"
+                 subcategory, snippet, correction, explanation \
+                 FROM error_events WHERE user_id = ? AND bucket = ?"
                     .into(),
                 true,
             )
@@ -375,10 +376,22 @@ type EventRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 fn event(
-    (occurred_at, event_id, conversation_id, utterance_id, category, subcategory, snippet): EventRow,
+    (
+        occurred_at,
+        event_id,
+        conversation_id,
+        utterance_id,
+        category,
+        subcategory,
+        snippet,
+        correction,
+        explanation,
+    ): EventRow,
 ) -> StoredEvent {
     StoredEvent {
         event_id: event_id.to_string(),
@@ -388,5 +401,7 @@ fn event(
         subcategory: subcategory.unwrap_or_default(),
         occurred_at: from_timestamp(occurred_at),
         snippet,
+        correction,
+        explanation,
     }
 }

@@ -40,7 +40,7 @@ use self::statements::Statements;
 use super::closer::Closer;
 use super::{
     Backend, Background, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance,
-    RecentError, RecordOutcome, Store, StoreError, User, Utterance,
+    RecentError, RecordOutcome, Store, StoreError, User, Utterance, WeeklyHistory,
 };
 use crate::config::Config;
 use crate::domain::FrequencyTable;
@@ -125,6 +125,14 @@ impl Store for CqlStore {
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         self.inner.frequencies(user_id).await
+    }
+
+    async fn weekly_history(
+        &self,
+        user_id: Uuid,
+        since: chrono::NaiveDate,
+    ) -> Result<WeeklyHistory, StoreError> {
+        self.inner.weekly_history(user_id, since).await
     }
 
     async fn recent_errors(

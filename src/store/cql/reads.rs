@@ -4,22 +4,41 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use scylla::value::{Counter, CqlTimestamp};
+use chrono::{DateTime, NaiveDate, Utc};
+use scylla::value::{Counter, CqlDate, CqlTimestamp};
 use uuid::Uuid;
 
-use super::session::{from_timestamp, internal, select};
+use super::buffer::Buffered;
+use super::session::{date, for_each_row, from_date, from_timestamp, internal, select};
 use super::Inner;
-use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
+use crate::domain::{Correction, ErrorFrequency, ErrorKey, FrequencyTable, WeekCount};
 use crate::store::retry::{retry_until, Poll};
-use crate::store::{Backend, RecentError, StoreError};
+use crate::store::{Backend, RecentError, StoreError, WeeklyHistory};
+
+type Labels = HashMap<ErrorKey, (String, String, Option<DateTime<Utc>>)>;
+
+/// What one settled read found: the buffer, the durable counters and
+/// labels and, when asked for, the durable weekly counts.
+struct Settled {
+    buffered: Buffered,
+    counts: HashMap<ErrorKey, i64>,
+    labels: Labels,
+    weeks: Vec<WeekCount>,
+}
 
 /// How long a read waits for a flush of the learner to finish before it
 /// answers 503 (a counter batch normally takes milliseconds).
 const READ_WAIT: Duration = Duration::from_secs(2);
 
 impl Inner {
-    pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
+    /// The buffer and the durable counts read so that they add up: never
+    /// while a counter batch is half way, never across a flush's start or
+    /// end. With `since`, the weekly counts from that week on too.
+    async fn settled(
+        &self,
+        user_id: Uuid,
+        since: Option<NaiveDate>,
+    ) -> Result<Settled, StoreError> {
         let inner = self;
         let read = retry_until(READ_WAIT, Duration::from_millis(10), || async move {
             let buffered = inner.buffer.buffered(user_id).await?;
@@ -27,23 +46,67 @@ impl Inner {
             // hold the in-flight deltas yet; and a flush that started or
             // ended between the reads moved deltas under them. Either way
             // the merge would be a guess: read again once it is over.
+            // (Weekly in-flight deltas are moved and deleted with the
+            // all-time ones.)
             let settled = !buffered.locked || buffered.inflight.is_empty();
             if !settled {
                 return Ok(Poll::Pending);
             }
-            let (counts, labels) = tokio::try_join!(inner.counts(user_id), inner.labels(user_id))?;
+            let (counts, labels, weeks) = tokio::try_join!(
+                inner.counts(user_id),
+                inner.labels(user_id),
+                inner.week_counts(user_id, since)
+            )?;
             if inner.buffer.epoch(user_id).await? != buffered.epoch {
                 return Ok(Poll::Pending);
             }
-            Ok(Poll::Ready((buffered, counts, labels)))
+            Ok(Poll::Ready(Settled {
+                buffered,
+                counts,
+                labels,
+                weeks,
+            }))
         })
         .await?;
-        let Some((buffered, counts, labels)) = read else {
-            return Err(StoreError::busy(
+        read.ok_or_else(|| {
+            StoreError::busy(
                 Backend::Cql,
                 "the learner's counts are being flushed; retry",
-            ));
-        };
+            )
+        })
+    }
+
+    pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
+        let read = self.settled(user_id, None).await?;
+        self.table(user_id, read).await.map(|(table, _)| table)
+    }
+
+    /// All-time counts and weekly counts from `since` on, durable and
+    /// buffered merged.
+    pub(super) async fn weekly_history(
+        &self,
+        user_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<WeeklyHistory, StoreError> {
+        let read = self.settled(user_id, Some(since)).await?;
+        let (table, mut weeks) = self.table(user_id, read).await?;
+        weeks.retain(|w| w.week_start >= since);
+        Ok(WeeklyHistory { table, weeks })
+    }
+
+    /// The learner's table from a settled read, and its weekly counts with
+    /// the buffered weekly deltas added; `UserNotFound` for an unknown one.
+    async fn table(
+        &self,
+        user_id: Uuid,
+        read: Settled,
+    ) -> Result<(FrequencyTable, Vec<WeekCount>), StoreError> {
+        let Settled {
+            buffered,
+            counts,
+            labels,
+            mut weeks,
+        } = read;
         let mut table: HashMap<ErrorKey, ErrorFrequency> = HashMap::new();
         let deltas = counts
             .into_iter()
@@ -65,10 +128,54 @@ impl Inner {
             });
             entry.frequency += delta;
         }
-        if table.is_empty() && !inner.user_exists(user_id).await? {
+        if table.is_empty() && !self.user_exists(user_id).await? {
             return Err(StoreError::UserNotFound);
         }
-        Ok(table.into_values().collect())
+        weeks.extend(buffered.weeks);
+        Ok((table.into_values().collect(), weeks))
+    }
+
+    /// Durable weekly counters of a learner from `since` on (none without).
+    async fn week_counts(
+        &self,
+        user_id: Uuid,
+        since: Option<NaiveDate>,
+    ) -> Result<Vec<WeekCount>, StoreError> {
+        match since {
+            Some(since) => self.week_counts_since(user_id, since).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Durable weekly counters of a learner from `since` on (paged).
+    pub(super) async fn week_counts_since(
+        &self,
+        user_id: Uuid,
+        since: NaiveDate,
+    ) -> Result<Vec<WeekCount>, StoreError> {
+        let mut weeks = Vec::new();
+        for_each_row(
+            &self.session,
+            &self.statements.select_week_counts,
+            (user_id, date(since)),
+            |(week, category, subcategory, frequency): (
+                CqlDate,
+                String,
+                String,
+                Option<Counter>,
+            )| {
+                weeks.push(WeekCount {
+                    week_start: from_date(week),
+                    key: ErrorKey {
+                        category,
+                        subcategory,
+                    },
+                    count: frequency.map_or(0, |c| c.0),
+                });
+            },
+        )
+        .await?;
+        Ok(weeks)
     }
 
     pub(super) async fn recent_errors(
@@ -99,9 +206,11 @@ impl Inner {
                 Option<Uuid>,
                 Option<Uuid>,
                 Option<String>,
+                Option<String>,
+                Option<String>,
             );
             for row in rows.rows::<EventRow>().map_err(internal)? {
-                let (at, ck, sk, category, subcategory, conversation, utterance, snippet) =
+                let (at, ck, sk, category, subcategory, conversation, utterance, snippet, fix, why) =
                     row.map_err(internal)?;
                 recent.push(RecentError {
                     category: category.unwrap_or_else(|| ck.clone()),
@@ -113,6 +222,10 @@ impl Inner {
                     conversation_id: conversation.unwrap_or_default(),
                     utterance_id: utterance.unwrap_or_default(),
                     utterance: snippet,
+                    correction: Correction {
+                        text: fix,
+                        explanation: why,
+                    },
                     occurred_at: from_timestamp(at),
                 });
             }
@@ -156,10 +269,7 @@ impl Inner {
     }
 
     /// Spellings and last-seen times of a learner's errors.
-    pub(super) async fn labels(
-        &self,
-        user_id: Uuid,
-    ) -> Result<HashMap<ErrorKey, (String, String, Option<DateTime<Utc>>)>, StoreError> {
+    pub(super) async fn labels(&self, user_id: Uuid) -> Result<Labels, StoreError> {
         let rows = select(&self.session, &self.statements.select_labels, (user_id,)).await?;
         let mut labels = HashMap::new();
         type LabelRow = (

@@ -23,31 +23,41 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::NaiveDate;
+use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use super::buffer::{self, Snapshot};
 use super::ingest::event_id;
-use super::session::{for_each_row, StoreResult};
+use super::session::{for_each_row, from_timestamp, StoreResult};
 use super::Inner;
-use crate::domain::{ErrorKey, MAX_POINTS};
+use crate::domain::{week_start, ErrorKey, WeekCount, MAX_POINTS};
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, StoreError};
 
 /// How often a repair renews its lock and fence (both live far longer).
 const RENEW_EVERY: Duration = Duration::from_secs(1);
 
-/// A learner's event log: which error each event is, so the events of
-/// requests not counted can be left out.
+/// Weekly correction batches hold at most this many counter updates, so
+/// that a learner's first repair after an upgrade (a year of weeks to fill
+/// in) stays far below the servers' batch size limits.
+const CORRECTIONS_PER_BATCH: usize = 128;
+
+/// An error in one week: what a weekly counter counts.
+type WeekKey = (NaiveDate, ErrorKey);
+
+/// A learner's event log: which error each event is and in which week, so
+/// the events of requests not counted can be left out.
 #[derive(Default)]
 struct EventLog {
-    keys: Vec<ErrorKey>,
-    index: HashMap<ErrorKey, u32>,
+    keys: Vec<WeekKey>,
+    index: HashMap<WeekKey, u32>,
     /// (event id, index into `keys`).
     events: Vec<(Uuid, u32)>,
 }
 
 impl EventLog {
-    fn add(&mut self, key: ErrorKey, id: Uuid) {
+    fn add(&mut self, key: WeekKey, id: Uuid) {
         let index = match self.index.get(&key) {
             Some(index) => *index,
             None => {
@@ -60,8 +70,9 @@ impl EventLog {
         self.events.push((id, index));
     }
 
-    /// The events of each error, without those of these requests.
-    fn counted(mut self, open: &[Uuid]) -> HashMap<ErrorKey, i64> {
+    /// The events of each error in each week, without those of these
+    /// requests.
+    fn counted(mut self, open: &[Uuid]) -> HashMap<WeekKey, i64> {
         let mut counts = vec![0i64; self.keys.len()];
         for (_, index) in &self.events {
             counts[*index as usize] += 1;
@@ -201,26 +212,29 @@ impl Inner {
             open,
             pending,
             inflight,
+            weeks: buffered_weeks,
         }) = self.buffer.snapshot(user, token).await?
         else {
             return Err(lost(user));
         };
-        let counts = self.counts(user).await?;
-        let events = log.counted(&open);
-        let mut keys: Vec<&ErrorKey> = events.keys().chain(counts.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        let corrections: Vec<(ErrorKey, i64)> = keys
-            .into_iter()
-            .filter_map(|key| {
-                let buffered = pending.get(key).copied().unwrap_or(0)
-                    + inflight.get(key).copied().unwrap_or(0);
-                let target = events.get(key).copied().unwrap_or(0) - buffered;
-                let diff = target - counts.get(key).copied().unwrap_or(0);
-                (diff != 0).then(|| (key.clone(), diff))
-            })
-            .collect();
-        if corrections.is_empty() {
+        let (counts, durable_weeks) =
+            tokio::try_join!(self.counts(user), self.all_week_counts(user))?;
+        let weekly_events = log.counted(&open);
+        let mut events: HashMap<ErrorKey, i64> = HashMap::new();
+        for ((_, key), n) in &weekly_events {
+            *events.entry(key.clone()).or_default() += n;
+        }
+        let mut buffered = pending;
+        for (key, n) in inflight {
+            *buffered.entry(key).or_default() += n;
+        }
+        let corrections = differences(&events, &buffered, &counts);
+        let weekly = differences(
+            &weekly_events,
+            &by_week(buffered_weeks),
+            &by_week(durable_weeks),
+        );
+        if corrections.is_empty() && weekly.is_empty() {
             return Ok(0);
         }
         // Still ours, so no flusher moved the in-flight deltas into the
@@ -228,9 +242,28 @@ impl Inner {
         if !self.buffer.renew(user, token).await? {
             return Err(lost(user));
         }
-        tracing::info!(%user, corrections = corrections.len(), "repair: correcting counters");
-        self.apply_counts(user, &corrections).await?;
-        Ok(corrections.len())
+        tracing::info!(%user, corrections = corrections.len(), weekly = weekly.len(),
+            "repair: correcting counters");
+        let weekly: Vec<WeekCount> = weekly
+            .into_iter()
+            .map(|((week_start, key), count)| WeekCount {
+                week_start,
+                key,
+                count,
+            })
+            .collect();
+        let mut chunks = weekly.chunks(CORRECTIONS_PER_BATCH);
+        self.apply_counts(user, &corrections, chunks.next().unwrap_or_default())
+            .await?;
+        for chunk in chunks {
+            self.apply_counts(user, &[], chunk).await?;
+        }
+        Ok(corrections.len() + weekly.len())
+    }
+
+    /// Every weekly counter of a learner (paged).
+    async fn all_week_counts(&self, user: Uuid) -> StoreResult<Vec<WeekCount>> {
+        self.week_counts_since(user, NaiveDate::MIN).await
     }
 
     /// Every learner that has errors (a full scan: for `errata repair`).
@@ -254,14 +287,13 @@ impl Inner {
                 &self.session,
                 &self.statements.select_event_keys,
                 (user_id, month),
-                |(category, subcategory, id): (String, String, Uuid)| {
-                    log.add(
-                        ErrorKey {
-                            category,
-                            subcategory,
-                        },
-                        id,
-                    );
+                |(category, subcategory, id, at): (String, String, Uuid, CqlTimestamp)| {
+                    let week = week_start(from_timestamp(at));
+                    let key = ErrorKey {
+                        category,
+                        subcategory,
+                    };
+                    log.add((week, key), id);
                 },
             )
             .await?;
@@ -270,15 +302,46 @@ impl Inner {
     }
 }
 
+/// What each count must change by so that counter + buffered = events:
+/// the keys whose difference is not zero, in key order.
+fn differences<K: Clone + Ord + std::hash::Hash>(
+    events: &HashMap<K, i64>,
+    buffered: &HashMap<K, i64>,
+    counts: &HashMap<K, i64>,
+) -> Vec<(K, i64)> {
+    let mut keys: Vec<&K> = events.keys().chain(counts.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let target =
+                events.get(key).copied().unwrap_or(0) - buffered.get(key).copied().unwrap_or(0);
+            let diff = target - counts.get(key).copied().unwrap_or(0);
+            (diff != 0).then(|| (key.clone(), diff))
+        })
+        .collect()
+}
+
+fn by_week(counts: Vec<WeekCount>) -> HashMap<WeekKey, i64> {
+    let mut map = HashMap::new();
+    for c in counts {
+        *map.entry((c.week_start, c.key)).or_default() += c.count;
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(s: &str) -> ErrorKey {
-        ErrorKey {
-            category: "grammar".into(),
-            subcategory: s.into(),
-        }
+    fn key(s: &str) -> WeekKey {
+        (
+            NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+            ErrorKey {
+                category: "grammar".into(),
+                subcategory: s.into(),
+            },
+        )
     }
 
     #[test]
@@ -293,5 +356,16 @@ mod tests {
         let counts = log.counted(&[open, other]);
         assert_eq!(counts.get(&key("articles")), Some(&1));
         assert_eq!(counts.get(&key("tenses")), Some(&1));
+    }
+
+    #[test]
+    fn differences_bring_counter_plus_buffer_to_the_log() {
+        let events: HashMap<&str, i64> = [("a", 5), ("b", 2)].into();
+        let buffered: HashMap<&str, i64> = [("a", 1)].into();
+        let counts: HashMap<&str, i64> = [("a", 6), ("c", 3)].into();
+        assert_eq!(
+            differences(&events, &buffered, &counts),
+            [("a", -2), ("b", 2), ("c", -3)]
+        );
     }
 }

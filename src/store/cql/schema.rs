@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::store::{Backend, StoreError};
 
 /// The schema files, in the order they are applied.
-const FILES: [(&str, &str); 2] = [
+const FILES: [(&str, &str); 3] = [
     (
         "001_keyspace.cql",
         include_str!("../../../cql/001_keyspace.cql"),
@@ -16,7 +16,62 @@ const FILES: [(&str, &str); 2] = [
         "002_tables.cql",
         include_str!("../../../cql/002_tables.cql"),
     ),
+    (
+        "003_practice.cql",
+        include_str!("../../../cql/003_practice.cql"),
+    ),
 ];
+
+/// An `ALTER TABLE ks.table ADD column type` statement: its keyspace,
+/// table and column, to run it only when the column is missing.
+fn added_column(statement: &str) -> Option<(&str, &str, &str)> {
+    let mut words = statement.split_whitespace();
+    let alter =
+        words.next()?.eq_ignore_ascii_case("ALTER") && words.next()?.eq_ignore_ascii_case("TABLE");
+    let table = words.next()?;
+    if !alter || !words.next()?.eq_ignore_ascii_case("ADD") {
+        return None;
+    }
+    let column = words.next()?;
+    let (keyspace, table) = table.split_once('.')?;
+    Some((keyspace, table, column))
+}
+
+async fn column_exists(
+    session: &Session,
+    (keyspace, table, column): (&str, &str, &str),
+) -> StoreResult<bool> {
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+            (keyspace, table, column),
+        )
+        .await
+        .map_err(cql_error)?
+        .into_rows_result()
+        .map_err(internal)?;
+    Ok(rows.rows_num() > 0)
+}
+
+/// Runs one statement of a schema file; an `ADD` of a column that exists
+/// is skipped (and one that another migration added meanwhile is fine).
+/// Returns whether it ran.
+async fn apply(session: &Session, name: &str, statement: &str) -> StoreResult<bool> {
+    let added = added_column(statement);
+    if let Some(column) = added {
+        if column_exists(session, column).await? {
+            return Ok(false);
+        }
+    }
+    match session.query_unpaged(statement, &[]).await {
+        Ok(_) => Ok(true),
+        Err(e) => match added {
+            Some(column) if column_exists(session, column).await? => Ok(false),
+            _ => Err(StoreError::internal(format!("{name}: {statement}"), e)),
+        },
+    }
+}
 
 /// A keyspace name must be a plain CQL identifier: it is put into statements.
 pub fn check_keyspace(name: &str) -> StoreResult<()> {
@@ -122,11 +177,9 @@ pub async fn migrate(config: &Config) -> StoreResult<String> {
             .replace("{replication}", &replication)
             .replace("{options}", options);
         for statement in statements(&text) {
-            session
-                .query_unpaged(statement.as_str(), &[])
-                .await
-                .map_err(|e| StoreError::internal(format!("{name}: {statement}"), e))?;
-            applied += 1;
+            if apply(&session, name, &statement).await? {
+                applied += 1;
+            }
         }
     }
     session
@@ -156,11 +209,24 @@ mod tests {
         for (name, text) in FILES {
             for statement in statements(text) {
                 assert!(
-                    statement.contains("IF NOT EXISTS"),
+                    statement.contains("IF NOT EXISTS") || added_column(&statement).is_some(),
                     "{name}: {statement} is not idempotent"
                 );
             }
         }
+    }
+
+    #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE ks.error_events ADD correction text"),
+            Some(("ks", "error_events", "correction"))
+        );
+        assert_eq!(added_column("ALTER TABLE ks.t WITH comment = 'x'"), None);
+        assert_eq!(
+            added_column("CREATE TABLE IF NOT EXISTS ks.t (a int)"),
+            None
+        );
     }
 
     #[test]

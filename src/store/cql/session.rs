@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -17,7 +17,7 @@ use scylla::response::PagingState;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlTimestamp, CqlValue, Row};
+use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row};
 
 use crate::config::Config;
 use crate::store::{Backend, BoxError, StoreError};
@@ -117,6 +117,18 @@ pub fn timestamp(t: DateTime<Utc>) -> CqlTimestamp {
 
 pub fn from_timestamp(t: CqlTimestamp) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.0).unwrap_or_default()
+}
+
+/// A CQL `date` counts days from 2^31 = 1970-01-01.
+const CQL_EPOCH_DAY: i64 = 1 << 31;
+
+pub fn date(day: NaiveDate) -> CqlDate {
+    let days = (day - NaiveDate::default()).num_days();
+    CqlDate((CQL_EPOCH_DAY + days) as u32)
+}
+
+pub fn from_date(day: CqlDate) -> NaiveDate {
+    NaiveDate::default() + TimeDelta::days(i64::from(day.0) - CQL_EPOCH_DAY)
 }
 
 /// The `[applied]` column of a lightweight transaction's answer.

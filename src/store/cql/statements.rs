@@ -119,8 +119,9 @@ statements! {
          WHERE user_id = ? AND conversation_id = ? AND utterance_id = ?",
     insert_event: IDEMPOTENT =>
         "INSERT INTO error_events (user_id, bucket, occurred_at, event_id, conversation_id, \
-         utterance_id, category_key, subcategory_key, category, subcategory, snippet) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         utterance_id, category_key, subcategory_key, category, subcategory, snippet, \
+         correction, explanation) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     insert_bucket: IDEMPOTENT =>
         "INSERT INTO error_buckets (user_id, bucket) VALUES (?, ?)",
     label_spelling: IDEMPOTENT =>
@@ -145,12 +146,12 @@ statements! {
         "SELECT bucket FROM error_buckets WHERE user_id = ?",
     select_recent: IDEMPOTENT =>
         "SELECT occurred_at, category_key, subcategory_key, category, subcategory, \
-         conversation_id, utterance_id, snippet \
+         conversation_id, utterance_id, snippet, correction, explanation \
          FROM error_events \
          WHERE user_id = ? AND bucket = ? \
          LIMIT ?",
     select_event_keys: IDEMPOTENT =>
-        "SELECT category_key, subcategory_key, event_id \
+        "SELECT category_key, subcategory_key, event_id, occurred_at \
          FROM error_events \
          WHERE user_id = ? AND bucket = ?",
     /// Counter updates are never idempotent: a retry could count twice.
@@ -158,6 +159,15 @@ statements! {
         "UPDATE error_counts \
          SET frequency = frequency + ? \
          WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+    /// The same batch as `add_count` carries these.
+    add_week_count: ONCE =>
+        "UPDATE error_counts_by_week \
+         SET frequency = frequency + ? \
+         WHERE user_id = ? AND week_start = ? AND category_key = ? AND subcategory_key = ?",
+    select_week_counts: IDEMPOTENT =>
+        "SELECT week_start, category_key, subcategory_key, frequency \
+         FROM error_counts_by_week \
+         WHERE user_id = ? AND week_start >= ?",
     select_learners: IDEMPOTENT =>
         "SELECT DISTINCT user_id FROM error_labels",
     ping: IDEMPOTENT =>

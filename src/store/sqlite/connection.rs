@@ -14,7 +14,6 @@ use crate::store::{Backend, BoxError, StoreError};
 
 pub(super) const DATABASE_FILE: &str = "errata.db";
 const LOCK_FILE: &str = "errata.lock";
-const SCHEMA: &str = include_str!("schema.sql");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How large the write-ahead log may grow.
@@ -68,7 +67,7 @@ pub(super) fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError
 /// The writer's connection, with the schema created: the database is in
 /// WAL mode and every commit is synced.
 pub(super) fn open_writer(path: &Path, wal: WalLimits) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(internal)?;
+    let mut conn = Connection::open(path).map_err(internal)?;
     configure(&conn).map_err(internal)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(internal)?;
@@ -76,7 +75,7 @@ pub(super) fn open_writer(path: &Path, wal: WalLimits) -> Result<Connection, Sto
     // survives power loss too, not only a process crash.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(internal)?;
-    conn.execute_batch(SCHEMA).map_err(internal)?;
+    super::migrate::migrate(&mut conn).map_err(internal)?;
     // The writer no longer checkpoints inside its commits (a checkpoint
     // copies and syncs up to 1,000 pages while callers wait): the
     // checkpointer thread does that beside it.

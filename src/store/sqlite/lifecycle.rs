@@ -19,6 +19,7 @@ use crate::store::{
 const LEARNER_TABLES: &[&str] = &[
     "error_events",
     "error_counts",
+    "error_counts_by_week",
     "ingest_requests",
     "utterances",
     "conversations",
@@ -162,7 +163,8 @@ fn utterances(conn: &Connection, user_id: Uuid, after: &str) -> Result<Vec<Utter
 
 fn events(conn: &Connection, user_id: Uuid, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
     conn.prepare_cached(
-        "SELECT event_id, conversation_id, utterance_id, category, subcategory, occurred_at
+        "SELECT event_id, conversation_id, utterance_id, category, subcategory, occurred_at,
+                correction, explanation
          FROM error_events WHERE user_id = ?1 AND event_id > ?2 ORDER BY event_id LIMIT ?3",
     )
     .and_then(|mut s| {
@@ -177,6 +179,8 @@ fn events(conn: &Connection, user_id: Uuid, after: i64) -> Result<Vec<StoredEven
                     subcategory: r.get(4)?,
                     occurred_at: from_micros(r.get(5)?),
                     snippet: None,
+                    correction: r.get(6)?,
+                    explanation: r.get(7)?,
                 })
             },
         )?

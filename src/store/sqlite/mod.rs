@@ -24,6 +24,7 @@
 mod connection;
 mod lifecycle;
 mod maintenance;
+mod migrate;
 mod practice_cache;
 mod reads;
 pub mod seed;
@@ -52,7 +53,7 @@ use writes::Expiry;
 use super::closer::Closer;
 use super::{
     Backend, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance, PracticeInputs,
-    PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance,
+    PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance, WeeklyHistory,
 };
 use crate::domain::FrequencyTable;
 
@@ -266,6 +267,14 @@ impl Store for SqliteStore {
         self.read(|conn| reads::frequencies(conn, user_id))
     }
 
+    async fn weekly_history(
+        &self,
+        user_id: Uuid,
+        since: chrono::NaiveDate,
+    ) -> Result<WeeklyHistory, StoreError> {
+        self.read(|conn| reads::weekly_history(conn, user_id, since))
+    }
+
     async fn practice_inputs(
         &self,
         user_id: Uuid,
@@ -357,3 +366,5 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod weekly_tests;

@@ -26,10 +26,14 @@ use crate::store::{PracticeInputs, PracticeQuery};
 /// the reads of the learners in its shard skip filling the cache.
 const GENERATIONS: usize = 1024;
 
-#[derive(Clone)]
+/// How many differently shaped answers a learner keeps at once (an app
+/// asking for practice by frequency and by recency, say).
+const ANSWERS_PER_LEARNER: usize = 3;
+
+/// A learner's kept answers, newest first, each with the query it answers.
+#[derive(Clone, Default)]
 struct Entry {
-    query: PracticeQuery,
-    inputs: Arc<PracticeInputs>,
+    answers: Vec<(PracticeQuery, Arc<PracticeInputs>)>,
 }
 
 /// Weighs an entry by the bytes it holds, so that a learner with long
@@ -39,25 +43,26 @@ struct Bytes;
 
 impl Weighter<Uuid, Entry> for Bytes {
     fn weight(&self, _: &Uuid, entry: &Entry) -> u64 {
-        let inputs = &entry.inputs;
-        let top: usize = inputs
-            .top
-            .iter()
-            .map(|e| {
-                e.key.category.len()
-                    + e.key.subcategory.len()
-                    + e.category.len()
-                    + e.subcategory.len()
-            })
-            .sum();
-        let sentences: usize = inputs
-            .sentences
-            .iter()
-            .flatten()
-            .map(|s| s.text.len())
-            .sum();
-        (256 + top + inputs.top.len() * 128 + sentences + inputs.sentences.len() * 64) as u64
+        entry.answers.iter().map(|(_, inputs)| weigh(inputs)).sum()
     }
+}
+
+/// The bytes one answer holds, roughly.
+fn weigh(inputs: &PracticeInputs) -> u64 {
+    let top: usize = inputs
+        .top
+        .iter()
+        .map(|e| {
+            e.key.category.len() + e.key.subcategory.len() + e.category.len() + e.subcategory.len()
+        })
+        .sum();
+    let sentences: usize = inputs
+        .sentences
+        .iter()
+        .flatten()
+        .map(|s| s.text.len() + s.correction.len() + s.explanation.as_ref().map_or(0, String::len))
+        .sum();
+    (256 + top + inputs.top.len() * 136 + sentences + inputs.sentences.len() * 64) as u64
 }
 
 /// A ticket taken before a read from the store; [`PracticeCache::fill`]
@@ -90,8 +95,8 @@ impl PracticeCache {
     /// ticket to take before reading them from the store.
     pub fn get(&self, user_id: Uuid, query: PracticeQuery) -> Result<Arc<PracticeInputs>, Ticket> {
         if let Some(entry) = self.entries.get(&user_id) {
-            if entry.query == query {
-                return Ok(entry.inputs);
+            if let Some((_, inputs)) = entry.answers.iter().find(|(q, _)| *q == query) {
+                return Ok(inputs.clone());
             }
         }
         let shard = Self::shard(user_id);
@@ -114,7 +119,11 @@ impl PracticeCache {
         if generation.load(Ordering::SeqCst) != ticket.generation {
             return;
         }
-        self.entries.insert(user_id, Entry { query, inputs });
+        let mut entry = self.entries.get(&user_id).unwrap_or_default();
+        entry.answers.retain(|(q, _)| *q != query);
+        entry.answers.insert(0, (query, inputs));
+        entry.answers.truncate(ANSWERS_PER_LEARNER);
+        self.entries.insert(user_id, entry);
         if generation.load(Ordering::SeqCst) != ticket.generation {
             self.entries.remove(&user_id);
         }
@@ -132,11 +141,13 @@ impl PracticeCache {
 mod tests {
     use super::*;
     use crate::domain::{ErrorFrequency, ErrorKey, OwnSentence};
+    use crate::store::Rank;
 
     const QUERY: PracticeQuery = PracticeQuery {
         top_n: 5,
         sentences_per_error: 3,
         window: 200,
+        rank: Rank::Frequency,
     };
 
     fn inputs(frequency: i64) -> Arc<PracticeInputs> {
@@ -154,7 +165,10 @@ mod tests {
             sentences: vec![vec![OwnSentence {
                 utterance_id: Uuid::nil(),
                 text: "I goed home".into(),
+                correction: "I went home".into(),
+                explanation: None,
             }]],
+            scores: Vec::new(),
         })
     }
 
@@ -170,9 +184,15 @@ mod tests {
         let user = Uuid::now_v7();
         read_through(&cache, user, 1);
         assert_eq!(cache.get(user, QUERY).unwrap().top[0].frequency, 1);
-        // Another query shape is a miss, not the wrong answer.
+        // Another query shape is a miss, not the wrong answer; once read,
+        // both shapes are kept.
         let other = PracticeQuery { top_n: 3, ..QUERY };
-        assert!(cache.get(user, other).is_err());
+        let ticket = cache.get(user, other).unwrap_err();
+        cache.fill(user, other, inputs(7), ticket);
+        assert_eq!(cache.get(user, other).unwrap().top[0].frequency, 7);
+        assert_eq!(cache.get(user, QUERY).unwrap().top[0].frequency, 1);
+        cache.invalidate(user);
+        assert!(cache.get(user, other).is_err() && cache.get(user, QUERY).is_err());
     }
 
     #[test]

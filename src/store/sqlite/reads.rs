@@ -7,10 +7,15 @@ use std::collections::HashMap;
 use r2d2_sqlite::rusqlite::{self, params, CachedStatement, Connection, OptionalExtension};
 use uuid::Uuid;
 
+use chrono::NaiveDate;
+
 use super::connection::{from_micros, internal, uuid_column};
-use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable};
+use super::writes::week_text;
+use crate::domain::{Correction, ErrorFrequency, ErrorKey, FrequencyTable, WeekCount};
 use crate::store::sentences::SentencePicker;
-use crate::store::{Backend, PracticeInputs, PracticeQuery, RecentError, StoreError, User};
+use crate::store::{
+    Backend, PracticeInputs, PracticeQuery, RecentError, StoreError, User, WeeklyHistory,
+};
 
 pub(super) fn user(conn: &Connection, user_id: Uuid) -> Result<Option<User>, StoreError> {
     conn.prepare_cached("SELECT username, email, created_at FROM users WHERE user_id = ?1")
@@ -93,9 +98,42 @@ fn frequency_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ErrorFrequency> {
     })
 }
 
-/// The practice inputs in one read: the counts, then the learner's latest
-/// events from the covering index, newest first, comparing keys in place
-/// and stopping as soon as every top error has its sentences. Only the
+/// The learner's all-time counts and their weekly counts from `since` on.
+pub(super) fn weekly_history(
+    conn: &Connection,
+    user_id: Uuid,
+    since: NaiveDate,
+) -> Result<WeeklyHistory, StoreError> {
+    let table = frequencies(conn, user_id)?;
+    let mut weeks = Vec::new();
+    let mut rows = conn
+        .prepare_cached(
+            "SELECT week_start, category_key, subcategory_key, frequency
+             FROM error_counts_by_week WHERE user_id = ?1 AND week_start >= ?2",
+        )
+        .map_err(internal)?;
+    let mut rows = rows
+        .query(params![user_id.to_string(), week_text(since)])
+        .map_err(internal)?;
+    while let Some(r) = rows.next().map_err(internal)? {
+        let week = NaiveDate::parse_from_str(str_column(r, 0)?, "%Y-%m-%d").map_err(internal)?;
+        weeks.push(WeekCount {
+            week_start: week,
+            key: ErrorKey {
+                category: r.get(1).map_err(internal)?,
+                subcategory: r.get(2).map_err(internal)?,
+            },
+            count: r.get(3).map_err(internal)?,
+        });
+    }
+    Ok(WeeklyHistory { table, weeks })
+}
+
+/// The practice inputs in one read: the top errors (by the counts, or by
+/// the weekly counts for recency), then the corrected events among the
+/// learner's latest `window`, from their partial index, newest first,
+/// comparing keys in place and stopping as soon as every top error has its
+/// sentences. Only the
 /// events that may add a sentence are decoded, and each utterance's text is
 /// looked up once.
 pub(super) fn practice_inputs(
@@ -103,7 +141,10 @@ pub(super) fn practice_inputs(
     user_id: Uuid,
     query: PracticeQuery,
 ) -> Result<PracticeInputs, StoreError> {
-    let top = top(conn, user_id, query.top_n)?;
+    let (top, scores) = match query.rank.since() {
+        None => (top(conn, user_id, query.top_n)?, Vec::new()),
+        Some(since) => weekly_history(conn, user_id, since)?.top(&query),
+    };
     if top.is_empty() {
         if !user_exists(conn, user_id)? {
             return Err(StoreError::UserNotFound);
@@ -111,16 +152,21 @@ pub(super) fn practice_inputs(
         return Ok(PracticeInputs::default());
     }
     let mut picker = SentencePicker::new(top, query.sentences_per_error);
+    let oldest = oldest_in_window(conn, user_id, query.window)?;
     let mut texts = UtteranceTexts::new(conn)?;
+    let mut correction = conn
+        .prepare_cached("SELECT correction, explanation FROM error_events WHERE event_id = ?1")
+        .map_err(internal)?;
     let mut events = conn
         .prepare_cached(
-            "SELECT category_key, subcategory_key, utterance_id
-             FROM error_events INDEXED BY error_events_recent
-             WHERE user_id = ?1 ORDER BY event_id DESC LIMIT ?2",
+            "SELECT category_key, subcategory_key, utterance_id, event_id
+             FROM error_events INDEXED BY error_events_corrected
+             WHERE user_id = ?1 AND correction IS NOT NULL AND event_id >= ?2
+             ORDER BY event_id DESC",
         )
         .map_err(internal)?;
     let mut rows = events
-        .query(params![user_id.to_string(), query.window as i64])
+        .query(params![user_id.to_string(), oldest])
         .map_err(internal)?;
     while !picker.is_done() {
         let Some(r) = rows.next().map_err(internal)? else {
@@ -131,9 +177,40 @@ pub(super) fn practice_inputs(
             continue;
         };
         let utterance_id = uuid_column(r, 2).map_err(internal)?;
-        picker.offer(i, utterance_id, texts.get(utterance_id)?);
+        let event_id: i64 = r.get(3).map_err(internal)?;
+        let proposed = correction
+            .query_row([event_id], |c| {
+                Ok(Correction {
+                    text: c.get(0)?,
+                    explanation: c.get(1)?,
+                })
+            })
+            .map_err(internal)?;
+        picker.offer(i, utterance_id, texts.get(utterance_id)?, &proposed);
     }
-    Ok(picker.finish())
+    Ok(PracticeInputs {
+        scores,
+        ..picker.finish()
+    })
+}
+
+/// The id of the oldest of the learner's latest `window` events (0 when
+/// they have fewer): the corrected events searched for sentences are those
+/// of the window, as in the generic answer. A walk of the covering index.
+fn oldest_in_window(conn: &Connection, user_id: Uuid, window: usize) -> Result<i64, StoreError> {
+    let Some(offset) = window.checked_sub(1) else {
+        return Ok(i64::MAX);
+    };
+    conn.prepare_cached(
+        "SELECT event_id FROM error_events INDEXED BY error_events_recent
+         WHERE user_id = ?1 ORDER BY event_id DESC LIMIT 1 OFFSET ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![user_id.to_string(), offset as i64], |r| r.get(0))
+            .optional()
+    })
+    .map(Option::unwrap_or_default)
+    .map_err(internal)
 }
 
 /// A text column, borrowed from the row rather than copied.
@@ -195,7 +272,7 @@ pub(super) fn recent_errors(
     let recent: Vec<RecentError> = conn
         .prepare_cached(
             "SELECT category, subcategory, conversation_id, utterance_id,
-                    occurred_at, category_key, subcategory_key
+                    occurred_at, category_key, subcategory_key, correction, explanation
              FROM error_events INDEXED BY error_events_recent
              WHERE user_id = ?1 ORDER BY event_id DESC LIMIT ?2",
         )
@@ -228,7 +305,7 @@ pub(super) fn recent_errors(
 
 /// An `error_events` row selected as (category, subcategory,
 /// conversation_id, utterance_id, occurred_at, category_key,
-/// subcategory_key), with its utterance's text.
+/// subcategory_key, correction, explanation), with its utterance's text.
 fn recent_error_row(r: &rusqlite::Row<'_>, text: Option<String>) -> rusqlite::Result<RecentError> {
     Ok(RecentError {
         key: ErrorKey {
@@ -240,6 +317,10 @@ fn recent_error_row(r: &rusqlite::Row<'_>, text: Option<String>) -> rusqlite::Re
         conversation_id: uuid_column(r, 2)?,
         utterance_id: uuid_column(r, 3)?,
         utterance: text,
+        correction: Correction {
+            text: r.get(7)?,
+            explanation: r.get(8)?,
+        },
         occurred_at: from_micros(r.get(4)?),
     })
 }

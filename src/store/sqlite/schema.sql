@@ -34,7 +34,10 @@ CREATE TABLE IF NOT EXISTS error_events (
     subcategory_key TEXT NOT NULL,
     category        TEXT NOT NULL,
     subcategory     TEXT NOT NULL,
-    occurred_at     INTEGER NOT NULL
+    occurred_at     INTEGER NOT NULL,
+    -- What the AI proposed for the point (NULL when it did not say).
+    correction      TEXT,
+    explanation     TEXT
 );
 -- A learner's latest events, covered: reading them touches only the few
 -- index pages that hold this learner's entries, not one table page per event.
@@ -54,6 +57,18 @@ CREATE TABLE IF NOT EXISTS error_counts (
     frequency       INTEGER NOT NULL,
     last_seen       INTEGER NOT NULL,
     PRIMARY KEY (user_id, category_key, subcategory_key)
+) WITHOUT ROWID;
+
+-- Frequencies per ISO week (week_start: the Monday, UTC, as YYYY-MM-DD),
+-- updated in the same transaction as the events: progress and recency
+-- ranking read them, never the event log.
+CREATE TABLE IF NOT EXISTS error_counts_by_week (
+    user_id         TEXT NOT NULL,
+    week_start      TEXT NOT NULL,
+    category_key    TEXT NOT NULL,
+    subcategory_key TEXT NOT NULL,
+    frequency       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, week_start, category_key, subcategory_key)
 ) WITHOUT ROWID;
 
 -- Fingerprints of recorded error reports, so that a retry counts once.

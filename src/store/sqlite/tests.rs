@@ -10,9 +10,9 @@ use super::connection::DATABASE_FILE;
 use super::reads;
 use super::writes::FINGERPRINT_CHUNK;
 use super::{SqliteStore, WalLimits};
-use crate::domain::{Email, ErrorName, ErrorPoint, Username};
+use crate::domain::{Correction, Email, ErrorName, ErrorPoint, Username};
 use crate::store::{
-    ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery, Store, StoreError,
+    ErrorReport, NewUser, NewUtterance, PracticeInputs, PracticeQuery, Rank, Store, StoreError,
     DEDUP_WINDOW,
 };
 
@@ -24,11 +24,16 @@ const NAMES: [(&str, &str); 5] = [
     ("Pronunciation", "Vowels"),
 ];
 
+/// Error point `i`: most carry the AI's correction, every fourth none.
 fn point(i: usize) -> ErrorPoint {
     let (category, subcategory) = NAMES[i % NAMES.len()];
     ErrorPoint {
         category: ErrorName::parse(category).unwrap(),
         subcategory: ErrorName::parse(subcategory).unwrap(),
+        correction: Correction {
+            text: (i % 4 != 3).then(|| format!("corrected {i}")),
+            explanation: i.is_multiple_of(2).then(|| format!("because {i}")),
+        },
     }
 }
 
@@ -159,6 +164,7 @@ async fn practice_inputs_in_one_read_match_the_generic_answer() {
             top_n,
             sentences_per_error,
             window,
+            rank: Rank::Frequency,
         };
         assert_same_practice(&store, ada.0, query).await;
     }
@@ -166,6 +172,7 @@ async fn practice_inputs_in_one_read_match_the_generic_answer() {
         top_n: 5,
         sentences_per_error: 3,
         window: 200,
+        rank: Rank::Frequency,
     };
     let some = store.practice_inputs(ada.0, full).await.unwrap();
     assert!(some.sentences.iter().any(|s| s.len() == 3));
@@ -198,6 +205,7 @@ async fn kept_practice_inputs_follow_every_write() {
         top_n: 3,
         sentences_per_error: 3,
         window: 200,
+        rank: Rank::Frequency,
     };
     let mut expected = 0;
     for round in 0..20 {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::connection::{internal, micros, uuid_column};
 use super::reads::{conversation_owner, user_exists};
-use crate::domain::ErrorKey;
+use crate::domain::{week_start, ErrorKey};
 use crate::store::{
     Conversation, ErrorReport, NewUser, NewUtterance, PointTally, RecordOutcome, StoreError, User,
     Utterance,
@@ -167,8 +167,14 @@ fn check_belongs_together(tx: &Connection, report: &ErrorReport) -> Result<(), S
 /// seen), which the events then carry too.
 type Shown = HashMap<ErrorKey, (String, String)>;
 
-/// One upsert per distinct error of the report; returns the spelling each
-/// row shows.
+/// A week's key in `error_counts_by_week`: its Monday as YYYY-MM-DD.
+pub(super) fn week_text(week: chrono::NaiveDate) -> String {
+    week.format("%Y-%m-%d").to_string()
+}
+
+/// Two upserts per distinct error of the report (the all-time count and
+/// the count of the week the report was received in); returns the
+/// spelling each row shows.
 fn count_points(
     tx: &Connection,
     user_id: &str,
@@ -188,7 +194,20 @@ fn count_points(
              RETURNING category, subcategory",
         )
         .map_err(internal)?;
+    let mut weekly = tx
+        .prepare_cached(
+            "INSERT INTO error_counts_by_week
+               (user_id, week_start, category_key, subcategory_key, frequency)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (user_id, week_start, category_key, subcategory_key) DO UPDATE SET
+               frequency = frequency + excluded.frequency",
+        )
+        .map_err(internal)?;
+    let week = week_text(week_start(report.received_at));
     for PointTally { key, first, count } in tally {
+        weekly
+            .execute(params![user_id, week, key.category, key.subcategory, count])
+            .map_err(internal)?;
         let spelling = upsert
             .query_row(
                 params![
@@ -220,8 +239,8 @@ fn insert_events(
         .prepare_cached(
             "INSERT INTO error_events
                (user_id, conversation_id, utterance_id, category_key, subcategory_key,
-                category, subcategory, occurred_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                category, subcategory, occurred_at, correction, explanation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(internal)?;
     let (conversation_id, utterance_id) = (
@@ -240,7 +259,9 @@ fn insert_events(
                 key.subcategory,
                 category,
                 subcategory,
-                at
+                at,
+                point.correction.text,
+                point.correction.explanation
             ])
             .map_err(internal)?;
     }

@@ -5,8 +5,8 @@ use ::redis::{AsyncCommands, ErrorKind, ScriptInvocation, ServerErrorKind};
 use uuid::Uuid;
 
 use super::keys::{
-    counted_key, dirty_key, dirty_shard, erased_key, fence_key, open_key, pending_key, request_key,
-    since_key, LEASE, MARKER_TTL,
+    counted_key, dirty_key, dirty_shard, erased_key, fence_key, open_key, pending_key,
+    pending_weeks_key, request_key, since_key, LEASE, MARKER_TTL,
 };
 use super::{bounded, unavailable, Buffer, Connection, CALL_TIMEOUT};
 use crate::domain::ErrorKey;
@@ -72,7 +72,8 @@ impl Buffer {
     }
 
     /// Marks the learner dirty, adds the deltas and closes the lease, then
-    /// marks the learner dirty again.
+    /// marks the learner dirty again. The script adds the deltas to the
+    /// week of the lease's time too: the week of the request's events.
     ///
     /// On one Redis server the three go in one pipeline, one round trip
     /// (the server runs them in order). In a Redis Cluster the dirty set
@@ -97,6 +98,7 @@ impl Buffer {
             .key(fence_key(user))
             .key(counted_key(user))
             .key(erased_key(user))
+            .key(pending_weeks_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64)
             .arg(fingerprint.to_string());

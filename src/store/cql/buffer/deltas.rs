@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ::redis::AsyncCommands;
+use chrono::NaiveDate;
 use uuid::Uuid;
 
 use super::keys::{
-    batch_key, dirty_key, dirty_shard, epoch_key, erased_key, fence_key, inflight_key, learner_of,
-    lock_key, pending_key, since_key, DIRTY_SHARDS, FLUSH_LOCK,
+    batch_key, dirty_key, dirty_shard, epoch_key, erased_key, fence_key, inflight_key,
+    inflight_weeks_key, learner_of, lock_key, pending_key, pending_weeks_key, since_key,
+    DIRTY_SHARDS, FLUSH_LOCK,
 };
 use super::{bounded, Buffer};
-use crate::domain::ErrorKey;
+use crate::domain::{ErrorKey, WeekCount};
 use crate::store::StoreError;
 
 pub enum Take {
@@ -21,6 +23,8 @@ pub enum Take {
     /// Deltas to apply; `replay` when a crashed flusher left them.
     Deltas {
         deltas: Vec<(ErrorKey, i64)>,
+        /// The same deltas per week, applied in the same batch.
+        weeks: Vec<WeekCount>,
         replay: bool,
         /// How long the oldest delta waited in Redis.
         age: Duration,
@@ -31,9 +35,56 @@ pub enum Take {
 pub struct Buffered {
     pub pending: HashMap<ErrorKey, i64>,
     pub inflight: HashMap<ErrorKey, i64>,
+    /// Pending and in-flight weekly deltas.
+    pub weeks: Vec<WeekCount>,
     pub epoch: i64,
     /// A flusher owns the learner now (its batch may be half way).
     pub locked: bool,
+}
+
+/// The field of a weekly delta: `w`, the week's Monday in days since
+/// 1970-01-01, `:`, then the error (as `commit.lua` writes it).
+pub fn week_field(week: NaiveDate, key: &ErrorKey) -> String {
+    let days = (week - NaiveDate::default()).num_days();
+    format!("w{days}:{}", key.encode())
+}
+
+/// Inverse of [`week_field`]; `None` for anything it did not produce.
+pub fn decode_week_field(field: &str) -> Option<(NaiveDate, ErrorKey)> {
+    let (days, key) = field.strip_prefix('w')?.split_once(':')?;
+    let week = NaiveDate::default()
+        .checked_add_signed(chrono::TimeDelta::try_days(days.parse().ok()?)?)?;
+    Some((week, ErrorKey::decode(key)?))
+}
+
+pub(super) fn decode_week_pairs(pairs: &[String]) -> Vec<WeekCount> {
+    pairs
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let field = decode_week_field(&pair[0]);
+            let delta = pair[1].parse::<i64>().ok();
+            if field.is_none() || delta.is_none() {
+                tracing::warn!("ignoring a malformed buffered weekly delta");
+            }
+            let (week_start, key) = field?;
+            Some(WeekCount {
+                week_start,
+                key,
+                count: delta?,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn week_counts(raw: HashMap<String, i64>) -> impl Iterator<Item = WeekCount> {
+    raw.into_iter().filter_map(|(field, count)| {
+        let (week_start, key) = decode_week_field(&field)?;
+        Some(WeekCount {
+            week_start,
+            key,
+            count,
+        })
+    })
 }
 
 pub(super) fn decode_deltas(pairs: &[String]) -> Vec<(ErrorKey, i64)> {
@@ -60,16 +111,21 @@ impl Buffer {
     /// Pending and in-flight deltas, the epoch and the lock, atomically.
     pub async fn buffered(&self, user: Uuid) -> Result<Buffered, StoreError> {
         let mut conn = self.conn();
-        let (pending, inflight, epoch, locked): (
+        type Answer = (
+            HashMap<String, i64>,
+            HashMap<String, i64>,
             HashMap<String, i64>,
             HashMap<String, i64>,
             Option<i64>,
             i64,
-        ) = bounded(
+        );
+        let (pending, inflight, pending_weeks, inflight_weeks, epoch, locked): Answer = bounded(
             redis::pipe()
                 .atomic()
                 .hgetall(pending_key(user))
                 .hgetall(inflight_key(user))
+                .hgetall(pending_weeks_key(user))
+                .hgetall(inflight_weeks_key(user))
                 .get(epoch_key(user))
                 .exists(lock_key(user))
                 .query_async(&mut conn),
@@ -78,6 +134,9 @@ impl Buffer {
         Ok(Buffered {
             pending: to_map(pending),
             inflight: to_map(inflight),
+            weeks: week_counts(pending_weeks)
+                .chain(week_counts(inflight_weeks))
+                .collect(),
             epoch: epoch.unwrap_or(0),
             locked: locked == 1,
         })
@@ -98,6 +157,8 @@ impl Buffer {
             .key(epoch_key(user))
             .key(since_key(user))
             .key(batch_key(user))
+            .key(pending_weeks_key(user))
+            .key(inflight_weeks_key(user))
             .key(erased_key(user))
             .arg(token)
             .arg(FLUSH_LOCK.as_millis() as u64);
@@ -105,16 +166,18 @@ impl Buffer {
         match answer.first().map(String::as_str) {
             Some("busy") => Ok(Take::Busy),
             Some("empty") => Ok(Take::Empty),
-            Some(state) => Ok(Take::Deltas {
-                replay: state == "replay",
-                age: Duration::from_millis(
-                    answer
-                        .get(1)
-                        .and_then(|a| a.parse::<u64>().ok())
-                        .unwrap_or(0),
-                ),
-                deltas: decode_deltas(answer.get(2..).unwrap_or_default()),
-            }),
+            Some(state) => {
+                let number = |i: usize| answer.get(i).and_then(|a| a.parse::<u64>().ok());
+                let rest = answer.get(3..).unwrap_or_default();
+                let fields = 2 * number(2).unwrap_or(0) as usize;
+                let (totals, weeks) = rest.split_at(fields.min(rest.len()));
+                Ok(Take::Deltas {
+                    replay: state == "replay",
+                    age: Duration::from_millis(number(1).unwrap_or(0)),
+                    deltas: decode_deltas(totals),
+                    weeks: decode_week_pairs(weeks),
+                })
+            }
             None => Err(StoreError::bug("redis: empty take answer")),
         }
     }
@@ -126,6 +189,7 @@ impl Buffer {
             .key(lock_key(user))
             .key(epoch_key(user))
             .key(batch_key(user))
+            .key(inflight_weeks_key(user))
             .arg(token);
         let done: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(done == 1)
@@ -180,14 +244,15 @@ impl Buffer {
         let mut conn = self.conn();
         let shard = dirty_key(dirty_shard(user));
         bounded(conn.srem::<_, _, i64>(&shard, user.to_string())).await?;
-        let (pending, inflight): (i64, i64) = bounded(
+        let (pending, inflight, weeks): (i64, i64, i64) = bounded(
             redis::pipe()
                 .exists(pending_key(user))
                 .exists(inflight_key(user))
+                .exists(&[pending_weeks_key(user), inflight_weeks_key(user)])
                 .query_async(&mut conn),
         )
         .await?;
-        if pending + inflight > 0 {
+        if pending + inflight + weeks > 0 {
             bounded(conn.sadd::<_, _, i64>(&shard, user.to_string())).await?;
         }
         Ok(())
@@ -230,6 +295,50 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weekly_fields_round_trip_and_never_read_as_all_time_ones() {
+        let key = ErrorKey {
+            category: "2026-11-30:x".into(),
+            subcategory: "}:{".into(),
+        };
+        let week = NaiveDate::from_ymd_opt(2026, 12, 28).unwrap();
+        let field = week_field(week, &key);
+        assert!(field.starts_with("w20815:"), "{field}");
+        assert_eq!(decode_week_field(&field), Some((week, key.clone())));
+        assert_eq!(ErrorKey::decode(&field), None);
+        assert_eq!(decode_week_field(&key.encode()), None);
+        let raw = vec![field, "2".into(), "garbage".into(), "1".into()];
+        assert_eq!(
+            decode_week_pairs(&raw),
+            vec![WeekCount {
+                week_start: week,
+                key,
+                count: 2
+            }]
+        );
+    }
+
+    /// `commit.lua` finds the Monday as day − (day + 3) mod 7.
+    #[test]
+    fn the_scripts_week_arithmetic_is_the_iso_week() {
+        use chrono::{TimeZone, Utc};
+        for (y, m, d, h) in [
+            (2026, 12, 27, 23),
+            (2026, 12, 28, 0),
+            (2027, 1, 3, 12),
+            (1969, 12, 31, 0),
+        ] {
+            let t = Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+            let day = t.timestamp_millis().div_euclid(86_400_000);
+            let monday = day - (day + 3).rem_euclid(7);
+            let expected = crate::domain::week_start(t);
+            assert_eq!(
+                NaiveDate::default() + chrono::TimeDelta::days(monday),
+                expected
+            );
+        }
+    }
 
     #[test]
     fn buffered_deltas_decode_with_separators_in_names() {

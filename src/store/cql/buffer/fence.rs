@@ -6,12 +6,13 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::deltas::to_map;
+use super::deltas::{to_map, week_counts};
 use super::keys::{
-    fence_key, inflight_key, lock_key, open_key, pending_key, FENCE, FLUSH_LOCK, MARKER_TTL,
+    fence_key, inflight_key, inflight_weeks_key, lock_key, open_key, pending_key,
+    pending_weeks_key, FENCE, FLUSH_LOCK, MARKER_TTL,
 };
 use super::{bounded, Buffer};
-use crate::domain::ErrorKey;
+use crate::domain::{ErrorKey, WeekCount};
 use crate::store::StoreError;
 
 /// The learner's buffer as a repair sees it, read at one instant while no
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub open: Vec<Uuid>,
     pub pending: HashMap<ErrorKey, i64>,
     pub inflight: HashMap<ErrorKey, i64>,
+    /// Pending and in-flight weekly deltas.
+    pub weeks: Vec<WeekCount>,
 }
 
 impl Buffer {
@@ -82,14 +85,20 @@ impl Buffer {
             .key(open_key(user))
             .key(pending_key(user))
             .key(inflight_key(user))
+            .key(pending_weeks_key(user))
+            .key(inflight_weeks_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64);
-        let (state, open, pending, inflight): (
+        type Answer = (
             String,
             Vec<String>,
             HashMap<String, i64>,
             HashMap<String, i64>,
-        ) = bounded(invocation.invoke_async(&mut conn)).await?;
+            HashMap<String, i64>,
+            HashMap<String, i64>,
+        );
+        let (state, open, pending, inflight, pending_weeks, inflight_weeks): Answer =
+            bounded(invocation.invoke_async(&mut conn)).await?;
         if state != "ok" {
             return Ok(None);
         }
@@ -100,6 +109,9 @@ impl Buffer {
                 .collect(),
             pending: to_map(pending),
             inflight: to_map(inflight),
+            weeks: week_counts(pending_weeks)
+                .chain(week_counts(inflight_weeks))
+                .collect(),
         }))
     }
 }

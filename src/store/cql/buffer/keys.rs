@@ -34,6 +34,15 @@ pub fn pending_key(user: Uuid) -> String {
 pub fn inflight_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:inflight")
 }
+/// The weekly twin of `pending`: deltas per (ISO week, error), moved and
+/// deleted together with it.
+pub fn pending_weeks_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:pending_weeks")
+}
+/// The weekly twin of `inflight`.
+pub fn inflight_weeks_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:inflight_weeks")
+}
 /// Which flusher's take the in-flight deltas belong to (its token).
 pub fn batch_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:batch")
@@ -80,6 +89,8 @@ pub fn learner_state_keys(user: Uuid) -> Vec<String> {
     vec![
         pending_key(user),
         inflight_key(user),
+        pending_weeks_key(user),
+        inflight_weeks_key(user),
         lock_key(user),
         batch_key(user),
         since_key(user),

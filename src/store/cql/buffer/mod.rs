@@ -8,6 +8,8 @@
 //! |---|---|---|
 //! | `errata:{U}:pending` | hash | acknowledged count deltas not yet taken by a flusher (field: [`ErrorKey::encode`]) |
 //! | `errata:{U}:inflight` | hash | deltas a flusher is applying (or left behind when it crashed) |
+//! | `errata:{U}:pending_weeks` | hash | the same deltas per ISO week (field: `w`, the week's Monday in days since 1970, `:`, [`ErrorKey::encode`]); `commit.lua` adds each delta here too, in the week of the lease's time (the events' time); moved with `pending` |
+//! | `errata:{U}:inflight_weeks` | hash | the weekly deltas of the flusher's batch; applied and deleted with `inflight` |
 //! | `errata:{U}:flushlock` | string | the flusher that owns the learner now (token, expires) |
 //! | `errata:{U}:batch` | string | the token of the flusher whose take made the in-flight deltas (only its DONE deletes them) |
 //! | `errata:{U}:since` | integer | when the oldest pending delta arrived (ms), for the flush lag |
@@ -37,7 +39,7 @@ pub mod keys;
 
 pub use self::connection::Connection;
 pub use self::dedup::{Commit, Lease};
-pub use self::deltas::{Buffered, Take};
+pub use self::deltas::{decode_week_field, week_field, Buffered, Take};
 pub use self::erasure::Requests;
 pub use self::fence::Snapshot;
 pub use self::keys::*;
