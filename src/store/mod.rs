@@ -298,6 +298,19 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError>;
 
+    /// The latest error points to pick the learner's own sentences from:
+    /// as [`Store::recent_errors`], except that a point's names may be
+    /// spelled as it was recorded (practice matches points by their
+    /// normalised key and shows the names of the top errors), which spares
+    /// a backend the read of the learner's spellings.
+    async fn recent_sentences(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<RecentError>, StoreError> {
+        self.recent_errors(user_id, limit).await
+    }
+
     /// The learner's all-time counts and weekly counts of the weeks from
     /// `since` on, read together. Fails with `UserNotFound` for an unknown
     /// learner.
@@ -327,7 +340,7 @@ pub trait Store: Send + Sync + 'static {
             return Ok(Arc::default());
         }
         let first = query.window.min(FIRST_PRACTICE_WINDOW);
-        let recent = self.recent_errors(user_id, first).await?;
+        let recent = self.recent_sentences(user_id, first).await?;
         let inputs = PracticeInputs::from_recent(top.clone(), &recent, query.sentences_per_error);
         if recent.len() < first
             || first == query.window
@@ -335,7 +348,7 @@ pub trait Store: Send + Sync + 'static {
         {
             return Ok(Arc::new(PracticeInputs { scores, ..inputs }));
         }
-        let recent = self.recent_errors(user_id, query.window).await?;
+        let recent = self.recent_sentences(user_id, query.window).await?;
         let inputs = PracticeInputs::from_recent(top, &recent, query.sentences_per_error);
         Ok(Arc::new(PracticeInputs { scores, ..inputs }))
     }

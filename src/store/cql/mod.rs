@@ -143,6 +143,14 @@ impl Store for CqlStore {
         self.inner.recent_errors(user_id, limit).await
     }
 
+    async fn recent_sentences(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<RecentError>, StoreError> {
+        self.inner.latest_events(user_id, limit).await
+    }
+
     async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError> {
         self.inner.erase_user(user_id).await
     }

@@ -178,7 +178,9 @@ impl Inner {
         Ok(weeks)
     }
 
-    pub(super) async fn recent_errors(
+    /// The latest events, newest first, in the spelling each was recorded
+    /// with (enough to pick a learner's own sentences by error).
+    pub(super) async fn latest_events(
         &self,
         user_id: Uuid,
         limit: usize,
@@ -230,14 +232,25 @@ impl Inner {
                 });
             }
         }
+        if recent.is_empty() && !inner.user_exists(user_id).await? {
+            return Err(StoreError::UserNotFound);
+        }
+        recent.truncate(limit);
+        Ok(recent)
+    }
+
+    /// The latest events, newest first, each in the spelling the learner's
+    /// table shows (the first seen).
+    pub(super) async fn recent_errors(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<RecentError>, StoreError> {
+        let mut recent = self.latest_events(user_id, limit).await?;
         if recent.is_empty() {
-            if !inner.user_exists(user_id).await? {
-                return Err(StoreError::UserNotFound);
-            }
             return Ok(recent);
         }
-        // Events show the spelling the learner's table shows (the first).
-        let labels = inner.labels(user_id).await?;
+        let labels = self.labels(user_id).await?;
         for error in &mut recent {
             if let Some((category, subcategory, _)) = labels.get(&error.key) {
                 error.category.clone_from(category);
