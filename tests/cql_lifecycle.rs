@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use errata::domain::ErrorKey;
 use errata::store::cql::buffer::{erased_key, Buffer, Commit, Lease, Take};
-use errata_testkit::{cql_session, durable_counts, redis_keys, Errata, TestApp, TestRedis};
+use errata_testkit::{
+    cql_session, durable_counts, redis_keys, Errata, Learner, TestApp, TestRedis,
+};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use scylla::client::session::Session;
@@ -28,6 +30,17 @@ async fn spawn_without_flusher() -> TestApp {
         config.flush_interval_ms = 3_600_000
     })
     .await
+}
+
+/// A new learner with one report recorded.
+async fn recorded_learner(app: &TestApp) -> Learner {
+    let learner = app.learner().await;
+    let status = app
+        .try_record(&learner, &[("Grammar", "Tense")])
+        .await
+        .expect("recorded");
+    assert_eq!(status, StatusCode::OK);
+    learner
 }
 
 /// How many rows `cql` (with `?` for the learner) finds.
@@ -205,17 +218,12 @@ async fn an_erasure_waits_for_a_flush_in_flight_and_nothing_comes_back() {
 async fn writes_that_passed_their_checks_before_the_erasure_stay_hidden() {
     let app = spawn_without_flusher().await;
     let client = reqwest::Client::new();
-    let learner = app.learner().await;
+    let learner = recorded_learner(&app).await;
     let (user, conversation, utterance) = (
         learner.user_id,
         learner.conversation_id,
         learner.utterance_id,
     );
-    let status = app
-        .try_record(&learner, &[("Grammar", "Tense")])
-        .await
-        .expect("recorded");
-    assert_eq!(status, StatusCode::OK);
     let email_key = email_key_of(&client, &app.base, user).await;
 
     // An ingest passed its ownership checks and leased its request.
@@ -326,17 +334,12 @@ async fn writes_that_passed_their_checks_before_the_erasure_stay_hidden() {
 async fn the_export_reads_every_month_bucket_newest_first_page_by_page() {
     let app = spawn_without_flusher().await;
     let client = reqwest::Client::new();
-    let learner = app.learner().await;
+    let learner = recorded_learner(&app).await;
     let (user, conversation, utterance) = (
         learner.user_id,
         learner.conversation_id,
         learner.utterance_id,
     );
-    let status = app
-        .try_record(&learner, &[("Grammar", "Tense")])
-        .await
-        .expect("recorded");
-    assert_eq!(status, StatusCode::OK);
 
     // Older months, each longer than a page of the export.
     let session = cql_session().await;
