@@ -7,6 +7,7 @@
 //! routes each by its first key and follows the cluster's redirections
 //! (`MOVED`, `ASK`, `TRYAGAIN` while a slot migrates) by itself.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,20 +87,26 @@ impl Connection {
         );
     }
 
-    /// The label of one call: the script's name, else the command's.
-    fn call_name(&self, cmd: &Cmd) -> String {
+    /// Counts one round trip for `cmd`, labelled with the script's name
+    /// (no allocation on the hot path: the scripts' names are static), else
+    /// the command's.
+    fn count_call(scripts: &HashMap<String, &'static str>, cmd: &Cmd) {
         let mut args = cmd.args_iter().filter_map(|arg| match arg {
             Arg::Simple(bytes) => Some(bytes),
             _ => None,
         });
-        let command = String::from_utf8_lossy(args.next().unwrap_or_default()).to_ascii_uppercase();
-        if command == "EVALSHA" || command == "EVAL" {
-            let sha = String::from_utf8_lossy(args.next().unwrap_or_default());
-            if let Some(name) = self.scripts.get(sha.as_ref()) {
-                return (*name).to_owned();
-            }
-        }
-        command
+        let command = args.next().unwrap_or_default();
+        let script = (command.eq_ignore_ascii_case(b"EVALSHA")
+            || command.eq_ignore_ascii_case(b"EVAL"))
+        .then(|| args.next())
+        .flatten()
+        .and_then(|sha| std::str::from_utf8(sha).ok())
+        .and_then(|sha| scripts.get(sha));
+        let call: Cow<'static, str> = match script {
+            Some(name) => Cow::Borrowed(*name),
+            None => Cow::Owned(String::from_utf8_lossy(command).to_ascii_uppercase()),
+        };
+        metrics::counter!("errata_redis_calls_total", "call" => call).increment(1);
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -125,10 +132,9 @@ impl Connection {
         primary: &Primary,
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
-        let call = self.call_name(cmd);
         match (&mut self.link, &primary.0) {
             (Link::Cluster(conn), Some((host, port))) => {
-                metrics::counter!("errata_redis_calls_total", "call" => call).increment(1);
+                Self::count_call(&self.scripts, cmd);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                     host: host.clone(),
                     port: *port,
@@ -144,7 +150,7 @@ impl Connection {
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        metrics::counter!("errata_redis_calls_total", "call" => self.call_name(cmd)).increment(1);
+        Self::count_call(&self.scripts, cmd);
         match &mut self.link {
             Link::Server(conn) => conn.req_packed_command(cmd),
             Link::Cluster(conn) => conn.req_packed_command(cmd),
