@@ -5,10 +5,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::redis_server::{key_slot, RedisServer};
+use crate::redis_server::RedisServer;
 
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// Each node's cluster id, in the order of `nodes`.
+    ids: Vec<String>,
 }
 
 fn redis_cli<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
@@ -34,7 +36,13 @@ impl RedisCluster {
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
         redis_cli(&args);
-        let cluster = Self { nodes };
+        let mut cluster = Self {
+            nodes,
+            ids: Vec::new(),
+        };
+        cluster.ids = (0..cluster.nodes.len())
+            .map(|node| cluster.cli(node, &["cluster", "myid"]).trim().to_owned())
+            .collect();
         cluster.wait_ok();
         cluster
     }
@@ -75,37 +83,12 @@ impl RedisCluster {
         }
     }
 
-    pub fn node_id(&self, node: usize) -> String {
-        self.cli(node, &["cluster", "myid"]).trim().to_owned()
-    }
-
-    /// Moves `slots` slots (and their keys) from one master to another with
-    /// `redis-cli --cluster reshard`: each slot is set migrating/importing,
-    /// its keys `MIGRATE`d, then handed over, while clients keep writing.
-    pub fn reshard(&self, from: usize, to: usize, slots: u32) -> String {
-        let entry = format!("127.0.0.1:{}", self.nodes[from].port);
-        let (from, to) = (self.node_id(from), self.node_id(to));
-        let slots = slots.to_string();
-        redis_cli(
-            &[
-                "--cluster",
-                "reshard",
-                &entry,
-                "--cluster-from",
-                &from,
-                "--cluster-to",
-                &to,
-                "--cluster-slots",
-                &slots,
-                "--cluster-yes",
-            ]
-            .map(String::from),
-        )
+    pub fn node_id(&self, node: usize) -> &str {
+        &self.ids[node]
     }
 
     /// The master (index into `nodes`) that serves `slot` now.
     pub fn owner(&self, slot: u16) -> usize {
-        let ids: Vec<String> = (0..self.nodes.len()).map(|n| self.node_id(n)).collect();
         let table = self.cli(0, &["cluster", "nodes"]);
         for line in table.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -121,18 +104,14 @@ impl RedisCluster {
                 }
             });
             if serves {
-                return ids
+                return self
+                    .ids
                     .iter()
                     .position(|id| id == fields[0])
                     .expect("a node of this cluster");
             }
         }
         panic!("no master serves slot {slot}");
-    }
-
-    /// The master that serves `key` now.
-    pub fn owner_of(&self, key: &str) -> usize {
-        self.owner(key_slot(key))
     }
 
     /// Moves one slot and its keys to master `to`, as `redis-cli --cluster
@@ -151,11 +130,11 @@ impl RedisCluster {
         let ok = |answer: String| assert_eq!(answer.trim(), "OK", "CLUSTER SETSLOT {slot}");
         ok(self.cli(
             to,
-            &["cluster", "setslot", &slot_text, "importing", &from_id],
+            &["cluster", "setslot", &slot_text, "importing", from_id],
         ));
         ok(self.cli(
             from,
-            &["cluster", "setslot", &slot_text, "migrating", &to_id],
+            &["cluster", "setslot", &slot_text, "migrating", to_id],
         ));
         let to_port = self.nodes[to].port.to_string();
         let mut moved = 0;
@@ -172,7 +151,7 @@ impl RedisCluster {
             assert!(answer.trim() == "OK", "MIGRATE answered {answer}");
         }
         for node in 0..self.nodes.len() {
-            ok(self.cli(node, &["cluster", "setslot", &slot_text, "node", &to_id]));
+            ok(self.cli(node, &["cluster", "setslot", &slot_text, "node", to_id]));
         }
         moved
     }
