@@ -1,7 +1,7 @@
 //! Randomised faults under load, as an operator would meet them: three
-//! `errata serve` replicas, Redis as deployed (append-only file, fsync once
-//! a second), each replica reaching CQL through a fault proxy of its own,
-//! and clients that retry every request (with its `Idempotency-Key`, or the
+//! `errata serve` replicas, Redis as deployed (append-only file, fsynced
+//! before each answer), each replica reaching CQL through a fault proxy of
+//! its own, and clients that retry every request (with its `Idempotency-Key`, or the
 //! same sign-up) until it is acknowledged. Meanwhile a fault loop SIGKILLs
 //! and SIGTERMs replicas (and starts them again) and SIGKILLs Redis (and
 //! restarts it from its append-only file), and another cuts and black-holes

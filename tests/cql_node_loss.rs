@@ -66,7 +66,7 @@ type Tally = BTreeMap<(usize, (String, String)), i64>;
 async fn a_cassandra_node_killed_under_load_loses_and_doubles_nothing() {
     let seed = support::seed();
     eprintln!("node-loss test: seed {seed} (ERRATA_TEST_SEED={seed} repeats it)");
-    let redis = RedisServer::start_with_aof();
+    let redis = RedisServer::start_as_deployed();
     let config = Config {
         flush_interval_ms: 100,
         cql_replication_strategy: "NetworkTopologyStrategy".into(),

@@ -111,7 +111,7 @@ async fn two_replicas_under_concurrent_load_on_the_same_learners_count_exactly()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_under_load_loses_no_acknowledged_increment() {
     const CLIENTS: usize = 6;
-    // As deployed: the append-only file fsynced once a second.
+    // As deployed: the append-only file fsynced before each answer.
     let mut redis = RedisServer::start_as_deployed();
     let (config, slot) = cql_config(&redis.url()).await;
     let replica = ERRATA.serve(&config);

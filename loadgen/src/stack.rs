@@ -92,7 +92,7 @@ async fn start_redis() -> anyhow::Result<(Child, PathBuf, String)> {
             "--save",
             "",
         ])
-        .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
         .arg("--dir")
         .arg(&dir)
         .stdin(Stdio::null())
