@@ -10,6 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Utc};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use super::buffer::{Commit, Lease, LEASE};
@@ -37,6 +39,34 @@ const SPELLING_CLOCK: i64 = 2 * 1_767_225_600_000_000;
 const FENCE_WAIT: Duration = Duration::from_secs(2);
 /// How often a waiting request looks again.
 const POLL: Duration = Duration::from_millis(10);
+
+/// How many of a learner's sentences each error keeps beside its label
+/// (`error_labels.sentences`), for practice to read with the label instead
+/// of searching the event log: a few more than the three a practice request
+/// shows, so that the latest ones are there even when two share a slot.
+pub(super) const SENTENCE_SLOTS: u128 = 4;
+
+/// An error's sentence in `error_labels.sentences`: when it was said, the
+/// conversation and utterance, the utterance's snippet, the correction and
+/// the explanation.
+pub(super) type SentenceCell = (
+    CqlTimestamp,
+    Uuid,
+    Uuid,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The slot of `error_labels.sentences` an utterance's sentence goes in:
+/// fixed by the utterance, so that every point and every retry of it
+/// rewrites one slot, and spread by its random bits, so that an error keeps
+/// up to [`SENTENCE_SLOTS`] of its latest sentences without reading
+/// anything first. A slot's cell is written with the event's time as its
+/// write timestamp, so it always holds the latest of its utterances.
+pub(super) fn sentence_slot(utterance_id: Uuid) -> i32 {
+    (utterance_id.as_u128() % SENTENCE_SLOTS) as i32
+}
 
 /// The id of a report's point in `error_events`: it follows from the
 /// request's identity, so every attempt of the request writes the same row.
@@ -206,22 +236,29 @@ impl Inner {
         at: DateTime<Utc>,
         snippet: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (batch, values) = self.label_writes(report, at);
+        let (batch, values) = self.label_writes(report, at, snippet);
         self.append_events(report, at, snippet.map(str::to_owned), batch, values)
             .await
     }
 
     /// The start of the report's batch, on the learner's partition: the
     /// event bucket, the errors' spellings (the earliest write wins) and
-    /// last-seen times.
-    fn label_writes(&self, report: &ErrorReport, at: DateTime<Utc>) -> (Batch, Rows) {
+    /// last-seen times, and for each error the sentence it was found in
+    /// when its correction is known (see [`sentence_slot`]).
+    fn label_writes(
+        &self,
+        report: &ErrorReport,
+        at: DateTime<Utc>,
+        snippet: Option<&str>,
+    ) -> (Batch, Rows) {
         let s = &self.statements;
         let (user, at_micros) = (report.user_id, at.timestamp_micros());
         let mut batch = statements::batch("report_batch", BatchType::Unlogged, IDEMPOTENT);
         batch.append_statement(s.insert_bucket.clone());
         let mut values: Rows = Vec::new();
         values.push(Box::new((user, bucket(at))));
-        let mut seen: Vec<Box<dyn SerializeRow + Send + Sync>> = Vec::new();
+        let mut seen: Vec<(&PreparedStatement, Box<dyn SerializeRow + Send + Sync>)> = Vec::new();
+        let slot = sentence_slot(report.utterance_id);
         for PointTally {
             key, first: point, ..
         } in report.tally()
@@ -235,18 +272,51 @@ impl Inner {
                 key.category.clone(),
                 key.subcategory.clone(),
             )));
-            seen.push(Box::new((
-                at_micros,
-                timestamp(at),
-                user,
-                key.category,
-                key.subcategory,
-            )));
+            // The first of the error's points whose correction is known.
+            let corrected = report
+                .points
+                .iter()
+                .filter(|p| p.key() == key)
+                .find_map(|p| p.correction.text.as_ref().map(|text| (text, &p.correction)));
+            match (snippet, corrected) {
+                (Some(text), Some((fix, correction))) if !text.trim().is_empty() => {
+                    let sentence: SentenceCell = (
+                        timestamp(at),
+                        report.conversation_id,
+                        report.utterance_id,
+                        Some(text.to_owned()),
+                        Some(fix.clone()),
+                        correction.explanation.clone(),
+                    );
+                    seen.push((
+                        &s.label_seen_sentence,
+                        Box::new((
+                            at_micros,
+                            timestamp(at),
+                            slot,
+                            sentence,
+                            user,
+                            key.category,
+                            key.subcategory,
+                        )),
+                    ));
+                }
+                _ => seen.push((
+                    &s.label_seen,
+                    Box::new((
+                        at_micros,
+                        timestamp(at),
+                        user,
+                        key.category,
+                        key.subcategory,
+                    )),
+                )),
+            }
         }
-        for _ in &seen {
-            batch.append_statement(s.label_seen.clone());
+        for (statement, row) in seen {
+            batch.append_statement(statement.clone());
+            values.push(row);
         }
-        values.extend(seen);
         (batch, values)
     }
 

@@ -40,7 +40,8 @@ use self::statements::Statements;
 use super::closer::Closer;
 use super::{
     Backend, Background, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance,
-    RecentError, RecordOutcome, Store, StoreError, User, Utterance, WeeklyHistory,
+    PracticeInputs, PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance,
+    WeeklyHistory,
 };
 use crate::config::Config;
 use crate::domain::FrequencyTable;
@@ -143,12 +144,15 @@ impl Store for CqlStore {
         self.inner.recent_errors(user_id, limit).await
     }
 
-    async fn recent_sentences(
+    async fn practice_inputs(
         &self,
         user_id: Uuid,
-        limit: usize,
-    ) -> Result<Vec<RecentError>, StoreError> {
-        self.inner.latest_events(user_id, limit).await
+        query: PracticeQuery,
+    ) -> Result<Arc<PracticeInputs>, StoreError> {
+        self.inner
+            .practice_inputs(user_id, query)
+            .await
+            .map(Arc::new)
     }
 
     async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError> {

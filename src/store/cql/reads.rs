@@ -9,13 +9,26 @@ use scylla::value::{Counter, CqlDate, CqlTimestamp};
 use uuid::Uuid;
 
 use super::buffer::Buffered;
+use super::ingest::SentenceCell;
 use super::session::{date, for_each_row, from_date, from_timestamp, internal, select};
 use super::Inner;
 use crate::domain::{Correction, ErrorFrequency, ErrorKey, FrequencyTable, WeekCount};
 use crate::store::retry::{retry_until, Poll};
-use crate::store::{Backend, RecentError, StoreError, WeeklyHistory};
+use crate::store::{
+    Backend, PracticeInputs, PracticeQuery, RecentError, StoreError, WeeklyHistory,
+};
 
-type Labels = HashMap<ErrorKey, (String, String, Option<DateTime<Utc>>)>;
+/// What `error_labels` says about one of a learner's errors.
+#[derive(Debug, Clone)]
+pub(super) struct Label {
+    pub category: String,
+    pub subcategory: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Its sentences kept for practice, when they were read.
+    pub sentences: Vec<RecentError>,
+}
+
+pub(super) type Labels = HashMap<ErrorKey, Label>;
 
 /// What one settled read found: the buffer, the durable counters and
 /// labels and, when asked for, the durable weekly counts.
@@ -26,6 +39,58 @@ struct Settled {
     weeks: Vec<WeekCount>,
 }
 
+type SpellingRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<CqlTimestamp>,
+);
+
+type LabelRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<CqlTimestamp>,
+    Option<HashMap<i32, SentenceCell>>,
+);
+
+/// A row of `error_labels` as its key, its label (no sentences yet) and
+/// its sentence cells.
+fn label(row: LabelRow) -> (ErrorKey, Label, Option<HashMap<i32, SentenceCell>>) {
+    let (category_key, subcategory_key, category, subcategory, last_seen, sentences) = row;
+    let label = Label {
+        category: category.unwrap_or_else(|| category_key.clone()),
+        subcategory: subcategory.unwrap_or_else(|| subcategory_key.clone()),
+        last_seen: last_seen.map(from_timestamp),
+        sentences: Vec::new(),
+    };
+    let key = ErrorKey {
+        category: category_key,
+        subcategory: subcategory_key,
+    };
+    (key, label, sentences)
+}
+
+/// A kept sentence as the event it came from.
+fn sentence(key: &ErrorKey, label: &Label, cell: SentenceCell) -> RecentError {
+    let (at, conversation_id, utterance_id, snippet, fix, why) = cell;
+    RecentError {
+        key: key.clone(),
+        category: label.category.clone(),
+        subcategory: label.subcategory.clone(),
+        conversation_id,
+        utterance_id,
+        utterance: snippet,
+        correction: Correction {
+            text: fix,
+            explanation: why,
+        },
+        occurred_at: from_timestamp(at),
+    }
+}
+
 /// How long a read waits for a flush of the learner to finish before it
 /// answers 503 (a counter batch normally takes milliseconds).
 const READ_WAIT: Duration = Duration::from_secs(2);
@@ -33,11 +98,13 @@ const READ_WAIT: Duration = Duration::from_secs(2);
 impl Inner {
     /// The buffer and the durable counts read so that they add up: never
     /// while a counter batch is half way, never across a flush's start or
-    /// end. With `since`, the weekly counts from that week on too.
+    /// end. With `since`, the weekly counts from that week on too; with
+    /// `sentences`, the labels' sentences.
     async fn settled(
         &self,
         user_id: Uuid,
         since: Option<NaiveDate>,
+        sentences: bool,
     ) -> Result<Settled, StoreError> {
         let inner = self;
         let read = retry_until(READ_WAIT, Duration::from_millis(10), || async move {
@@ -54,7 +121,7 @@ impl Inner {
             }
             let (counts, labels, weeks) = tokio::try_join!(
                 inner.counts(user_id),
-                inner.labels(user_id),
+                inner.labels(user_id, sentences),
                 inner.week_counts(user_id, since)
             )?;
             if inner.buffer.epoch(user_id).await? != buffered.epoch {
@@ -77,8 +144,36 @@ impl Inner {
     }
 
     pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
-        let read = self.settled(user_id, None).await?;
+        let read = self.settled(user_id, None, false).await?;
         self.table(user_id, read).await.map(|(table, _)| table)
+    }
+
+    /// The top errors and the learner's own sentences for them, from two
+    /// CQL reads (three with a recency ranking): the counters and the
+    /// labels, which keep each error's latest corrected sentences, so the
+    /// event log is not searched.
+    pub(super) async fn practice_inputs(
+        &self,
+        user_id: Uuid,
+        query: PracticeQuery,
+    ) -> Result<PracticeInputs, StoreError> {
+        let since = query.rank.since();
+        let mut read = self.settled(user_id, since, true).await?;
+        let mut sentences: Vec<RecentError> = read
+            .labels
+            .values_mut()
+            .flat_map(|label| std::mem::take(&mut label.sentences))
+            .collect();
+        let (table, weeks) = self.table(user_id, read).await?;
+        let history = WeeklyHistory { table, weeks };
+        let (top, scores) = history.top(&query);
+        if top.is_empty() {
+            return Ok(PracticeInputs::default());
+        }
+        // Newest first, as the picking rule takes them.
+        sentences.sort_unstable_by_key(|s| std::cmp::Reverse(s.occurred_at));
+        let inputs = PracticeInputs::from_recent(top, &sentences, query.sentences_per_error);
+        Ok(PracticeInputs { scores, ..inputs })
     }
 
     /// All-time counts and weekly counts from `since` on, durable and
@@ -88,7 +183,7 @@ impl Inner {
         user_id: Uuid,
         since: NaiveDate,
     ) -> Result<WeeklyHistory, StoreError> {
-        let read = self.settled(user_id, Some(since)).await?;
+        let read = self.settled(user_id, Some(since), false).await?;
         let (table, mut weeks) = self.table(user_id, read).await?;
         weeks.retain(|w| w.week_start >= since);
         Ok(WeeklyHistory { table, weeks })
@@ -114,10 +209,14 @@ impl Inner {
             .chain(buffered.inflight);
         for (key, delta) in deltas {
             let entry = table.entry(key.clone()).or_insert_with(|| {
-                let (category, subcategory, last_seen) = labels
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| (key.category.clone(), key.subcategory.clone(), None));
+                let (category, subcategory, last_seen) = match labels.get(&key) {
+                    Some(label) => (
+                        label.category.clone(),
+                        label.subcategory.clone(),
+                        label.last_seen,
+                    ),
+                    None => (key.category.clone(), key.subcategory.clone(), None),
+                };
                 ErrorFrequency {
                     key,
                     category,
@@ -250,11 +349,11 @@ impl Inner {
         if recent.is_empty() {
             return Ok(recent);
         }
-        let labels = self.labels(user_id).await?;
+        let labels = self.labels(user_id, false).await?;
         for error in &mut recent {
-            if let Some((category, subcategory, _)) = labels.get(&error.key) {
-                error.category.clone_from(category);
-                error.subcategory.clone_from(subcategory);
+            if let Some(label) = labels.get(&error.key) {
+                error.category.clone_from(&label.category);
+                error.subcategory.clone_from(&label.subcategory);
             }
         }
         recent.truncate(limit);
@@ -281,31 +380,37 @@ impl Inner {
         Ok(counts)
     }
 
-    /// Spellings and last-seen times of a learner's errors.
-    pub(super) async fn labels(&self, user_id: Uuid) -> Result<Labels, StoreError> {
-        let rows = select(&self.session, &self.statements.select_labels, (user_id,)).await?;
+    /// Spellings and last-seen times of a learner's errors, and with
+    /// `sentences` the sentences each keeps for practice.
+    pub(super) async fn labels(
+        &self,
+        user_id: Uuid,
+        sentences: bool,
+    ) -> Result<Labels, StoreError> {
+        let statements = &self.statements;
+        let statement = if sentences {
+            &statements.select_labels_sentences
+        } else {
+            &statements.select_labels
+        };
+        let rows = select(&self.session, statement, (user_id,)).await?;
         let mut labels = HashMap::new();
-        type LabelRow = (
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<CqlTimestamp>,
-        );
-        for row in rows.rows::<LabelRow>().map_err(internal)? {
-            let (category_key, subcategory_key, category, subcategory, last_seen) =
-                row.map_err(internal)?;
-            labels.insert(
-                ErrorKey {
-                    category: category_key.clone(),
-                    subcategory: subcategory_key.clone(),
-                },
-                (
-                    category.unwrap_or(category_key),
-                    subcategory.unwrap_or(subcategory_key),
-                    last_seen.map(from_timestamp),
-                ),
-            );
+        if sentences {
+            for row in rows.rows::<LabelRow>().map_err(internal)? {
+                let (key, label, kept) = label(row.map_err(internal)?);
+                let sentences = kept
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, cell)| sentence(&key, &label, cell))
+                    .collect();
+                labels.insert(key, Label { sentences, ..label });
+            }
+        } else {
+            for row in rows.rows::<SpellingRow>().map_err(internal)? {
+                let (ck, sk, category, subcategory, last_seen) = row.map_err(internal)?;
+                let (key, label, _) = label((ck, sk, category, subcategory, last_seen, None));
+                labels.insert(key, label);
+            }
         }
         Ok(labels)
     }

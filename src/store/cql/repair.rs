@@ -28,12 +28,15 @@ use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use super::buffer::{self, Snapshot};
-use super::ingest::event_id;
-use super::session::{for_each_row, from_timestamp, StoreResult};
+use scylla::statement::batch::BatchType;
+
+use super::ingest::{event_id, sentence_slot, SentenceCell};
+use super::session::{cql_error, for_each_row, from_timestamp, timestamp, StoreResult};
+use super::statements::{self, IDEMPOTENT};
 use super::Inner;
 use crate::domain::{week_start, ErrorKey, WeekCount, MAX_POINTS};
 use crate::store::retry::{retry_until, Poll};
-use crate::store::{Backend, StoreError};
+use crate::store::{Backend, RecentError, StoreError};
 
 /// How often a repair renews its lock and fence (both live far longer).
 const RENEW_EVERY: Duration = Duration::from_secs(1);
@@ -42,6 +45,10 @@ const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// that a learner's first repair after an upgrade (a year of weeks to fill
 /// in) stays far below the servers' batch size limits.
 const CORRECTIONS_PER_BATCH: usize = 128;
+
+/// How many of a learner's latest events repair searches for the
+/// sentences their labels keep (as many as practice used to search).
+const SENTENCE_EVENTS: usize = 200;
 
 /// An error in one week: what a weekly counter counts.
 type WeekKey = (NaiveDate, ErrorKey);
@@ -174,7 +181,59 @@ impl Inner {
         if let Err(e) = self.buffer.release(user, &token).await {
             tracing::warn!(error = %e, "could not release a repair lock");
         }
-        result
+        let corrected = result?;
+        self.refill_sentences(user).await?;
+        Ok(corrected)
+    }
+
+    /// Puts the learner's latest corrected sentences back in their labels'
+    /// slots from the event log (for events recorded before the labels kept
+    /// them). Each is written with its event's time, as the ingest writes
+    /// it, so a slot that holds a later sentence keeps it: idempotent, and
+    /// safe beside requests of the learner.
+    async fn refill_sentences(&self, user: Uuid) -> StoreResult<()> {
+        let recent = self.latest_events(user, SENTENCE_EVENTS).await?;
+        // The newest event of each error in each slot.
+        let mut newest: HashMap<(ErrorKey, i32), &RecentError> = HashMap::new();
+        for event in &recent {
+            let has_text = event
+                .utterance
+                .as_deref()
+                .is_some_and(|t| !t.trim().is_empty());
+            if has_text && event.correction.text.is_some() {
+                let slot = (event.key.clone(), sentence_slot(event.utterance_id));
+                newest.entry(slot).or_insert(event);
+            }
+        }
+        let cells: Vec<_> = newest
+            .into_iter()
+            .map(|((key, slot), event)| {
+                let sentence: SentenceCell = (
+                    timestamp(event.occurred_at),
+                    event.conversation_id,
+                    event.utterance_id,
+                    event.utterance.clone(),
+                    event.correction.text.clone(),
+                    event.correction.explanation.clone(),
+                );
+                (
+                    event.occurred_at.timestamp_millis() * 1000,
+                    slot,
+                    sentence,
+                    user,
+                    key.category,
+                    key.subcategory,
+                )
+            })
+            .collect();
+        for chunk in cells.chunks(CORRECTIONS_PER_BATCH) {
+            let mut batch = statements::batch("sentences_batch", BatchType::Unlogged, IDEMPOTENT);
+            for _ in chunk {
+                batch.append_statement(self.statements.label_sentence.clone());
+            }
+            self.session.batch(&batch, chunk).await.map_err(cql_error)?;
+        }
+        Ok(())
     }
 
     /// Runs `work` while renewing the learner's lock (and fence) beside it;

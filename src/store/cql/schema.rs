@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::store::{Backend, StoreError};
 
 /// The schema files, in the order they are applied.
-const FILES: [(&str, &str); 3] = [
+const FILES: [(&str, &str); 4] = [
     (
         "001_keyspace.cql",
         include_str!("../../../cql/001_keyspace.cql"),
@@ -19,6 +19,10 @@ const FILES: [(&str, &str); 3] = [
     (
         "003_practice.cql",
         include_str!("../../../cql/003_practice.cql"),
+    ),
+    (
+        "004_sentences.cql",
+        include_str!("../../../cql/004_sentences.cql"),
     ),
 ];
 

@@ -134,12 +134,31 @@ statements! {
          USING TIMESTAMP ? \
          SET last_seen = ? \
          WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+    /// `label_seen` for a point whose sentence and correction are known:
+    /// the sentence goes in its slot, with the same write timestamp.
+    label_seen_sentence: IDEMPOTENT =>
+        "UPDATE error_labels \
+         USING TIMESTAMP ? \
+         SET last_seen = ?, sentences[?] = ? \
+         WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+    /// A sentence put back in its slot by repair (with the event's time
+    /// as its write timestamp, as the ingest writes it).
+    label_sentence: IDEMPOTENT =>
+        "UPDATE error_labels \
+         USING TIMESTAMP ? \
+         SET sentences[?] = ? \
+         WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
     select_counts: IDEMPOTENT =>
         "SELECT category_key, subcategory_key, frequency \
          FROM error_counts \
          WHERE user_id = ?",
     select_labels: IDEMPOTENT =>
         "SELECT category_key, subcategory_key, category, subcategory, last_seen \
+         FROM error_labels \
+         WHERE user_id = ?",
+    /// `select_labels` with each error's sentences, for practice.
+    select_labels_sentences: IDEMPOTENT =>
+        "SELECT category_key, subcategory_key, category, subcategory, last_seen, sentences \
          FROM error_labels \
          WHERE user_id = ?",
     select_buckets: IDEMPOTENT =>

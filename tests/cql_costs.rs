@@ -1,0 +1,212 @@
+//! What a request costs the CQL server, counted by a real `errata serve`
+//! replica's own `/metrics` (`errata_cql_statements_total` by kind): an
+//! ingest is one batch, a practice request two reads (three by recency),
+//! and the sentences practice shows come with those reads, from the labels,
+//! not from the event log; `errata repair` puts them back when they are
+//! missing.
+
+use std::collections::BTreeMap;
+
+use errata_testkit as support;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{cql_config, cql_session, expect_status, report, Api, Errata, Learner, RedisServer};
+
+const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
+
+/// The replica's CQL statements so far, by kind.
+async fn statements(api: &Api) -> BTreeMap<String, u64> {
+    let text = api.get("/metrics").await.text().await.expect("metrics");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("errata_cql_statements_total{kind=\""))
+        .filter_map(|rest| {
+            let (kind, value) = rest.split_once("\"} ")?;
+            Some((kind.to_owned(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+/// The statements by kind that `work` made the replica run.
+async fn cost<F: std::future::Future>(api: &Api, work: F) -> (F::Output, BTreeMap<String, u64>) {
+    let before = statements(api).await;
+    let output = work.await;
+    let after = statements(api).await;
+    let spent = after
+        .into_iter()
+        .filter_map(|(kind, n)| {
+            let spent = n - before.get(&kind).copied().unwrap_or(0);
+            (spent > 0).then_some((kind, spent))
+        })
+        .collect();
+    (output, spent)
+}
+
+fn kinds(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+}
+
+/// Records `errors` about the learner's utterance, corrected as `fix`.
+async fn record_corrected(api: &Api, learner: &Learner, errors: &[(&str, &str)], fix: &str) {
+    let mut body = report(learner, errors);
+    body["corrected_content"] = json!(fix);
+    expect_status(
+        api.post("/simulate-and-generate", &body).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+/// The learner's own-sentence exercises over a few rotations.
+async fn own_sentences(api: &Api, learner: &Learner) -> Vec<Value> {
+    let mut own = Vec::new();
+    for _ in 0..6 {
+        let body = expect_status(
+            api.get(&format!(
+                "/generate-exercise?user_id={}&per_error=2",
+                learner.user_id
+            ))
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        for e in body["exercises"].as_array().expect("exercises") {
+            if e["source"] == "your_utterance" {
+                own.push(e.clone());
+            }
+        }
+    }
+    own
+}
+
+#[tokio::test]
+async fn an_ingest_is_one_batch_and_practice_two_reads_with_the_sentences() {
+    let redis = RedisServer::start();
+    let (mut config, _slot) = cql_config(&redis.url()).await;
+    // No flush while costs are counted (the buffered deltas are merged in).
+    config.flush_interval_ms = 600_000;
+    let replica = ERRATA.serve(&config);
+    let api = Api::new(replica.url(""));
+    let learner = api.learner().await;
+    let said = api.say(&learner, "Yesterday she go to the market.").await;
+
+    let ((), spent) = cost(
+        &api,
+        record_corrected(
+            &api,
+            &said,
+            &[("Grammar", "Verb Tense")],
+            "Yesterday she went to the market.",
+        ),
+    )
+    .await;
+    // This replica created the learner, conversation and utterance: no
+    // ownership read, and labels, bucket and events in one batch.
+    assert_eq!(spent, kinds(&[("report_batch", 1)]));
+
+    let practice = format!("/generate-exercise?user_id={}&per_error=2", learner.user_id);
+    let (body, spent) = cost(&api, async {
+        expect_status(api.get(&practice).await, StatusCode::OK).await
+    })
+    .await;
+    assert_eq!(
+        spent,
+        kinds(&[("select_counts", 1), ("select_labels_sentences", 1)])
+    );
+    assert_eq!(body["top_errors"][0]["errorSubCategory"], "Verb Tense");
+    let (_, spent) = cost(&api, async {
+        expect_status(
+            api.get(&format!("{practice}&rank=recent")).await,
+            StatusCode::OK,
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        spent,
+        kinds(&[
+            ("select_counts", 1),
+            ("select_labels_sentences", 1),
+            ("select_week_counts", 1)
+        ])
+    );
+
+    // The sentence came with the labels: graded by the correction.
+    let own = own_sentences(&api, &learner).await;
+    let item = own
+        .first()
+        .expect("an exercise from the corrected sentence");
+    assert_eq!(item["answer"], "Yesterday she went to the market.");
+    assert!(item["prompt"]
+        .as_str()
+        .unwrap()
+        .contains("Yesterday she go to the market."));
+}
+
+#[tokio::test]
+async fn repair_puts_back_the_sentences_a_label_lacks() {
+    let redis = RedisServer::start();
+    let (config, _slot) = cql_config(&redis.url()).await;
+    let replica = ERRATA.serve(&config);
+    let api = Api::new(replica.url(""));
+    let learner = api.learner().await;
+    let said = api.say(&learner, "I goed home.").await;
+    expect_status(
+        api.record(&said, &[("Grammar", "Irregular Verbs")]).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(own_sentences(&api, &learner).await.is_empty());
+
+    // An event whose correction is known and whose label keeps no
+    // sentence: as for events recorded before the labels kept them.
+    let session = cql_session().await;
+    let ks = &config.cql_keyspace;
+    let (bucket,): (i32,) = session
+        .query_unpaged(
+            format!("SELECT bucket FROM {ks}.error_buckets WHERE user_id = ?"),
+            (learner.user_id,),
+        )
+        .await
+        .expect("buckets")
+        .into_rows_result()
+        .expect("rows")
+        .first_row()
+        .expect("one bucket");
+    let (at, event): (scylla::value::CqlTimestamp, uuid::Uuid) = session
+        .query_unpaged(
+            format!(
+                "SELECT occurred_at, event_id FROM {ks}.error_events \
+                 WHERE user_id = ? AND bucket = ?"
+            ),
+            (learner.user_id, bucket),
+        )
+        .await
+        .expect("events")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one event");
+    session
+        .query_unpaged(
+            format!(
+                "UPDATE {ks}.error_events SET correction = 'I went home.' \
+                 WHERE user_id = ? AND bucket = ? AND occurred_at = ? AND event_id = ?"
+            ),
+            (learner.user_id, bucket, at, event),
+        )
+        .await
+        .expect("the correction set");
+    // Practice does not search the event log.
+    assert!(own_sentences(&api, &learner).await.is_empty());
+
+    ERRATA.run(&config, &["repair", "--user", &learner.user_id.to_string()]);
+    let own = own_sentences(&api, &learner).await;
+    let item = own.first().expect("repair put the sentence back");
+    assert_eq!(item["answer"], "I went home.");
+    assert!(item["exercise_id"]
+        .as_str()
+        .unwrap()
+        .contains(&said.utterance_id.to_string()));
+    // Repair changed no count.
+    assert_eq!(api.total_frequency(learner.user_id).await, 1);
+}
