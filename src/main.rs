@@ -38,9 +38,9 @@ enum Command {
     },
     /// Make every buffered write durable now (cql mode).
     Flush,
-    /// Write many learners straight into a fresh embedded data directory
-    /// (for load tests); prints each one's ids: user, conversation, then
-    /// utterances, on one line.
+    /// Write many learners straight into a fresh embedded data directory,
+    /// or a freshly migrated keyspace in cql mode (for load tests); prints
+    /// each one's ids: user, conversation, then utterances, on one line.
     Seed {
         /// How many learners.
         #[arg(long)]
@@ -53,8 +53,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
     let cli = Cli::parse();
+    telemetry::init(match cli.command {
+        Some(Command::Seed { .. }) => telemetry::LogTo::Stderr,
+        _ => telemetry::LogTo::Stdout,
+    });
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -101,15 +104,19 @@ async fn main() -> anyhow::Result<()> {
             learners,
             utterances,
         } => {
-            anyhow::ensure!(
-                config.store == StoreKind::Embedded,
-                "errata seed writes an embedded data directory (ERRATA_STORE=embedded)"
-            );
             anyhow::ensure!(utterances >= 1, "--utterances must be at least 1");
-            let out = std::io::stdout().lock();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-            store::sqlite::seed::seed(&config.data_dir, learners, utterances, &mut out)
-                .context("seeding")?;
+            // Not the stdout lock: the cql seed awaits tasks on other
+            // threads, which must not block on it.
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            match config.store {
+                StoreKind::Embedded => {
+                    store::sqlite::seed::seed(&config.data_dir, learners, utterances, &mut out)
+                }
+                StoreKind::Cql => {
+                    store::cql::seed::seed(&config, learners, utterances, &mut out).await
+                }
+            }
+            .context("seeding")?;
             Ok(())
         }
     }

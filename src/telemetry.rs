@@ -8,14 +8,29 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use tracing_subscriber::EnvFilter;
 
+/// Where the logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    Stdout,
+    /// For a command whose stdout is its output (`errata seed`).
+    Stderr,
+}
+
 /// Installs the global subscriber, filtered by `RUST_LOG` (default `info`).
-pub fn init() {
+pub fn init(to: LogTo) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .try_init();
+        .with_target(false);
+    let _ = match to {
+        LogTo::Stdout => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        LogTo::Stderr => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

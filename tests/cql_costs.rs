@@ -3,7 +3,8 @@
 //! ingest is one batch, a practice request two reads (three by recency),
 //! and the sentences practice shows come with those reads, from the labels,
 //! not from the event log; `errata repair` puts them back when they are
-//! missing.
+//! missing. And `errata seed`, the load generator's bulk setup, writes
+//! learners a replica then serves.
 
 use std::collections::BTreeMap;
 
@@ -209,4 +210,57 @@ async fn repair_puts_back_the_sentences_a_label_lacks() {
         .contains(&said.utterance_id.to_string()));
     // Repair changed no count.
     assert_eq!(api.total_frequency(learner.user_id).await, 1);
+}
+
+#[tokio::test]
+async fn seeded_learners_are_served_like_signed_up_ones() {
+    let redis = RedisServer::start();
+    let (config, _slot) = cql_config(&redis.url()).await;
+    let out = ERRATA.run(&config, &["seed", "--learners", "20", "--utterances", "2"]);
+    let learners: Vec<Vec<uuid::Uuid>> = out
+        .lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|id| id.parse().expect("an id"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(learners.len(), 20);
+    assert!(learners.iter().all(|ids| ids.len() == 4), "{out}");
+
+    // A replica that created none of them reads their facts from CQL.
+    let replica = ERRATA.serve(&config);
+    let api = Api::new(replica.url(""));
+    let ids = &learners[7];
+    let user = expect_status(api.get(&format!("/users/{}", ids[0])).await, StatusCode::OK).await;
+    let learner = Learner {
+        user_id: ids[0],
+        conversation_id: ids[1],
+        utterance_id: ids[3],
+    };
+    expect_status(
+        api.record(&learner, &[("Grammar", "Articles")]).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(api.total_frequency(learner.user_id).await, 1);
+    // Another learner's utterance is not this learner's.
+    let foreign = Learner {
+        utterance_id: learners[8][2],
+        ..learner
+    };
+    assert_eq!(
+        api.record(&foreign, &[("Grammar", "Articles")])
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // The e-mail is taken, as a sign-up would have taken it.
+    let again = api
+        .post(
+            "/users/",
+            &json!({"username": "someone", "email": user["email"]}),
+        )
+        .await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
 }

@@ -4,8 +4,8 @@
 //!       --learners 10000 --connections 32 --duration 20
 //!
 //! 1. Population: `--learners` learners, each with a conversation and an
-//!    utterance, created through the API (or, with `--bulk-sqlite`, by the
-//!    spawned binary's `errata seed` before it serves).
+//!    utterance, created through the API (or, with `--bulk`, by the spawned
+//!    binary's `errata seed` before it serves).
 //! 2. For each connection count of `--connections`: the `/healthz` ceiling,
 //!    then each `--ingest-share` mix of POST /simulate-and-generate and
 //!    GET /generate-exercise, learners drawn from a Zipf distribution.
@@ -75,10 +75,11 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     utterances: usize,
     /// Have the spawned binary write the learners straight into its fresh
-    /// data directory (`errata seed`) before it serves: fast setup for large
-    /// populations (needs --spawn).
-    #[arg(long, requires = "spawn")]
-    bulk_sqlite: bool,
+    /// data directory, or with --store cql its fresh keyspace (`errata
+    /// seed`), before it serves: fast setup for large populations (needs
+    /// --spawn).
+    #[arg(long, alias = "bulk-sqlite", requires = "spawn")]
+    bulk: bool,
     /// Requests in flight while creating learners through the API.
     #[arg(long, default_value_t = 64)]
     setup_concurrency: usize,
@@ -265,8 +266,8 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     if args.replicas == 0 || (args.replicas > 1 && args.store != "cql") {
         bail!("--replicas must be 1, or more with --store cql");
     }
-    if args.bulk_sqlite && args.store != "embedded" {
-        bail!("--bulk-sqlite is for the embedded store");
+    if args.bulk && args.replicas > 1 && args.store != "cql" {
+        bail!("--bulk with several replicas needs --store cql");
     }
     Ok(())
 }
@@ -308,12 +309,25 @@ async fn set_up(args: &Args) -> anyhow::Result<Setup> {
     let env = stack.as_ref().map(stack::Cql::env).unwrap_or_default();
     let mut spawned = Vec::new();
     let mut bulk = None;
+    if let (Some(stack), true) = (&stack, args.bulk) {
+        let env = stack.env();
+        bulk = Some(population::bulk(
+            binary,
+            &env,
+            args.learners,
+            args.utterances,
+        )?);
+    }
     for replica in 0..args.replicas {
         let data_dir = server::temp_data_dir()?;
-        if args.bulk_sqlite {
+        if args.bulk && stack.is_none() {
+            let env = [
+                ("ERRATA_STORE".to_owned(), "embedded".to_owned()),
+                ("ERRATA_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            ];
             bulk = Some(population::bulk(
                 binary,
-                &data_dir,
+                &env,
                 args.learners,
                 args.utterances,
             )?);

@@ -182,12 +182,13 @@ async fn create_one(
     })
 }
 
-/// Has `binary` (`errata seed`) write `count` learners straight into the
-/// fresh `data_dir` before it serves; reads back their ids (one learner a
-/// line: user, conversation, then the utterances, separated by spaces).
+/// Has `binary` (`errata seed`, configured by `env`: a fresh data
+/// directory or keyspace) write `count` learners before it serves; reads
+/// back their ids (one learner a line: user, conversation, then the
+/// utterances, separated by spaces).
 pub fn bulk(
     binary: &Path,
-    data_dir: &Path,
+    env: &[(String, String)],
     count: usize,
     utterances: usize,
 ) -> anyhow::Result<Vec<Learner>> {
@@ -198,8 +199,7 @@ pub fn bulk(
         .arg(count.to_string())
         .arg("--utterances")
         .arg(utterances.to_string())
-        .env("ERRATA_STORE", "embedded")
-        .env("ERRATA_DATA_DIR", data_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {} seed", binary.display()))?;
@@ -229,8 +229,7 @@ pub fn bulk(
         bail!("seed wrote {} learners, not {count}", learners.len());
     }
     eprintln!(
-        "  bulk setup: {count} learners seeded in {} in {:.1} s",
-        data_dir.display(),
+        "  bulk setup: {count} learners seeded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(learners)

@@ -127,6 +127,19 @@ impl PracticeInputs {
 /// sentences (the result is the same: the small window starts the full one).
 const FIRST_PRACTICE_WINDOW: usize = 48;
 
+/// What learners written by `errata seed` said (each utterance gets one, in
+/// turn), in both backends.
+pub(crate) const SEEDED_SAID: &[&str] = &[
+    "She go to school every day.",
+    "I am agree with your idea.",
+    "Yesterday I have visited my grandmother.",
+    "He don't know the answer of the question.",
+    "We was waiting since two hours.",
+    "If I would know, I would tell you.",
+    "Can you explain me this word?",
+    "I am living here from five years.",
+];
+
 /// How long a counted request is remembered, in every backend: a retry
 /// within this time counts once. (The clients' retry horizon; in cql mode it
 /// dominates Redis memory, see docs/operations.md.)

@@ -14,6 +14,7 @@
 //! | [`flusher`] | moving buffered deltas into the counters |
 //! | [`repair`] | recomputing counters from the event log |
 //! | [`schema`] | `errata migrate` |
+//! | [`seed`] | `errata seed`: learners written in bulk |
 
 mod accounts;
 pub mod buffer;
@@ -24,6 +25,7 @@ mod ownership;
 mod reads;
 mod repair;
 pub mod schema;
+pub mod seed;
 mod session;
 mod statements;
 

@@ -11,18 +11,7 @@ use uuid::Uuid;
 use super::connection::{self, internal, micros, DATABASE_FILE};
 use super::WalLimits;
 use crate::store::StoreError;
-
-/// What the seeded learners said (each utterance gets one, in turn).
-const SAID: &[&str] = &[
-    "She go to school every day.",
-    "I am agree with your idea.",
-    "Yesterday I have visited my grandmother.",
-    "He don't know the answer of the question.",
-    "We was waiting since two hours.",
-    "If I would know, I would tell you.",
-    "Can you explain me this word?",
-    "I am living here from five years.",
-];
+use crate::store::SEEDED_SAID as SAID;
 
 /// Writes `learners` learners, each with one conversation and `utterances`
 /// utterances, into the database in `data_dir` (which no errata process may
