@@ -120,6 +120,11 @@ struct Args {
     /// the run fails if it fails.
     #[arg(long, value_name = "COMMAND")]
     before_check: Option<String>,
+    /// A shell command to run after the setup and before the first
+    /// measurement (e.g. one that waits for the CQL server's compactions of
+    /// a bulk-written population); the run fails if it fails.
+    #[arg(long, value_name = "COMMAND")]
+    after_setup: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
     let setup_started = Instant::now();
     let setup = set_up(&args).await?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
+    run_hook("after the setup", args.after_setup.as_deref())?;
     let pids: Vec<u32> = if setup.spawned.is_empty() {
         args.server_pid.into_iter().collect()
     } else {
@@ -219,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(stack), Some(binary)) = (&setup.stack, &args.spawn) {
         stack.run(binary, "flush")?;
     }
-    run_before_check(&args)?;
+    run_hook("before the check", args.before_check.as_deref())?;
     let check = if args.no_check {
         None
     } else {
@@ -428,11 +434,13 @@ async fn measure(
     Ok((phases, memory))
 }
 
-fn run_before_check(args: &Args) -> anyhow::Result<()> {
-    let Some(command) = &args.before_check else {
+/// Runs a `--after-setup` / `--before-check` shell command, if given.
+fn run_hook(when: &str, command: Option<&str>) -> anyhow::Result<()> {
+    let Some(command) = command else {
         return Ok(());
     };
-    eprintln!("before the check: {command}");
+    let started = Instant::now();
+    eprintln!("{when}: {command}");
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -441,6 +449,7 @@ fn run_before_check(args: &Args) -> anyhow::Result<()> {
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }
+    eprintln!("{when}: done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

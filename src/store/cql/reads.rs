@@ -164,14 +164,18 @@ impl Inner {
             .values_mut()
             .flat_map(|label| std::mem::take(&mut label.sentences))
             .collect();
-        let (table, weeks) = self.table(user_id, read).await?;
+        let (table, mut weeks) = self.table(user_id, read).await?;
+        if let Some(since) = since {
+            weeks.retain(|w| w.week_start >= since);
+        }
         let history = WeeklyHistory { table, weeks };
         let (top, scores) = history.top(&query);
         if top.is_empty() {
             return Ok(PracticeInputs::default());
         }
-        // Newest first, as the picking rule takes them.
-        sentences.sort_unstable_by_key(|s| std::cmp::Reverse(s.occurred_at));
+        // Newest first, as the picking rule takes them (ties by utterance,
+        // so the answer does not depend on the map's order).
+        sentences.sort_unstable_by_key(|s| (std::cmp::Reverse(s.occurred_at), s.utterance_id));
         let inputs = PracticeInputs::from_recent(top, &sentences, query.sentences_per_error);
         Ok(PracticeInputs { scores, ..inputs })
     }
