@@ -272,9 +272,6 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     if args.replicas == 0 || (args.replicas > 1 && args.store != "cql") {
         bail!("--replicas must be 1, or more with --store cql");
     }
-    if args.bulk && args.replicas > 1 && args.store != "cql" {
-        bail!("--bulk with several replicas needs --store cql");
-    }
     Ok(())
 }
 

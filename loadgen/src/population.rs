@@ -199,7 +199,7 @@ pub fn bulk(
         .arg(count.to_string())
         .arg("--utterances")
         .arg(utterances.to_string())
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().cloned())
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {} seed", binary.display()))?;

@@ -258,3 +258,42 @@ async fn an_own_sentence_is_graded_by_the_ais_correction() {
             .unwrap()
             .contains(&plain.utterance_id.to_string())));
 }
+
+#[tokio::test]
+async fn the_largest_report_the_contract_allows_is_recorded_whole() {
+    let app = spawn_app().await;
+    let learner = app.learner().await;
+    // Three bytes a character: the stored copies are as large as they get.
+    let said = app.say(&learner, &"说".repeat(600)).await;
+    let errors: Vec<(String, String)> = (0..64)
+        .map(|i| ("Grammar".to_owned(), format!("Rule {i}")))
+        .collect();
+    let errors: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|(c, s)| (c.as_str(), s.as_str()))
+        .collect();
+    let mut body = report(&said, &errors);
+    // Applies to all 64 points.
+    body["corrected_content"] = json!("对".repeat(10_000));
+    let answer = expect_status(
+        app.post("/simulate-and-generate", &body).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(answer["recorded"], 64, "{answer}");
+    assert_eq!(app.total_frequency(learner.user_id).await, 64);
+    let latest = expect_status(
+        app.get(&format!(
+            "/users/{}/errors/recent?limit=100",
+            learner.user_id
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let latest = latest["errors"].as_array().expect("a list");
+    assert_eq!(latest.len(), 64);
+    assert!(latest
+        .iter()
+        .all(|e| e["correction"].as_str().map(|c| c.chars().count()) == Some(10_000)));
+}

@@ -19,6 +19,7 @@ use super::ownership::Known;
 use super::session::{cql_error, timestamp};
 use super::statements::{self, IDEMPOTENT};
 use super::Inner;
+use crate::domain::ErrorKey;
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
 
@@ -27,8 +28,18 @@ type Rows = Vec<Box<dyn SerializeRow + Send + Sync>>;
 
 /// Characters of the utterance kept with each event.
 const SNIPPET_CHARS: usize = 500;
-/// Events per unlogged batch (one partition), to stay far below batch limits.
+/// Events per unlogged batch, to stay far below batch limits.
 const EVENTS_PER_BATCH: usize = 16;
+/// At most this many bytes of values in a batch that spans two partitions
+/// (a quarter of the servers' 1 MiB limit on such batches).
+const BATCH_BYTES: usize = 256 * 1024;
+/// What a statement adds to a batch besides its text values (ids,
+/// timestamps, framing), roughly.
+const WRITE_OVERHEAD: usize = 96;
+/// A sentence whose correction is longer than this many characters is not
+/// kept for practice (a correction of a spoken sentence is far shorter; the
+/// bound keeps a practice read of the labels small). The event keeps it.
+pub(super) const MAX_PRACTISED_CORRECTION: usize = 1_000;
 /// Twice 2026-01-01T00:00:00Z in microseconds. Spelling cells are written
 /// with the timestamp `SPELLING_CLOCK - now`: it decreases as time goes on,
 /// so the first write wins, and it stays in the past (ScyllaDB refuses
@@ -42,8 +53,10 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// How many of a learner's sentences each error keeps beside its label
 /// (`error_labels.sentences`), for practice to read with the label instead
-/// of searching the event log: a few more than the three a practice request
-/// shows, so that the latest ones are there even when two share a slot.
+/// of searching the event log: one more than the three a practice request
+/// shows. Two utterances can share a slot (the later one stays), so the
+/// slots hold the newest sentence and up to three other recent ones, not
+/// always exactly the latest four.
 pub(super) const SENTENCE_SLOTS: u128 = 4;
 
 /// An error's sentence in `error_labels.sentences`: when it was said, the
@@ -229,68 +242,81 @@ impl Inner {
     }
 
     /// Writes the events, labels and bucket of a leased report (idempotent:
-    /// a takeover rewrites the same rows).
+    /// a takeover rewrites the same rows). Usually one unlogged batch; see
+    /// [`packed`].
     pub(super) async fn write_events(
         &self,
         report: &ErrorReport,
         at: DateTime<Utc>,
         snippet: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (batch, values) = self.label_writes(report, at, snippet);
-        self.append_events(report, at, snippet.map(str::to_owned), batch, values)
-            .await
+        let mut writes = self.label_writes(report, at, snippet);
+        let events = self.event_writes(report, at, snippet);
+        writes.extend(events);
+        for (batch, values) in packed(writes) {
+            self.session
+                .batch(&batch, values)
+                .await
+                .map_err(cql_error)?;
+        }
+        Ok(())
     }
 
-    /// The start of the report's batch, on the learner's partition: the
-    /// event bucket, the errors' spellings (the earliest write wins) and
-    /// last-seen times, and for each error the sentence it was found in
-    /// when its correction is known (see [`sentence_slot`]).
+    /// The report's writes to the learner's partition: the event bucket,
+    /// the errors' spellings (the earliest write wins) and last-seen times,
+    /// and for each error the sentence it was found in when its correction
+    /// is known and short enough to practise (see [`sentence_slot`]).
     fn label_writes(
         &self,
         report: &ErrorReport,
         at: DateTime<Utc>,
         snippet: Option<&str>,
-    ) -> (Batch, Rows) {
+    ) -> Vec<Write> {
         let s = &self.statements;
         let (user, at_micros) = (report.user_id, at.timestamp_micros());
-        let mut batch = statements::batch("report_batch", BatchType::Unlogged, IDEMPOTENT);
-        batch.append_statement(s.insert_bucket.clone());
-        let mut values: Rows = Vec::new();
-        values.push(Box::new((user, bucket(at))));
-        let mut seen: Vec<(&PreparedStatement, Box<dyn SerializeRow + Send + Sync>)> = Vec::new();
+        let mut writes = vec![Write::new(
+            Partition::Learner,
+            &s.insert_bucket,
+            (user, bucket(at)),
+            0,
+        )];
+        let mut seen = Vec::new();
         let slot = sentence_slot(report.utterance_id);
         for PointTally {
             key, first: point, ..
         } in report.tally()
         {
-            batch.append_statement(s.label_spelling.clone());
-            values.push(Box::new((
-                SPELLING_CLOCK - at_micros,
-                point.category.as_str().to_owned(),
-                point.subcategory.as_str().to_owned(),
-                user,
-                key.category.clone(),
-                key.subcategory.clone(),
-            )));
-            // The first of the error's points whose correction is known.
-            let corrected = report
-                .points
-                .iter()
-                .filter(|p| p.key() == key)
-                .find_map(|p| p.correction.text.as_ref().map(|text| (text, &p.correction)));
-            match (snippet, corrected) {
-                (Some(text), Some((fix, correction))) if !text.trim().is_empty() => {
+            let spelling = (point.category.as_str(), point.subcategory.as_str());
+            let key_bytes = key.category.len() + key.subcategory.len();
+            writes.push(Write::new(
+                Partition::Learner,
+                &s.label_spelling,
+                (
+                    SPELLING_CLOCK - at_micros,
+                    spelling.0.to_owned(),
+                    spelling.1.to_owned(),
+                    user,
+                    key.category.clone(),
+                    key.subcategory.clone(),
+                ),
+                spelling.0.len() + spelling.1.len() + key_bytes,
+            ));
+            match (snippet, practised_correction(report, &key)) {
+                (Some(text), Some((fix, explanation))) if !text.trim().is_empty() => {
+                    let bytes =
+                        key_bytes + text.len() + fix.len() + explanation.map_or(0, str::len);
                     let sentence: SentenceCell = (
                         timestamp(at),
                         report.conversation_id,
                         report.utterance_id,
                         Some(text.to_owned()),
-                        Some(fix.clone()),
-                        correction.explanation.clone(),
+                        Some(fix.to_owned()),
+                        explanation.map(str::to_owned),
                     );
-                    seen.push((
+                    seen.push(Write::new(
+                        Partition::Learner,
                         &s.label_seen_sentence,
-                        Box::new((
+                        (
                             at_micros,
                             timestamp(at),
                             slot,
@@ -298,83 +324,173 @@ impl Inner {
                             user,
                             key.category,
                             key.subcategory,
-                        )),
+                        ),
+                        bytes,
                     ));
                 }
-                _ => seen.push((
+                _ => seen.push(Write::new(
+                    Partition::Learner,
                     &s.label_seen,
-                    Box::new((
+                    (
                         at_micros,
                         timestamp(at),
                         user,
                         key.category,
                         key.subcategory,
-                    )),
+                    ),
+                    key_bytes,
                 )),
             }
         }
-        for (statement, row) in seen {
-            batch.append_statement(statement.clone());
-            values.push(row);
-        }
-        (batch, values)
+        writes.extend(seen);
+        writes
     }
 
     /// The report's points as events: each one's id follows from the
     /// request's fingerprint and its position, so a retry rewrites them.
-    /// The first events ride in the labels' batch: one round trip for a
-    /// report of up to [`EVENTS_PER_BATCH`] points (its statements go to
-    /// two partitions of the learner, which the coordinator writes).
-    async fn append_events(
+    fn event_writes(
         &self,
         report: &ErrorReport,
         at: DateTime<Utc>,
-        snippet: Option<String>,
-        labels: Batch,
-        label_values: Rows,
-    ) -> Result<(), StoreError> {
-        let rows: Vec<_> = report
+        snippet: Option<&str>,
+    ) -> Vec<Write> {
+        let snippet = snippet.map(str::to_owned);
+        report
             .points
             .iter()
             .enumerate()
             .map(|(index, point)| {
                 let key = point.key();
-                (
-                    report.user_id,
-                    bucket(at),
-                    timestamp(at),
-                    event_id(report.fingerprint, index),
-                    report.conversation_id,
-                    report.utterance_id,
-                    key.category,
-                    key.subcategory,
-                    point.category.as_str().to_owned(),
-                    point.subcategory.as_str().to_owned(),
-                    snippet.clone(),
-                    point.correction.text.clone(),
-                    point.correction.explanation.clone(),
+                let correction = &point.correction;
+                let bytes = 2 * (key.category.len() + key.subcategory.len())
+                    + snippet.as_ref().map_or(0, String::len)
+                    + correction.text.as_ref().map_or(0, String::len)
+                    + correction.explanation.as_ref().map_or(0, String::len);
+                Write::new(
+                    Partition::Events,
+                    &self.statements.insert_event,
+                    (
+                        report.user_id,
+                        bucket(at),
+                        timestamp(at),
+                        event_id(report.fingerprint, index),
+                        report.conversation_id,
+                        report.utterance_id,
+                        key.category,
+                        key.subcategory,
+                        point.category.as_str().to_owned(),
+                        point.subcategory.as_str().to_owned(),
+                        snippet.clone(),
+                        correction.text.clone(),
+                        correction.explanation.clone(),
+                    ),
+                    bytes,
                 )
             })
-            .collect();
-        let mut chunks = rows.chunks(EVENTS_PER_BATCH);
-        let (mut batch, mut values) = (labels, label_values);
-        for row in chunks.next().unwrap_or_default() {
-            batch.append_statement(self.statements.insert_event.clone());
-            values.push(Box::new(row.clone()));
-        }
-        self.session
-            .batch(&batch, values)
-            .await
-            .map_err(cql_error)?;
-        for chunk in chunks {
-            let mut batch = statements::batch("events_batch", BatchType::Unlogged, IDEMPOTENT);
-            for _ in chunk {
-                batch.append_statement(self.statements.insert_event.clone());
-            }
-            self.session.batch(&batch, chunk).await.map_err(cql_error)?;
-        }
-        Ok(())
+            .collect()
     }
+}
+
+/// The correction (and explanation) of the first of the report's points of
+/// `key` whose correction is known and at most [`MAX_PRACTISED_CORRECTION`]
+/// characters: what the error's sentence is practised with.
+fn practised_correction<'a>(
+    report: &'a ErrorReport,
+    key: &ErrorKey,
+) -> Option<(&'a str, Option<&'a str>)> {
+    report
+        .points
+        .iter()
+        .filter(|p| p.key() == *key)
+        .find_map(|p| {
+            let fix = p.correction.text.as_deref()?;
+            (fix.chars().count() <= MAX_PRACTISED_CORRECTION)
+                .then_some((fix, p.correction.explanation.as_deref()))
+        })
+}
+
+/// Which partition of the learner a write goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partition {
+    /// `error_buckets` and `error_labels` (one partition key: one mutation).
+    Learner,
+    /// The month's `error_events`.
+    Events,
+}
+
+/// One statement of a report's writes, with about how many bytes of
+/// values it carries.
+struct Write {
+    partition: Partition,
+    statement: PreparedStatement,
+    values: Box<dyn SerializeRow + Send + Sync>,
+    bytes: usize,
+}
+
+impl Write {
+    fn new(
+        partition: Partition,
+        statement: &PreparedStatement,
+        values: impl SerializeRow + Send + Sync + 'static,
+        bytes: usize,
+    ) -> Self {
+        Self {
+            partition,
+            statement: statement.clone(),
+            values: Box::new(values),
+            bytes: bytes + WRITE_OVERHEAD,
+        }
+    }
+}
+
+/// The report's writes as unlogged batches, in order (see [`groups`]).
+fn packed(writes: Vec<Write>) -> Vec<(Batch, Rows)> {
+    let shape: Vec<(Partition, usize)> = writes.iter().map(|w| (w.partition, w.bytes)).collect();
+    let mut writes = writes.into_iter();
+    groups(&shape)
+        .into_iter()
+        .map(|group| {
+            let mut batch = statements::batch("report_batch", BatchType::Unlogged, IDEMPOTENT);
+            let mut values: Rows = Vec::with_capacity(group.len());
+            for write in writes.by_ref().take(group.len()) {
+                batch.append_statement(write.statement);
+                values.push(write.values);
+            }
+            (batch, values)
+        })
+        .collect()
+}
+
+/// How a report's writes (their partitions and sizes, in order) split into
+/// batches: all in one for a usual report (one round trip; the
+/// coordinator writes its two partitions), a new one where a batch would
+/// pass [`EVENTS_PER_BATCH`] events, or span both partitions with more
+/// than [`BATCH_BYTES`] (servers refuse a multi-partition batch past their
+/// size limit, 1 MiB here and on ScyllaDB; they do not size-check a
+/// single-partition one).
+fn groups(writes: &[(Partition, usize)]) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes, mut events) = (0, 0, 0);
+    let mut partitions: Vec<Partition> = Vec::new();
+    for (i, &(partition, size)) in writes.iter().enumerate() {
+        let spans = partitions.len() == 2 || (partitions.len() == 1 && partitions[0] != partition);
+        let full = (partition == Partition::Events && events == EVENTS_PER_BATCH)
+            || (spans && bytes + size > BATCH_BYTES);
+        if full {
+            groups.push(start..i);
+            (start, bytes, events) = (i, 0, 0);
+            partitions.clear();
+        }
+        if !partitions.contains(&partition) {
+            partitions.push(partition);
+        }
+        events += usize::from(partition == Partition::Events);
+        bytes += size;
+    }
+    if start < writes.len() {
+        groups.push(start..writes.len());
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -397,6 +513,33 @@ mod tests {
         assert!(SPELLING_CLOCK - now > SPELLING_CLOCK - later);
         assert!(SPELLING_CLOCK - now < now);
         assert!(SPELLING_CLOCK - now > 0);
+    }
+
+    #[test]
+    fn a_usual_report_is_one_batch_and_a_large_one_splits_within_the_limits() {
+        use Partition::{Events, Learner};
+        let small = [(Learner, 200), (Learner, 300), (Events, 400), (Events, 400)];
+        assert_eq!(groups(&small), vec![std::ops::Range { start: 0, end: 4 }]);
+        // 20 events: 16 in the first batch, beside the labels.
+        let mut many = vec![(Learner, 200)];
+        many.extend([(Events, 400); 20]);
+        assert_eq!(groups(&many), [0..17, 17..21]);
+        // Long corrections: the labels alone may pass the budget (one
+        // partition), and no batch spanning both does.
+        let mut long = vec![(Learner, 100)];
+        long.extend([(Learner, 20_000); 64]);
+        long.extend([(Events, 21_000); 16]);
+        let split = groups(&long);
+        assert_eq!(split, [0..65, 65..81]);
+        for range in &split {
+            let both = long[range.clone()].iter().any(|w| w.0 == Learner)
+                && long[range.clone()].iter().any(|w| w.0 == Events);
+            let bytes: usize = long[range.clone()].iter().map(|w| w.1).sum();
+            assert!(!both || bytes <= BATCH_BYTES, "{range:?}: {bytes} bytes");
+        }
+        let mid = [(Learner, 200_000), (Events, 50_000), (Events, 50_000)];
+        assert_eq!(groups(&mid), [0..2, 2..3]);
+        assert!(groups(&[]).is_empty());
     }
 
     #[test]

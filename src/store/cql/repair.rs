@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::buffer::{self, Snapshot};
 use scylla::statement::batch::BatchType;
 
-use super::ingest::{event_id, sentence_slot, SentenceCell};
+use super::ingest::{event_id, sentence_slot, SentenceCell, MAX_PRACTISED_CORRECTION};
 use super::session::{cql_error, for_each_row, from_timestamp, timestamp, StoreResult};
 use super::statements::{self, IDEMPOTENT};
 use super::Inner;
@@ -182,7 +182,12 @@ impl Inner {
             tracing::warn!(error = %e, "could not release a repair lock");
         }
         let corrected = result?;
-        self.refill_sentences(user).await?;
+        // The counts are right by now; a refill that fails is reported,
+        // not taken for a failed repair (the next repair refills again).
+        match self.refill_sentences(user).await {
+            Ok(()) | Err(StoreError::UserNotFound) => {}
+            Err(e) => tracing::warn!(error = %e, %user, "repair: sentences not refilled"),
+        }
         Ok(corrected)
     }
 
@@ -200,7 +205,12 @@ impl Inner {
                 .utterance
                 .as_deref()
                 .is_some_and(|t| !t.trim().is_empty());
-            if has_text && event.correction.text.is_some() {
+            let practised = event
+                .correction
+                .text
+                .as_deref()
+                .is_some_and(|fix| fix.chars().count() <= MAX_PRACTISED_CORRECTION);
+            if has_text && practised {
                 let slot = (event.key.clone(), sentence_slot(event.utterance_id));
                 newest.entry(slot).or_insert(event);
             }

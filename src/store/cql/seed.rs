@@ -35,10 +35,13 @@ pub async fn seed(
 ) -> StoreResult<()> {
     let session = session::connect(config, Some(&config.cql_keyspace)).await?;
     let s = Statements::prepare(&session).await?;
-    let claim = session
-        .prepare("INSERT INTO users_by_email (email_key, user_id) VALUES (?, ?)")
-        .await
-        .map_err(|e| StoreError::internal("preparing the e-mail insert", e))?;
+    let claim = statements::prepare(
+        &session,
+        "seed_email",
+        "INSERT INTO users_by_email (email_key, user_id) VALUES (?, ?)",
+        IDEMPOTENT,
+    )
+    .await?;
     // Addresses unique to this run, should a keyspace be seeded twice.
     let run = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let at = timestamp(now());

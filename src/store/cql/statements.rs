@@ -63,7 +63,8 @@ pub(super) fn batch(kind: &'static str, batch_type: BatchType, idempotent: bool)
     batch
 }
 
-async fn prepare(
+/// Prepares `cql` counted as `kind` (see [`Counted`]).
+pub(super) async fn prepare(
     session: &Session,
     kind: &'static str,
     cql: &'static str,
