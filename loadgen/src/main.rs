@@ -310,30 +310,21 @@ async fn set_up(args: &Args) -> anyhow::Result<Setup> {
         None
     };
     let env = stack.as_ref().map(stack::Cql::env).unwrap_or_default();
+    let seed =
+        |env: &[(String, String)]| population::bulk(binary, env, args.learners, args.utterances);
     let mut spawned = Vec::new();
     let mut bulk = None;
-    if let (Some(stack), true) = (&stack, args.bulk) {
-        let env = stack.env();
-        bulk = Some(population::bulk(
-            binary,
-            &env,
-            args.learners,
-            args.utterances,
-        )?);
+    if stack.is_some() && args.bulk {
+        // One keyspace for every replica: seeded once.
+        bulk = Some(seed(&env)?);
     }
     for replica in 0..args.replicas {
         let data_dir = server::temp_data_dir()?;
         if args.bulk && stack.is_none() {
-            let env = [
+            bulk = Some(seed(&[
                 ("ERRATA_STORE".to_owned(), "embedded".to_owned()),
                 ("ERRATA_DATA_DIR".to_owned(), data_dir.display().to_string()),
-            ];
-            bulk = Some(population::bulk(
-                binary,
-                &env,
-                args.learners,
-                args.utterances,
-            )?);
+            ])?);
         }
         let port = server::free_port()?;
         let name = format!("replica-{replica}");
