@@ -19,7 +19,7 @@ use super::ownership::Known;
 use super::session::{cql_error, timestamp};
 use super::statements::{self, IDEMPOTENT};
 use super::Inner;
-use crate::domain::ErrorKey;
+use crate::domain::{Correction, ErrorKey, ErrorPoint};
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
 
@@ -39,7 +39,7 @@ const WRITE_OVERHEAD: usize = 96;
 /// A sentence whose correction is longer than this many characters is not
 /// kept for practice (a correction of a spoken sentence is far shorter; the
 /// bound keeps a practice read of the labels small). The event keeps it.
-pub(super) const MAX_PRACTISED_CORRECTION: usize = 1_000;
+const MAX_PRACTISED_CORRECTION: usize = 1_000;
 /// Twice 2026-01-01T00:00:00Z in microseconds. Spelling cells are written
 /// with the timestamp `SPELLING_CLOCK - now`: it decreases as time goes on,
 /// so the first write wins, and it stays in the past (ScyllaDB refuses
@@ -250,8 +250,10 @@ impl Inner {
         at: DateTime<Utc>,
         snippet: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut writes = self.label_writes(report, at, snippet);
-        let events = self.event_writes(report, at, snippet);
+        // Each point's key, worked out once for all the writes.
+        let keys: Vec<ErrorKey> = report.points.iter().map(ErrorPoint::key).collect();
+        let mut writes = self.label_writes(report, &keys, at, snippet);
+        let events = self.event_writes(report, keys, at, snippet);
         writes.extend(events);
         for (batch, values) in packed(writes) {
             self.session
@@ -269,6 +271,7 @@ impl Inner {
     fn label_writes(
         &self,
         report: &ErrorReport,
+        keys: &[ErrorKey],
         at: DateTime<Utc>,
         snippet: Option<&str>,
     ) -> Vec<Write> {
@@ -301,18 +304,25 @@ impl Inner {
                 ),
                 spelling.0.len() + spelling.1.len() + key_bytes,
             ));
-            match (snippet, practised_correction(report, &key)) {
-                (Some(text), Some((fix, explanation))) if !text.trim().is_empty() => {
-                    let bytes =
-                        key_bytes + text.len() + fix.len() + explanation.map_or(0, str::len);
-                    let sentence: SentenceCell = (
-                        timestamp(at),
+            // The first of the error's points whose sentence can be
+            // practised.
+            let sentence = report
+                .points
+                .iter()
+                .zip(keys)
+                .filter(|(_, k)| **k == key)
+                .find_map(|(p, _)| {
+                    sentence_cell(
+                        at,
                         report.conversation_id,
                         report.utterance_id,
-                        Some(text.to_owned()),
-                        Some(fix.to_owned()),
-                        explanation.map(str::to_owned),
-                    );
+                        snippet,
+                        &p.correction,
+                    )
+                });
+            match sentence {
+                Some(sentence) => {
+                    let bytes = key_bytes + sentence_bytes(&sentence);
                     seen.push(Write::new(
                         Partition::Learner,
                         &s.label_seen_sentence,
@@ -328,7 +338,7 @@ impl Inner {
                         bytes,
                     ));
                 }
-                _ => seen.push(Write::new(
+                None => seen.push(Write::new(
                     Partition::Learner,
                     &s.label_seen,
                     (
@@ -351,6 +361,7 @@ impl Inner {
     fn event_writes(
         &self,
         report: &ErrorReport,
+        keys: Vec<ErrorKey>,
         at: DateTime<Utc>,
         snippet: Option<&str>,
     ) -> Vec<Write> {
@@ -358,9 +369,9 @@ impl Inner {
         report
             .points
             .iter()
+            .zip(keys)
             .enumerate()
-            .map(|(index, point)| {
-                let key = point.key();
+            .map(|(index, (point, key))| {
                 let correction = &point.correction;
                 let bytes = 2 * (key.category.len() + key.subcategory.len())
                     + snippet.as_ref().map_or(0, String::len)
@@ -391,22 +402,39 @@ impl Inner {
     }
 }
 
-/// The correction (and explanation) of the first of the report's points of
-/// `key` whose correction is known and at most [`MAX_PRACTISED_CORRECTION`]
-/// characters: what the error's sentence is practised with.
-fn practised_correction<'a>(
-    report: &'a ErrorReport,
-    key: &ErrorKey,
-) -> Option<(&'a str, Option<&'a str>)> {
-    report
-        .points
-        .iter()
-        .filter(|p| p.key() == *key)
-        .find_map(|p| {
-            let fix = p.correction.text.as_deref()?;
-            (fix.chars().count() <= MAX_PRACTISED_CORRECTION)
-                .then_some((fix, p.correction.explanation.as_deref()))
-        })
+/// The cell that keeps a sentence for practice, said at `at` in this
+/// utterance (whose snippet is `snippet`) and corrected as `correction`;
+/// `None` when it cannot be practised: no text to show, or no correction,
+/// or one longer than [`MAX_PRACTISED_CORRECTION`] characters. The one
+/// rule for the ingest and for repair's refill.
+pub(super) fn sentence_cell(
+    at: DateTime<Utc>,
+    conversation_id: Uuid,
+    utterance_id: Uuid,
+    snippet: Option<&str>,
+    correction: &Correction,
+) -> Option<SentenceCell> {
+    let text = snippet.filter(|t| !t.trim().is_empty())?;
+    let fix = correction.text.as_deref()?;
+    if fix.chars().count() > MAX_PRACTISED_CORRECTION {
+        return None;
+    }
+    Some((
+        timestamp(at),
+        conversation_id,
+        utterance_id,
+        Some(text.to_owned()),
+        Some(fix.to_owned()),
+        correction.explanation.clone(),
+    ))
+}
+
+/// The text bytes a sentence cell carries.
+fn sentence_bytes((_, _, _, text, fix, why): &SentenceCell) -> usize {
+    [text, fix, why]
+        .into_iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum()
 }
 
 /// Which partition of the learner a write goes to.

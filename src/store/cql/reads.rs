@@ -145,7 +145,7 @@ impl Inner {
 
     pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         let read = self.settled(user_id, None, false).await?;
-        self.table(user_id, read).await.map(|(table, _)| table)
+        self.history(user_id, read, None).await.map(|h| h.table)
     }
 
     /// The top errors and the learner's own sentences for them, from two
@@ -164,12 +164,7 @@ impl Inner {
             .values_mut()
             .flat_map(|label| std::mem::take(&mut label.sentences))
             .collect();
-        let (table, mut weeks) = self.table(user_id, read).await?;
-        if let Some(since) = since {
-            weeks.retain(|w| w.week_start >= since);
-        }
-        let history = WeeklyHistory { table, weeks };
-        let (top, scores) = history.top(&query);
+        let (top, scores) = self.history(user_id, read, since).await?.top(&query);
         if top.is_empty() {
             return Ok(PracticeInputs::default());
         }
@@ -188,18 +183,18 @@ impl Inner {
         since: NaiveDate,
     ) -> Result<WeeklyHistory, StoreError> {
         let read = self.settled(user_id, Some(since), false).await?;
-        let (table, mut weeks) = self.table(user_id, read).await?;
-        weeks.retain(|w| w.week_start >= since);
-        Ok(WeeklyHistory { table, weeks })
+        self.history(user_id, read, Some(since)).await
     }
 
-    /// The learner's table from a settled read, and its weekly counts with
-    /// the buffered weekly deltas added; `UserNotFound` for an unknown one.
-    async fn table(
+    /// The learner's table from a settled read, and its weekly counts from
+    /// `since` on with the buffered weekly deltas added; `UserNotFound` for
+    /// an unknown one.
+    async fn history(
         &self,
         user_id: Uuid,
         read: Settled,
-    ) -> Result<(FrequencyTable, Vec<WeekCount>), StoreError> {
+        since: Option<NaiveDate>,
+    ) -> Result<WeeklyHistory, StoreError> {
         let Settled {
             buffered,
             counts,
@@ -235,7 +230,13 @@ impl Inner {
             return Err(StoreError::UserNotFound);
         }
         weeks.extend(buffered.weeks);
-        Ok((table.into_values().collect(), weeks))
+        if let Some(since) = since {
+            weeks.retain(|w| w.week_start >= since);
+        }
+        Ok(WeeklyHistory {
+            table: table.into_values().collect(),
+            weeks,
+        })
     }
 
     /// Durable weekly counters of a learner from `since` on (none without).

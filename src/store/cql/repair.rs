@@ -24,19 +24,18 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use scylla::statement::batch::BatchType;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use super::buffer::{self, Snapshot};
-use scylla::statement::batch::BatchType;
-
-use super::ingest::{event_id, sentence_slot, SentenceCell, MAX_PRACTISED_CORRECTION};
-use super::session::{cql_error, for_each_row, from_timestamp, timestamp, StoreResult};
+use super::ingest::{event_id, sentence_cell, sentence_slot};
+use super::session::{cql_error, for_each_row, from_timestamp, StoreResult};
 use super::statements::{self, IDEMPOTENT};
 use super::Inner;
 use crate::domain::{week_start, ErrorKey, WeekCount, MAX_POINTS};
 use crate::store::retry::{retry_until, Poll};
-use crate::store::{Backend, RecentError, StoreError};
+use crate::store::{Backend, StoreError};
 
 /// How often a repair renews its lock and fence (both live far longer).
 const RENEW_EVERY: Duration = Duration::from_secs(1);
@@ -198,38 +197,32 @@ impl Inner {
     /// safe beside requests of the learner.
     async fn refill_sentences(&self, user: Uuid) -> StoreResult<()> {
         let recent = self.latest_events(user, SENTENCE_EVENTS).await?;
-        // The newest event of each error in each slot.
-        let mut newest: HashMap<(ErrorKey, i32), &RecentError> = HashMap::new();
+        // The newest practised sentence of each error in each slot.
+        let mut newest = HashMap::new();
         for event in &recent {
-            let has_text = event
-                .utterance
-                .as_deref()
-                .is_some_and(|t| !t.trim().is_empty());
-            let practised = event
-                .correction
-                .text
-                .as_deref()
-                .is_some_and(|fix| fix.chars().count() <= MAX_PRACTISED_CORRECTION);
-            if has_text && practised {
-                let slot = (event.key.clone(), sentence_slot(event.utterance_id));
-                newest.entry(slot).or_insert(event);
+            let slot = (event.key.clone(), sentence_slot(event.utterance_id));
+            if newest.contains_key(&slot) {
+                continue;
+            }
+            let cell = sentence_cell(
+                event.occurred_at,
+                event.conversation_id,
+                event.utterance_id,
+                event.utterance.as_deref(),
+                &event.correction,
+            );
+            if let Some(cell) = cell {
+                newest.insert(slot, (event.occurred_at, cell));
             }
         }
         let cells: Vec<_> = newest
             .into_iter()
-            .map(|((key, slot), event)| {
-                let sentence: SentenceCell = (
-                    timestamp(event.occurred_at),
-                    event.conversation_id,
-                    event.utterance_id,
-                    event.utterance.clone(),
-                    event.correction.text.clone(),
-                    event.correction.explanation.clone(),
-                );
+            .map(|((key, slot), (at, cell))| {
+                // The ingest's write timestamp: the event's time.
                 (
-                    event.occurred_at.timestamp_millis() * 1000,
+                    at.timestamp_micros(),
                     slot,
-                    sentence,
+                    cell,
                     user,
                     key.category,
                     key.subcategory,
