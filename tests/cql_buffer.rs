@@ -25,11 +25,7 @@ const TAXONOMY: [(&str, &str); 3] = [
 
 /// An in-process errata whose background flusher never runs on its own.
 async fn spawn_without_flusher() -> TestApp {
-    spawn_without_flusher_on(TestRedis::start()).await
-}
-
-async fn spawn_without_flusher_on(redis: TestRedis) -> TestApp {
-    TestApp::spawn_with(Some(redis), |config| config.flush_interval_ms = 3_600_000).await
+    TestApp::spawn_without_flusher(TestRedis::start()).await
 }
 
 /// Records `requests` reports cycling through the taxonomy; returns the
@@ -808,7 +804,7 @@ async fn a_flusher_cut_off_from_redis_after_its_batch_keeps_the_learner_until_do
     // The clients' replica never flushes; the flusher under test is a real
     // `errata serve` that reaches CQL and Redis through fault proxies (one
     // Redis server: a cluster's clients follow its nodes' own addresses).
-    let app = spawn_without_flusher_on(TestRedis::Server(RedisServer::start())).await;
+    let app = TestApp::spawn_without_flusher(TestRedis::Server(RedisServer::start())).await;
     let (cql, redis) = (
         FaultProxy::start(cql_node()).await,
         FaultProxy::start(format!("127.0.0.1:{}", app.redis().server().port)).await,

@@ -26,10 +26,7 @@ const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 /// An in-process errata whose background flusher never runs on its own
 /// (the tests play the flusher).
 async fn spawn_without_flusher() -> TestApp {
-    TestApp::spawn_with(Some(TestRedis::start()), |config| {
-        config.flush_interval_ms = 3_600_000
-    })
-    .await
+    TestApp::spawn_without_flusher(TestRedis::start()).await
 }
 
 /// A new learner with one report recorded.

@@ -18,10 +18,7 @@ const ERRATA: Errata = Errata::at(env!("CARGO_BIN_EXE_errata"));
 /// An in-process errata with a clock the test moves, whose flusher never
 /// runs on its own.
 async fn spawn_without_flusher() -> TestApp {
-    TestApp::spawn_with(Some(TestRedis::start()), |config| {
-        config.flush_interval_ms = 3_600_000
-    })
-    .await
+    TestApp::spawn_without_flusher(TestRedis::start()).await
 }
 
 fn monday(back: u64) -> NaiveDate {

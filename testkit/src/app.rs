@@ -68,6 +68,12 @@ impl TestApp {
         Self::spawn_with(redis, adjust).await
     }
 
+    /// errata in cql mode on `redis`, whose background flusher never runs
+    /// on its own (the test plays the flusher, or runs `errata flush`).
+    pub async fn spawn_without_flusher(redis: TestRedis) -> Self {
+        Self::spawn_with(Some(redis), |config| config.flush_interval_ms = 3_600_000).await
+    }
+
     /// errata in cql mode on `redis` (in embedded mode without one).
     pub async fn spawn_with(redis: Option<TestRedis>, adjust: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("a temporary data folder");
