@@ -20,7 +20,7 @@ pub struct Cql {
 
 impl Cql {
     /// Uses `redis_url`, or starts a `redis-server` as deployed (append-only
-    /// file, fsync once a second) on a free port; names a fresh keyspace.
+    /// file, fsynced before each answer) on a free port; names a fresh keyspace.
     pub async fn start(nodes: &str, redis_url: Option<&str>) -> anyhow::Result<Self> {
         let keyspace = format!("loadgen_{}", uuid::Uuid::new_v4().simple())[..20].to_owned();
         let (redis_url, redis) = match redis_url {

@@ -28,15 +28,35 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn pong(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut answer = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut answer).is_ok()
-        && &answer == b"+PONG\r\n"
+/// The process id of the Redis answering on `port`, if one answers: a
+/// server started on a port another test's server took between
+/// [`free_port`] and its bind exits, and the other one must not be taken
+/// for it.
+fn pid_on(port: u16) -> Option<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    // A bulk string: `$<length>\r\n<text>\r\n`.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        let (header, body) = text.split_once("\r\n")?;
+        let length: usize = header.strip_prefix('$')?.parse().ok()?;
+        if body.len() >= length {
+            return body
+                .lines()
+                .find_map(|line| line.strip_prefix("process_id:"))
+                .and_then(|pid| pid.trim().parse().ok());
+        }
+    }
 }
 
 impl RedisServer {
@@ -71,11 +91,45 @@ impl RedisServer {
             fsync,
             cluster,
         };
-        server.spawn();
+        server.spawn(true);
         server
     }
 
-    fn spawn(&mut self) {
+    /// Starts `redis-server` on the port and waits until it answers, itself.
+    /// A port taken meanwhile by another process is given up for a new one
+    /// when `may_move` (a first start); a restart must keep its port.
+    fn spawn(&mut self, may_move: bool) {
+        let started = Instant::now();
+        loop {
+            let mut child = self
+                .command()
+                .spawn()
+                .expect("redis-server starts (is it installed? scripts/test installs it)");
+            loop {
+                if started.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("redis-server on port {} did not answer", self.port);
+                }
+                if pid_on(self.port) == Some(child.id()) {
+                    self.child = Some(child);
+                    return;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(
+                        may_move,
+                        "redis-server could not start again on port {} ({status})",
+                        self.port
+                    );
+                    self.port = free_port();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn command(&self) -> Command {
         let mut command = Command::new("redis-server");
         command
             .arg("--port")
@@ -99,21 +153,8 @@ impl RedisServer {
                 .arg("--cluster-config-file")
                 .arg(self.dir.path().join("nodes.conf"));
         }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (is it installed? scripts/test installs it)");
-        self.child = Some(child);
-        let started = Instant::now();
-        while !pong(self.port) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server on port {} did not answer",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        command
     }
 
     pub fn url(&self) -> String {
@@ -131,7 +172,7 @@ impl RedisServer {
     /// Starts the server again on the same port and folder (and AOF).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn(false);
     }
 
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
@@ -238,4 +279,28 @@ pub fn key_slot(key: &str) -> u16 {
         }
     }
     crc % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_whose_port_was_taken_meanwhile_moves_to_another() {
+        let first = RedisServer::start();
+        // As if another test's server had bound the port between
+        // `free_port` and this one's start.
+        let mut second = RedisServer {
+            child: None,
+            port: first.port,
+            dir: tempfile::tempdir().expect("a temp dir"),
+            fsync: None,
+            cluster: false,
+        };
+        second.spawn(true);
+        assert_ne!(second.port, first.port, "both would share one Redis");
+        let pid = second.child.as_ref().map(Child::id);
+        assert_eq!(pid_on(second.port), pid);
+        assert_eq!(pid_on(first.port), first.child.as_ref().map(Child::id));
+    }
 }
