@@ -82,36 +82,55 @@ impl Cql {
 
 async fn start_redis() -> anyhow::Result<(Child, PathBuf, String)> {
     let dir = crate::server::temp_data_dir()?;
-    let port = crate::server::free_port()?;
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting redis-server (is it installed?)")?;
-    let url = format!("redis://127.0.0.1:{port}");
     let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if started.elapsed() > Duration::from_secs(10) {
-            bail!("redis-server did not listen on {port} within 10 s");
+    loop {
+        let port = crate::server::free_port()?;
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server (is it installed?)")?;
+        // Answered by this server itself: were the port taken meanwhile,
+        // ours exits and another one's answer must not be taken for it.
+        while pid_on(port).await != child.id() {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("redis-server did not answer on {port} within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if child.try_wait()?.is_none() {
+            let url = format!("redis://127.0.0.1:{port}");
+            eprintln!("  redis: {url}, data in {}", dir.display());
+            return Ok((child, dir, url));
+        }
     }
-    eprintln!("  redis: {url}, data in {}", dir.display());
-    Ok((child, dir, url))
+}
+
+/// The process id of the Redis answering on `port`, if one answers.
+async fn pid_on(port: u16) -> Option<u32> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "server"])
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("process_id:"))
+        .and_then(|pid| pid.parse().ok())
 }
