@@ -215,7 +215,9 @@ async fn repair_puts_back_the_sentences_a_label_lacks() {
 #[tokio::test]
 async fn seeded_learners_are_served_like_signed_up_ones() {
     let redis = RedisServer::start();
-    let (config, _slot) = cql_config(&redis.url()).await;
+    let (mut config, _slot) = cql_config(&redis.url()).await;
+    // No flush while costs are counted.
+    config.flush_interval_ms = 600_000;
     let out = ERRATA.run(&config, &["seed", "--learners", "20", "--utterances", "2"]);
     let learners: Vec<Vec<uuid::Uuid>> = out
         .lines()
@@ -238,23 +240,31 @@ async fn seeded_learners_are_served_like_signed_up_ones() {
         conversation_id: ids[1],
         utterance_id: ids[3],
     };
-    expect_status(
-        api.record(&learner, &[("Grammar", "Articles")]).await,
-        StatusCode::OK,
-    )
-    .await;
-    assert_eq!(api.total_frequency(learner.user_id).await, 1);
-    // Another learner's utterance is not this learner's.
+    let record = |learner: Learner, error: (&'static str, &'static str)| {
+        let api = &api;
+        async move { api.record(&learner, &[error]).await.status() }
+    };
+    // The utterance's row proves the whole chain: one read, then the
+    // facts are known.
+    let (status, spent) = cost(&api, record(learner, ("Grammar", "Articles"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        spent,
+        kinds(&[("select_utterance", 1), ("report_batch", 1)])
+    );
+    let (status, spent) = cost(&api, record(learner, ("Grammar", "Verb Tense"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(spent, kinds(&[("report_batch", 1)]));
+    assert_eq!(api.total_frequency(learner.user_id).await, 2);
+    // Another learner's utterance is not this learner's: not found under
+    // this learner's conversation (known), so the utterance is the 404.
     let foreign = Learner {
         utterance_id: learners[8][2],
         ..learner
     };
-    assert_eq!(
-        api.record(&foreign, &[("Grammar", "Articles")])
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
-    );
+    let (status, spent) = cost(&api, record(foreign, ("Grammar", "Articles"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(spent, kinds(&[("select_utterance", 1)]));
     // The e-mail is taken, as a sign-up would have taken it.
     let again = api
         .post(

@@ -99,36 +99,45 @@ pub(super) fn snippet(content: Option<&str>) -> Option<Arc<str>> {
 impl Inner {
     /// Confirms that the report's learner, conversation and utterance exist
     /// and belong together, from what this replica already knows or else
-    /// from CQL (only the facts it does not know); returns the utterance's
-    /// snippet.
+    /// from CQL; returns the utterance's snippet.
+    ///
+    /// One read in the common case: the utterance's row, keyed by its
+    /// learner and conversation, proves both when it is found (each was
+    /// checked when the row was written, and an erasure's tombstones shadow
+    /// all three alike). Only when it is missing are the learner and the
+    /// conversation read as well, to say which one the 404 is about.
     async fn owned(&self, report: &ErrorReport) -> Result<Option<Arc<str>>, StoreError> {
-        let (user, conversation, utterance) =
-            (report.user_id, report.conversation_id, report.utterance_id);
+        let ids = (report.user_id, report.conversation_id, report.utterance_id);
+        let (user, conversation, utterance) = ids;
         let mut known = self.ownership.lookup(user, conversation, utterance);
         if !known.complete() {
             let asked = std::time::Instant::now();
-            let (user_read, conversation_read, utterance_read) = tokio::join!(
-                async { Ok(known.user || self.user_exists(user).await?) },
-                async {
-                    Ok(known.conversation || self.conversation_exists(user, conversation).await?)
-                },
-                async {
-                    match &known.utterance {
-                        Some(snippet) => Ok(Some(snippet.clone())),
-                        None => self
-                            .utterance_content(user, conversation, utterance)
-                            .await
-                            .map(|found| found.map(|content| snippet(content.as_deref()))),
-                    }
-                },
-            );
-            known = Known {
-                user: user_read?,
-                conversation: conversation_read?,
-                utterance: utterance_read?,
-            };
-            self.ownership
-                .remember((user, conversation, utterance), &known, asked);
+            if known.utterance.is_none() {
+                if let Some(content) = self
+                    .utterance_content(user, conversation, utterance)
+                    .await?
+                {
+                    known = Known {
+                        user: true,
+                        conversation: true,
+                        utterance: Some(snippet(content.as_deref())),
+                    };
+                }
+            }
+            if !known.complete() {
+                let (user_read, conversation_read) = tokio::join!(
+                    async { Ok::<_, StoreError>(known.user || self.user_exists(user).await?) },
+                    async {
+                        Ok::<_, StoreError>(
+                            known.conversation
+                                || self.conversation_exists(user, conversation).await?,
+                        )
+                    },
+                );
+                known.user = user_read?;
+                known.conversation = conversation_read?;
+            }
+            self.ownership.remember(ids, &known, asked);
         }
         if !known.user {
             return Err(StoreError::UserNotFound);

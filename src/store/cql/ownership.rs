@@ -1,7 +1,9 @@
 //! The ownership facts of the ingest path, remembered.
 //!
 //! Before a report counts, its learner, conversation and utterance must
-//! exist and belong together: three reads. Once created, none of these facts
+//! exist and belong together: one read of the utterance's row, keyed by
+//! all three, when it is there (and two more to tell a 404's reason when
+//! it is not). Once created, none of these facts
 //! ever changes (a conversation never changes owner, an utterance never
 //! changes conversation), so a replica may keep what it has read: the facts
 //! that hold, never the ones that did not (an id unknown now may be created
