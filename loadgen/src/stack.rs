@@ -110,7 +110,7 @@ async fn start_redis() -> anyhow::Result<(Child, PathBuf, String)> {
                 break;
             }
             if started.elapsed() > Duration::from_secs(10) {
-                bail!("redis-server did not answer on {port} within 10 s");
+                bail!("redis-server did not answer redis-cli on {port} within 10 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -122,12 +122,16 @@ async fn start_redis() -> anyhow::Result<(Child, PathBuf, String)> {
     }
 }
 
-/// The process id of the Redis answering on `port`, if one answers.
+/// The process id of the Redis answering on `port`, if one answers (asked
+/// with `redis-cli`, which comes with `redis-server`).
 async fn pid_on(port: u16) -> Option<u32> {
-    let out = Command::new("redis-cli")
+    let info = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "info", "server"])
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(2), info)
         .await
+        .ok()?
         .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()

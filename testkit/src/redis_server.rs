@@ -28,8 +28,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The process id of the Redis answering on `port`, if one answers: a
-/// server started on a port another test's server took between
+/// The process id of the Redis answering on `port`, once it serves (its
+/// append-only file loaded: `INFO` is answered while loading, `PING` is
+/// not). A server started on a port another test's server took between
 /// [`free_port`] and its bind exits, and the other one must not be taken
 /// for it.
 fn pid_on(port: u16) -> Option<u32> {
@@ -37,6 +38,12 @@ fn pid_on(port: u16) -> Option<u32> {
     stream
         .set_read_timeout(Some(Duration::from_millis(500)))
         .ok()?;
+    stream.write_all(b"PING\r\n").ok()?;
+    let mut pong = [0u8; 7];
+    stream.read_exact(&mut pong).ok()?;
+    if &pong != b"+PONG\r\n" {
+        return None;
+    }
     stream.write_all(b"INFO server\r\n").ok()?;
     // A bulk string: `$<length>\r\n<text>\r\n`.
     let mut answer = Vec::new();
@@ -47,11 +54,14 @@ fn pid_on(port: u16) -> Option<u32> {
             return None;
         }
         answer.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&answer);
-        let (header, body) = text.split_once("\r\n")?;
+        let Some(header_end) = answer.windows(2).position(|w| w == b"\r\n") else {
+            continue;
+        };
+        let header = std::str::from_utf8(&answer[..header_end]).ok()?;
         let length: usize = header.strip_prefix('$')?.parse().ok()?;
+        let body = &answer[header_end + 2..];
         if body.len() >= length {
-            return body
+            return String::from_utf8_lossy(&body[..length])
                 .lines()
                 .find_map(|line| line.strip_prefix("process_id:"))
                 .and_then(|pid| pid.trim().parse().ok());
