@@ -102,10 +102,12 @@ impl Inner {
     /// from CQL; returns the utterance's snippet.
     ///
     /// One read in the common case: the utterance's row, keyed by its
-    /// learner and conversation, proves both when it is found (each was
-    /// checked when the row was written, and an erasure's tombstones shadow
-    /// all three alike). Only when it is missing are the learner and the
-    /// conversation read as well, to say which one the 404 is about.
+    /// learner and conversation, proves both when it is found. Each was
+    /// checked when the row was written; an erasure deletes `utterances`
+    /// before `conversations` and `users`, so one cut off half way never
+    /// leaves an utterance row without them; and its tombstones lie ahead
+    /// of any write racing it. Only when the row is missing are the learner
+    /// and the conversation read as well, to say which the 404 is about.
     async fn owned(&self, report: &ErrorReport) -> Result<Option<Arc<str>>, StoreError> {
         let ids = (report.user_id, report.conversation_id, report.utterance_id);
         let (user, conversation, utterance) = ids;

@@ -48,10 +48,12 @@ use crate::store::{
 /// Every table partitioned by the learner alone, deleted by erasure with a
 /// tombstone in the future. A new table of learner rows is one line here
 /// (`error_events`, partitioned by learner and month, is deleted bucket by
-/// bucket; `users` last).
+/// bucket; `users` last). `utterances` goes first: the ingest takes a found
+/// utterance row for proof that its conversation and learner exist, which
+/// an erasure cut off half way must not leave true.
 const LEARNER_TABLES: &[&str] = &[
-    "conversations",
     "utterances",
+    "conversations",
     "error_buckets",
     "error_labels",
 ];

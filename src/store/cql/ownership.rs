@@ -110,13 +110,19 @@ impl Ownership {
             // Without the learner's fact the rest is not trusted: it may
             // have been forgotten by an erasure.
             None => Known::default(),
-            Some(_) => Known {
-                user: true,
-                conversation: self.get(&Fact::Conversation(user, conversation)).is_some(),
-                utterance: self
+            Some(_) => {
+                let utterance = self
                     .get(&Fact::Utterance(user, conversation, utterance))
-                    .map(|value| value.snippet),
-            },
+                    .map(|value| value.snippet);
+                Known {
+                    user: true,
+                    // An utterance of the conversation proves it (should
+                    // the conversation's own fact have been evicted).
+                    conversation: utterance.is_some()
+                        || self.get(&Fact::Conversation(user, conversation)).is_some(),
+                    utterance,
+                }
+            }
         };
         let result = if known.complete() { "hit" } else { "miss" };
         metrics::counter!("errata_ownership_cache_total", "result" => result).increment(1);
