@@ -82,6 +82,8 @@ impl From<User> for UserBody {
 }
 
 /// Registers a learner. E-mail addresses are unique, case-insensitively.
+/// The same sign-up asked again (same username and e-mail, within 10
+/// minutes: its first answer was lost) gets the account it made.
 #[utoipa::path(post, path = "/users/", tag = "users", request_body = CreateUser,
     responses(
         (status = 201, body = UserBody),

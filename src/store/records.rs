@@ -88,6 +88,14 @@ pub struct RecentError {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// A sign-up refused because its e-mail is registered is taken for a retry
+/// of the sign-up that registered it when that account has the same
+/// username and e-mail (as spelled) and was created at most this long
+/// before: its answer was lost (a timeout, a broken connection), so the
+/// client asked again. The cost: within it, a second sign-up with the very
+/// same username and e-mail is answered with the first account, not 400.
+pub const SIGN_UP_RETRY_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
+
 impl User {
     /// A new account: a time-ordered id, created now.
     pub fn new(new: NewUser) -> Self {
@@ -97,6 +105,16 @@ impl User {
             email: new.email.as_str().to_owned(),
             created_at: now(),
         }
+    }
+
+    /// Whether `attempt`, refused for this account's e-mail, is a retry of
+    /// the sign-up that made this account ([`SIGN_UP_RETRY_WINDOW`]).
+    pub fn retried_by(&self, attempt: &User) -> bool {
+        let age = attempt.created_at - self.created_at;
+        self.username == attempt.username
+            && self.email == attempt.email
+            && age >= -SIGN_UP_RETRY_WINDOW
+            && age <= SIGN_UP_RETRY_WINDOW
     }
 }
 

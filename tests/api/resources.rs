@@ -56,6 +56,27 @@ async fn emails_are_unique_case_insensitively() {
 }
 
 #[tokio::test]
+async fn a_sign_up_asked_again_gets_the_account_its_first_attempt_made() {
+    // A client whose answer was lost asks again: the same username and
+    // e-mail, moments later.
+    let app = spawn_app().await;
+    let sign_up = json!({"username": "ana", "email": "Ana@Example.com"});
+    let first = expect_status(app.post("/users/", &sign_up).await, StatusCode::CREATED).await;
+    for _ in 0..2 {
+        let again = expect_status(app.post("/users/", &sign_up).await, StatusCode::CREATED).await;
+        assert_eq!(again, first);
+    }
+    // Not the same sign-up: another username, or the address spelled
+    // otherwise. The address is taken.
+    for (username, email) in [("ana2", "Ana@Example.com"), ("ana", "ana@example.com")] {
+        let other = app
+            .post("/users/", &json!({"username": username, "email": email}))
+            .await;
+        expect_detail(other, StatusCode::BAD_REQUEST, "Email already registered").await;
+    }
+}
+
+#[tokio::test]
 async fn invalid_users_get_422_naming_the_field() {
     let app = spawn_app().await;
     let missing = app.post("/users/", &json!({"username": "ana"})).await;

@@ -9,13 +9,6 @@ use super::session::{cql_error, first_column_true, from_timestamp, internal, sel
 use super::Inner;
 use crate::store::{Conversation, NewUser, NewUtterance, StoreError, User, Utterance};
 
-/// A sign-up refused because its e-mail is claimed is taken for a retry of
-/// the sign-up that claimed it when that account has the same username and
-/// e-mail (as spelled) and was created at most this long before. The cost:
-/// within it, a second sign-up with the very same username and e-mail is
-/// answered with the first account, not 400.
-const SIGN_UP_RETRY_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
-
 impl Inner {
     pub(super) async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         let s = &self.statements;
@@ -74,12 +67,7 @@ impl Inner {
         let Some(earlier) = self.fetch_user(claimant).await? else {
             return Err(StoreError::EmailTaken);
         };
-        let age = attempt.created_at - earlier.created_at;
-        let retried = earlier.username == attempt.username
-            && earlier.email == attempt.email
-            && age >= -SIGN_UP_RETRY_WINDOW
-            && age <= SIGN_UP_RETRY_WINDOW;
-        if !retried {
+        if !earlier.retried_by(attempt) {
             return Err(StoreError::EmailTaken);
         }
         tracing::info!(user_id = %earlier.user_id, "a retried sign-up found its earlier attempt's account");
