@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -13,14 +13,6 @@ use errata_testkit::{
 
 const SVA: (&str, &str) = ("Grammar", "Subject-Verb Agreement");
 const ARTICLES: (&str, &str) = ("Grammar", "Articles");
-
-async fn delete(app: &TestApp, path: &str) -> Response {
-    app.client
-        .delete(app.url(path))
-        .send()
-        .await
-        .expect("DELETE failed")
-}
 
 async fn sign_up(app: &TestApp, email: &str) -> Uuid {
     let response = app
@@ -148,11 +140,11 @@ async fn unknown_learners_have_no_export_and_cannot_be_erased() {
     let nobody = Uuid::new_v4();
     let response = app.get(&format!("/users/{nobody}/export")).await;
     expect_detail(response, StatusCode::NOT_FOUND, "User not found").await;
-    let response = delete(&app, &format!("/users/{nobody}")).await;
+    let response = app.delete(&format!("/users/{nobody}")).await;
     expect_detail(response, StatusCode::NOT_FOUND, "User not found").await;
     let response = app.get("/users/not-a-uuid/export").await;
     expect_invalid(response, json!(["path", "user_id"])).await;
-    let response = delete(&app, "/users/not-a-uuid").await;
+    let response = app.delete("/users/not-a-uuid").await;
     expect_invalid(response, json!(["path", "user_id"])).await;
 }
 
@@ -178,7 +170,7 @@ async fn an_erased_learner_is_unknown_everywhere_and_the_email_is_free() {
     let neighbour = app.learner().await;
     expect_status(app.record(&neighbour, &[SVA]).await, StatusCode::OK).await;
 
-    let response = delete(&app, &format!("/users/{user_id}")).await;
+    let response = app.delete(&format!("/users/{user_id}")).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(response.text().await.unwrap().is_empty());
 
@@ -210,7 +202,7 @@ async fn an_erased_learner_is_unknown_everywhere_and_the_email_is_free() {
         .post(&format!("/utterances/{utterance_id}/errors"), &body)
         .await;
     expect_detail(response, StatusCode::NOT_FOUND, gone).await;
-    let response = delete(&app, &format!("/users/{user_id}")).await;
+    let response = app.delete(&format!("/users/{user_id}")).await;
     expect_detail(response, StatusCode::NOT_FOUND, gone).await;
 
     // The address is free again (in any case) and makes a new learner.
@@ -248,7 +240,7 @@ async fn reports_racing_the_erasure_are_counted_before_it_or_refused() {
             })
         })
         .collect();
-    let erased = delete(&app, &format!("/users/{}", learner.user_id)).await;
+    let erased = app.delete(&format!("/users/{}", learner.user_id)).await;
     assert_eq!(erased.status(), StatusCode::NO_CONTENT);
     for racer in racers {
         let status = racer.await.expect("a racer");
