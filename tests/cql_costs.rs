@@ -143,6 +143,67 @@ async fn an_ingest_is_one_batch_and_practice_two_reads_with_the_sentences() {
         .contains("Yesterday she go to the market."));
 }
 
+/// The total of `generate-exercise`'s top errors, and what the request cost
+/// in CQL.
+async fn practise(api: &Api, learner: &Learner) -> (i64, BTreeMap<String, u64>) {
+    let practice = format!("/generate-exercise?user_id={}&top_n=10", learner.user_id);
+    let (body, spent) = cost(api, async {
+        expect_status(api.get(&practice).await, StatusCode::OK).await
+    })
+    .await;
+    let total = body["top_errors"]
+        .as_array()
+        .expect("top errors")
+        .iter()
+        .map(|e| e["errorFrequency"].as_i64().expect("a frequency"))
+        .sum();
+    (total, spent)
+}
+
+#[tokio::test]
+async fn a_repeated_read_is_served_from_memory_until_the_learner_changes() {
+    let redis = RedisServer::start();
+    let (mut config, _slot) = cql_config(&redis.url()).await;
+    config.flush_interval_ms = 600_000;
+    let (a, b) = (ERRATA.serve(&config), ERRATA.serve(&config));
+    let (a, b) = (Api::new(a.url("")), Api::new(b.url("")));
+    let learner = a.learner().await;
+    let record = |api: &Api, error: (&'static str, &'static str)| {
+        let (api, learner) = (api.clone(), learner);
+        async move {
+            expect_status(api.record(&learner, &[error]).await, StatusCode::OK).await;
+        }
+    };
+    record(&a, ("Grammar", "Articles")).await;
+    let reads = kinds(&[("select_counts", 1), ("select_labels_sentences", 1)]);
+
+    // On replica b: read once from CQL, then from memory.
+    assert_eq!(practise(&b, &learner).await, (1, reads.clone()));
+    assert_eq!(practise(&b, &learner).await, (1, kinds(&[])));
+    // A request counted on replica a: b reads CQL again, and shows it.
+    record(&a, ("Grammar", "Verb Tense")).await;
+    assert_eq!(practise(&b, &learner).await, (2, reads.clone()));
+    assert_eq!(practise(&b, &learner).await, (2, kinds(&[])));
+    // A flush moves the deltas into the counters: read again, same total.
+    ERRATA.run(&config, &["flush"]);
+    assert_eq!(practise(&b, &learner).await, (2, reads.clone()));
+    assert_eq!(practise(&b, &learner).await, (2, kinds(&[])));
+    // A repair may change counters and labels: read again.
+    ERRATA.run(&config, &["repair", "--user", &learner.user_id.to_string()]);
+    assert_eq!(practise(&b, &learner).await, (2, reads.clone()));
+    // Erased on replica a: b knows nothing of the learner any more.
+    let erased = a.delete(&format!("/users/{}", learner.user_id)).await;
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+    let practice = format!("/generate-exercise?user_id={}", learner.user_id);
+    assert_eq!(b.get(&practice).await.status(), StatusCode::NOT_FOUND);
+    let hits = b.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        hits.lines()
+            .any(|l| l.starts_with("errata_read_cache_total{result=\"hit\"} 3")),
+        "{hits}"
+    );
+}
+
 #[tokio::test]
 async fn repair_puts_back_the_sentences_a_label_lacks() {
     let redis = RedisServer::start();

@@ -118,6 +118,9 @@ pub struct Costs {
     /// p99 of how long deltas waited in Redis before a flusher took them
     /// (upper bound of its histogram bucket), seconds.
     pub flush_lag_p99_seconds: Option<f64>,
+    /// The share of reads a replica served from its memory of the
+    /// learner's durable rows (cql mode), when any read was made.
+    pub read_cache_hit_ratio: Option<f64>,
 }
 
 impl Costs {
@@ -148,6 +151,12 @@ impl Costs {
                 .then(|| 1000.0 * counter_statements / points),
             counter_batches: delta.value("errata_flush_batches_total"),
             flush_lag_p99_seconds: delta.quantile("errata_flush_lag_distribution_seconds", 0.99),
+            read_cache_hit_ratio: {
+                let reads = delta.by_label("errata_read_cache_total", "result");
+                let hits = reads.get("hit").copied().unwrap_or(0.0);
+                let all: f64 = reads.values().sum();
+                (all > 0.0).then(|| hits / all)
+            },
         }
     }
 
@@ -165,6 +174,12 @@ impl Costs {
             self.redis_round_trips_per_request,
             fmt(&self.redis_calls_per_request)
         );
+        if let Some(ratio) = self.read_cache_hit_ratio {
+            println!(
+                "  reads served from the replica's memory: {:.0}%",
+                100.0 * ratio
+            );
+        }
         if let Some(per_1000) = self.counter_statements_per_1000_points {
             println!(
                 "  counter statements per 1,000 error points: {per_1000:.0} ({} batches); flush lag p99: {}",

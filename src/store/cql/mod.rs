@@ -10,6 +10,7 @@
 //! | [`ownership`] | the ownership facts a replica remembers |
 //! | [`buffer`] | the Redis write-behind buffer and its scripts |
 //! | [`reads`] | durable counters merged with buffered deltas |
+//! | [`read_cache`] | the durable rows of a learner's reads a replica remembers |
 //! | [`lifecycle`] | a learner's erasure and export |
 //! | [`flusher`] | moving buffered deltas into the counters |
 //! | [`repair`] | recomputing counters from the event log |
@@ -22,6 +23,7 @@ mod flusher;
 mod ingest;
 mod lifecycle;
 mod ownership;
+mod read_cache;
 mod reads;
 mod repair;
 pub mod schema;
@@ -56,6 +58,7 @@ struct Inner {
     lifecycle: lifecycle::Statements,
     buffer: Buffer,
     ownership: ownership::Ownership,
+    reads: read_cache::ReadCache,
 }
 
 pub struct CqlStore {
@@ -80,6 +83,7 @@ impl CqlStore {
             lifecycle,
             buffer,
             ownership: ownership::Ownership::new(),
+            reads: read_cache::ReadCache::new(),
         });
         let closer = Closer::new();
         let flusher = (background == Background::Serve).then(|| {

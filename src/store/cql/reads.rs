@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::buffer::Buffered;
 use super::ingest::SentenceCell;
+use super::read_cache::{Durable, Shape};
 use super::session::{date, for_each_row, from_date, from_timestamp, internal, select};
 use super::Inner;
 use crate::domain::{Correction, ErrorFrequency, ErrorKey, FrequencyTable, WeekCount};
@@ -37,6 +38,22 @@ struct Settled {
     counts: HashMap<ErrorKey, i64>,
     labels: Labels,
     weeks: Vec<WeekCount>,
+}
+
+impl Settled {
+    fn from(buffered: Buffered, durable: Durable) -> Self {
+        let Durable {
+            counts,
+            labels,
+            weeks,
+        } = durable;
+        Self {
+            buffered,
+            counts,
+            labels,
+            weeks,
+        }
+    }
 }
 
 type SpellingRow = (
@@ -107,6 +124,12 @@ impl Inner {
         sentences: bool,
     ) -> Result<Settled, StoreError> {
         let inner = self;
+        let shape = Shape {
+            user: user_id,
+            since,
+            sentences,
+        };
+        let shape = &shape;
         let read = retry_until(READ_WAIT, Duration::from_millis(10), || async move {
             let buffered = inner.buffer.buffered(user_id).await?;
             // With a counter batch half way, the counters may or may not
@@ -119,20 +142,30 @@ impl Inner {
             if !settled {
                 return Ok(Poll::Pending);
             }
+            let version = buffered.version.as_deref();
+            if let Some(durable) = inner.reads.get(shape, buffered.epoch, version) {
+                return Ok(Poll::Ready(Settled::from(buffered, durable)));
+            }
+            let asked = std::time::Instant::now();
             let (counts, labels, weeks) = tokio::try_join!(
                 inner.counts(user_id),
                 inner.labels(user_id, sentences),
                 inner.week_counts(user_id, since)
             )?;
-            if inner.buffer.epoch(user_id).await? != buffered.epoch {
+            let closing = inner.buffer.closing(user_id).await?;
+            if closing.epoch != buffered.epoch {
                 return Ok(Poll::Pending);
             }
-            Ok(Poll::Ready(Settled {
-                buffered,
+            let durable = Durable {
                 counts,
                 labels,
                 weeks,
-            }))
+            };
+            let epoch = buffered.epoch;
+            inner
+                .reads
+                .put(shape.clone(), epoch, version, &closing, &durable, asked);
+            Ok(Poll::Ready(Settled::from(buffered, durable)))
         })
         .await?;
         read.ok_or_else(|| {

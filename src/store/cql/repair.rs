@@ -187,6 +187,12 @@ impl Inner {
             Ok(()) | Err(StoreError::UserNotFound) => {}
             Err(e) => tracing::warn!(error = %e, %user, "repair: sentences not refilled"),
         }
+        // What replicas remember of the learner's rows may be out of date
+        // now; a failure here is the refill's: served for at most a
+        // minute more.
+        if let Err(e) = self.buffer.new_read_version(user).await {
+            tracing::warn!(error = %e, %user, "repair: the learner's reads keep their version");
+        }
         Ok(corrected)
     }
 

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::keys::{
     counted_key, dirty_key, dirty_shard, erased_key, fence_key, open_key, pending_key,
-    pending_weeks_key, request_key, since_key, LEASE, MARKER_TTL,
+    pending_weeks_key, request_key, since_key, version_key, LEASE, MARKER_TTL, READ_VERSION_TTL,
 };
 use super::{bounded, unavailable, Buffer, Connection, CALL_TIMEOUT};
 use crate::domain::ErrorKey;
@@ -99,9 +99,11 @@ impl Buffer {
             .key(counted_key(user))
             .key(erased_key(user))
             .key(pending_weeks_key(user))
+            .key(version_key(user))
             .arg(token)
             .arg(MARKER_TTL.as_millis() as u64)
-            .arg(fingerprint.to_string());
+            .arg(fingerprint.to_string())
+            .arg(READ_VERSION_TTL.as_millis() as u64);
         for (key, delta) in deltas {
             invocation.arg(key.encode()).arg(*delta);
         }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::keys::{
     batch_key, dirty_key, dirty_shard, epoch_key, erased_key, fence_key, inflight_key,
     inflight_weeks_key, learner_of, lock_key, pending_key, pending_weeks_key, since_key,
-    DIRTY_SHARDS, FLUSH_LOCK,
+    version_key, DIRTY_SHARDS, FLUSH_LOCK, READ_VERSION_TTL,
 };
 use super::{bounded, Buffer};
 use crate::domain::{ErrorKey, WeekCount};
@@ -38,8 +38,17 @@ pub struct Buffered {
     /// Pending and in-flight weekly deltas.
     pub weeks: Vec<WeekCount>,
     pub epoch: i64,
+    /// The learner's read version (see [`version_key`]), if one lives.
+    pub version: Option<String>,
     /// A flusher owns the learner now (its batch may be half way).
     pub locked: bool,
+}
+
+/// What a read finds once it has read CQL: the flush epoch and the read
+/// version then.
+pub struct Closing {
+    pub epoch: i64,
+    pub version: Option<String>,
 }
 
 /// The field of a weekly delta: `w`, the week's Monday in days since
@@ -117,20 +126,23 @@ impl Buffer {
             HashMap<String, i64>,
             HashMap<String, i64>,
             Option<i64>,
+            Option<String>,
             i64,
         );
-        let (pending, inflight, pending_weeks, inflight_weeks, epoch, locked): Answer = bounded(
-            redis::pipe()
-                .atomic()
-                .hgetall(pending_key(user))
-                .hgetall(inflight_key(user))
-                .hgetall(pending_weeks_key(user))
-                .hgetall(inflight_weeks_key(user))
-                .get(epoch_key(user))
-                .exists(lock_key(user))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let (pending, inflight, pending_weeks, inflight_weeks, epoch, version, locked): Answer =
+            bounded(
+                redis::pipe()
+                    .atomic()
+                    .hgetall(pending_key(user))
+                    .hgetall(inflight_key(user))
+                    .hgetall(pending_weeks_key(user))
+                    .hgetall(inflight_weeks_key(user))
+                    .get(epoch_key(user))
+                    .get(version_key(user))
+                    .exists(lock_key(user))
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(Buffered {
             pending: to_map(pending),
             inflight: to_map(inflight),
@@ -138,14 +150,42 @@ impl Buffer {
                 .chain(week_counts(inflight_weeks))
                 .collect(),
             epoch: epoch.unwrap_or(0),
+            version,
             locked: locked == 1,
         })
     }
 
-    pub async fn epoch(&self, user: Uuid) -> Result<i64, StoreError> {
+    /// The flush epoch and the read version, read together after a read
+    /// of CQL.
+    pub async fn closing(&self, user: Uuid) -> Result<Closing, StoreError> {
         let mut conn = self.conn();
-        let epoch: Option<i64> = bounded(conn.get(epoch_key(user))).await?;
-        Ok(epoch.unwrap_or(0))
+        let (epoch, version): (Option<i64>, Option<String>) = bounded(
+            redis::pipe()
+                .atomic()
+                .get(epoch_key(user))
+                .get(version_key(user))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(Closing {
+            epoch: epoch.unwrap_or(0),
+            version,
+        })
+    }
+
+    /// Gives the learner's reads a new version, if they have one (a
+    /// learner without one has nothing remembered, and one being erased
+    /// must get no key back): after a repair changed their counters or
+    /// labels.
+    pub async fn new_read_version(&self, user: Uuid) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::XX)
+            .with_expiration(redis::SetExpiry::PX(READ_VERSION_TTL.as_millis() as u64));
+        let _: Option<String> =
+            bounded(conn.set_options(version_key(user), Uuid::new_v4().to_string(), options))
+                .await?;
+        Ok(())
     }
 
     pub async fn take(&self, user: Uuid, token: &str) -> Result<Take, StoreError> {

@@ -28,6 +28,11 @@ pub const FENCE: Duration = Duration::from_secs(5);
 /// (the flush lock, `FLUSH_LOCK`, which the erasure waits for).
 pub const ERASURE: Duration = Duration::from_secs(10 * 60);
 
+/// How long a learner's read version lives after the change that set it
+/// (as long as a counted request's marker): reads within it may be served
+/// from a replica's memory, later ones read CQL again.
+pub const READ_VERSION_TTL: Duration = MARKER_TTL;
+
 pub fn pending_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:pending")
 }
@@ -49,6 +54,12 @@ pub fn batch_key(user: Uuid) -> String {
 }
 pub fn lock_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:flushlock")
+}
+/// Changed by every change to what a learner's reads show besides the
+/// buffered deltas and the flushes (which `epoch` marks): a counted
+/// request (its labels), a repair. Never the same value twice.
+pub fn version_key(user: Uuid) -> String {
+    format!("errata:{{{user}}}:version")
 }
 pub fn since_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:since")
@@ -95,6 +106,7 @@ pub fn learner_state_keys(user: Uuid) -> Vec<String> {
         batch_key(user),
         since_key(user),
         epoch_key(user),
+        version_key(user),
         open_key(user),
         fence_key(user),
         round_key(user),

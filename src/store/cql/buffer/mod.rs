@@ -14,6 +14,7 @@
 //! | `errata:{U}:batch` | string | the token of the flusher whose take made the in-flight deltas (only its DONE deletes them) |
 //! | `errata:{U}:since` | integer | when the oldest pending delta arrived (ms), for the flush lag |
 //! | `errata:{U}:epoch` | integer | bumped when a flush starts and ends, for consistent reads |
+//! | `errata:{U}:version` | string | the learner's read version: a new, never repeated value at each counted request (`commit.lua`, the request's token) and each repair; with `epoch` it tells a replica whether what it remembers of the learner's durable rows still holds (24 h) |
 //! | `errata:{U}:req:F` | string | request F: `L|at|deadline|token` while leased, `A|at` once abandoned (a retry reuses `at`), `D` once counted |
 //! | `errata:{U}:open` | sorted set | requests leased or abandoned, not counted (F, scored by the marker's last write): repair leaves their events out |
 //! | `errata:{U}:fence` | string | a repair reading the learner's log (token, expires): no commit meanwhile |
@@ -39,7 +40,7 @@ pub mod keys;
 
 pub use self::connection::Connection;
 pub use self::dedup::{Commit, Lease};
-pub use self::deltas::{decode_week_field, week_field, Buffered, Take};
+pub use self::deltas::{decode_week_field, week_field, Buffered, Closing, Take};
 pub use self::erasure::Requests;
 pub use self::fence::Snapshot;
 pub use self::keys::*;

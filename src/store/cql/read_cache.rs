@@ -1,0 +1,275 @@
+//! The durable half of a learner's reads, remembered.
+//!
+//! A read merges the buffered deltas (always read from Redis) with the
+//! durable counters, labels and weekly counts (two or three CQL reads).
+//! The durable rows change only when a flusher applies a batch, which
+//! bumps the learner's flush `epoch` when it starts and when it ends, or
+//! when a counted request or a repair has written them, which gives the
+//! learner's reads a new `version` (a value never used before). Both live
+//! in Redis and come back with the buffered deltas, in the same round
+//! trip. So a replica may keep what it read from CQL under the epoch and
+//! version it read them at, and serve the next read of the same learner
+//! from memory while both are unchanged: no CQL read for a learner who
+//! practises between sessions.
+//!
+//! A read is kept only when the version was the same before and after its
+//! CQL reads and the epoch too (nothing changed under it), and only under
+//! a version that exists: a learner without one (no request counted in
+//! the version's 24 hours, or erased: erasure deletes it) is always read
+//! from CQL. A change the version cannot see (a replica of an older
+//! release counting a request, a label write of an attempt that was never
+//! counted) is shown at the latest after [`READ_TTL`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use uuid::Uuid;
+
+use super::buffer::Closing;
+use super::reads::Labels;
+use crate::domain::{ErrorKey, WeekCount};
+
+/// What the cache may hold: about 32 MiB of reads.
+const CAPACITY_BYTES: u64 = 32 << 20;
+/// Reads expected at that weight, for the cache's sizing.
+const EXPECTED_READS: usize = 50_000;
+/// How long a read is served from memory at most, whatever the version
+/// says.
+pub const READ_TTL: Duration = Duration::from_secs(60);
+
+/// Which read: the learner's, with the weekly counts from `since` on, with
+/// or without the labels' sentences.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Shape {
+    pub user: Uuid,
+    pub since: Option<NaiveDate>,
+    pub sentences: bool,
+}
+
+/// What a read found in CQL.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Durable {
+    pub counts: HashMap<ErrorKey, i64>,
+    pub labels: Labels,
+    pub weeks: Vec<WeekCount>,
+}
+
+struct Entry {
+    epoch: i64,
+    version: String,
+    read_at: Instant,
+    durable: Durable,
+}
+
+#[derive(Clone)]
+struct Bytes;
+
+impl Weighter<Shape, Arc<Entry>> for Bytes {
+    fn weight(&self, _: &Shape, entry: &Arc<Entry>) -> u64 {
+        let durable = &entry.durable;
+        let key = |k: &ErrorKey| (k.category.len() + k.subcategory.len()) as u64;
+        let counts: u64 = durable.counts.keys().map(|k| 48 + key(k)).sum();
+        let labels: u64 = durable
+            .labels
+            .iter()
+            .map(|(k, label)| {
+                let sentences: u64 = label
+                    .sentences
+                    .iter()
+                    .map(|s| {
+                        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+                        160 + (text(&s.utterance)
+                            + text(&s.correction.text)
+                            + text(&s.correction.explanation)) as u64
+                            + 2 * key(&s.key)
+                    })
+                    .sum();
+                96 + 2 * key(k) + sentences
+            })
+            .sum();
+        let weeks: u64 = durable.weeks.iter().map(|w| 56 + key(&w.key)).sum();
+        128 + entry.version.len() as u64 + counts + labels + weeks
+    }
+}
+
+pub(super) struct ReadCache {
+    reads: Cache<Shape, Arc<Entry>, Bytes>,
+}
+
+impl ReadCache {
+    pub fn new() -> Self {
+        Self {
+            reads: Cache::with_weighter(EXPECTED_READS, CAPACITY_BYTES, Bytes),
+        }
+    }
+
+    /// The durable rows of `shape` read at this epoch and version, if they
+    /// are remembered and still trusted.
+    pub fn get(&self, shape: &Shape, epoch: i64, version: Option<&str>) -> Option<Durable> {
+        let hit = version.and_then(|version| {
+            self.reads.get(shape).filter(|entry| {
+                entry.epoch == epoch
+                    && entry.version == version
+                    && entry.read_at.elapsed() < READ_TTL
+            })
+        });
+        let result = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!("errata_read_cache_total", "result" => result).increment(1);
+        hit.map(|entry| entry.durable.clone())
+    }
+
+    /// Remembers what a read that began at `asked` found, when the epoch
+    /// and the version it saw before its CQL reads (`epoch`, `before`)
+    /// were still there after them (`after`).
+    pub fn put(
+        &self,
+        shape: Shape,
+        epoch: i64,
+        before: Option<&str>,
+        after: &Closing,
+        durable: &Durable,
+        asked: Instant,
+    ) {
+        let (Some(before), Some(now)) = (before, after.version.as_deref()) else {
+            return;
+        };
+        if before != now || after.epoch != epoch {
+            return;
+        }
+        let entry = Entry {
+            epoch,
+            version: before.to_owned(),
+            read_at: asked,
+            durable: durable.clone(),
+        };
+        self.reads.insert(shape, Arc::new(entry));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> Shape {
+        Shape {
+            user: Uuid::new_v4(),
+            since: None,
+            sentences: true,
+        }
+    }
+
+    fn durable(n: i64) -> Durable {
+        let key = ErrorKey {
+            category: "grammar".into(),
+            subcategory: "articles".into(),
+        };
+        Durable {
+            counts: HashMap::from([(key, n)]),
+            ..Durable::default()
+        }
+    }
+
+    fn closing(epoch: i64, version: Option<&str>) -> Closing {
+        Closing {
+            epoch,
+            version: version.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_read_is_served_while_its_epoch_and_version_hold() {
+        let cache = ReadCache::new();
+        let s = shape();
+        let now = Instant::now();
+        cache.put(
+            s.clone(),
+            3,
+            Some("v1"),
+            &closing(3, Some("v1")),
+            &durable(7),
+            now,
+        );
+        let hit = cache.get(&s, 3, Some("v1")).expect("remembered");
+        assert_eq!(hit.counts.values().sum::<i64>(), 7);
+        // A flush started or ended, or a request was counted: read again.
+        assert!(cache.get(&s, 4, Some("v1")).is_none());
+        assert!(cache.get(&s, 3, Some("v2")).is_none());
+        // No version (none lives, or the learner was erased): read again.
+        assert!(cache.get(&s, 3, None).is_none());
+        // Another shape of read of the same learner is not this one.
+        let weekly = Shape {
+            since: NaiveDate::from_ymd_opt(2026, 11, 30),
+            ..s.clone()
+        };
+        assert!(cache.get(&weekly, 3, Some("v1")).is_none());
+    }
+
+    #[test]
+    fn a_read_that_something_changed_under_is_not_kept() {
+        let cache = ReadCache::new();
+        let s = shape();
+        let now = Instant::now();
+        // The version moved during the CQL reads.
+        cache.put(
+            s.clone(),
+            3,
+            Some("v1"),
+            &closing(3, Some("v2")),
+            &durable(1),
+            now,
+        );
+        assert!(cache.get(&s, 3, Some("v1")).is_none());
+        assert!(cache.get(&s, 3, Some("v2")).is_none());
+        // A flush started during them.
+        cache.put(
+            s.clone(),
+            3,
+            Some("v1"),
+            &closing(4, Some("v1")),
+            &durable(1),
+            now,
+        );
+        assert!(cache.get(&s, 3, Some("v1")).is_none());
+        assert!(cache.get(&s, 4, Some("v1")).is_none());
+        // No version before, or none after.
+        cache.put(
+            s.clone(),
+            3,
+            None,
+            &closing(3, Some("v1")),
+            &durable(1),
+            now,
+        );
+        cache.put(
+            s.clone(),
+            3,
+            Some("v1"),
+            &closing(3, None),
+            &durable(1),
+            now,
+        );
+        assert!(cache.get(&s, 3, Some("v1")).is_none());
+    }
+
+    #[test]
+    fn a_read_is_not_served_past_its_time() {
+        let cache = ReadCache::new();
+        let s = shape();
+        let long_ago = Instant::now()
+            .checked_sub(READ_TTL)
+            .expect("the machine has been up longer than READ_TTL");
+        cache.put(
+            s.clone(),
+            1,
+            Some("v"),
+            &closing(1, Some("v")),
+            &durable(1),
+            long_ago,
+        );
+        assert!(cache.get(&s, 1, Some("v")).is_none());
+    }
+}
