@@ -157,6 +157,7 @@ impl Inner {
         let shadow = (Utc::now() + ERASURE).timestamp_micros();
         self.buffer.mark_erased(user_id).await?;
         self.ownership.forget(user_id);
+        self.reads.forget(user_id);
         self.lock_for_erasure(user_id).await?;
         let requests = self.buffer.requests(user_id).await?;
         let mut buckets: BTreeSet<i32> = self.buckets(user_id).await?.into_iter().collect();

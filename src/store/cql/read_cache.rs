@@ -58,73 +58,102 @@ pub(super) struct Durable {
     pub weeks: Vec<WeekCount>,
 }
 
+/// One read of the learner's, and what it found.
 struct Entry {
+    since: Option<NaiveDate>,
+    sentences: bool,
     epoch: i64,
     version: String,
     read_at: Instant,
     durable: Durable,
 }
 
+/// The reads remembered of one learner (a few: one per kind of read).
+#[derive(Default)]
+struct Learner {
+    reads: Vec<Arc<Entry>>,
+}
+
 #[derive(Clone)]
 struct Bytes;
 
-impl Weighter<Shape, Arc<Entry>> for Bytes {
-    fn weight(&self, _: &Shape, entry: &Arc<Entry>) -> u64 {
-        let durable = &entry.durable;
-        let key = |k: &ErrorKey| (k.category.len() + k.subcategory.len()) as u64;
-        let counts: u64 = durable.counts.keys().map(|k| 48 + key(k)).sum();
-        let labels: u64 = durable
-            .labels
-            .iter()
-            .map(|(k, label)| {
-                let sentences: u64 = label
-                    .sentences
-                    .iter()
-                    .map(|s| {
-                        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
-                        160 + (text(&s.utterance)
-                            + text(&s.correction.text)
-                            + text(&s.correction.explanation)) as u64
-                            + 2 * key(&s.key)
-                    })
-                    .sum();
-                96 + 2 * key(k) + sentences
-            })
-            .sum();
-        let weeks: u64 = durable.weeks.iter().map(|w| 56 + key(&w.key)).sum();
-        128 + entry.version.len() as u64 + counts + labels + weeks
+fn weight(entry: &Entry) -> u64 {
+    let durable = &entry.durable;
+    let key = |k: &ErrorKey| (k.category.len() + k.subcategory.len()) as u64;
+    let counts: u64 = durable.counts.keys().map(|k| 48 + key(k)).sum();
+    let labels: u64 = durable
+        .labels
+        .iter()
+        .map(|(k, label)| {
+            let sentences: u64 = label
+                .sentences
+                .iter()
+                .map(|s| {
+                    let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+                    160 + (text(&s.utterance)
+                        + text(&s.correction.text)
+                        + text(&s.correction.explanation)) as u64
+                        + 2 * key(&s.key)
+                })
+                .sum();
+            96 + 2 * key(k) + sentences
+        })
+        .sum();
+    let weeks: u64 = durable.weeks.iter().map(|w| 56 + key(&w.key)).sum();
+    128 + entry.version.len() as u64 + counts + labels + weeks
+}
+
+impl Weighter<Uuid, Arc<Learner>> for Bytes {
+    fn weight(&self, _: &Uuid, learner: &Arc<Learner>) -> u64 {
+        64 + learner.reads.iter().map(|e| weight(e)).sum::<u64>()
     }
 }
 
 pub(super) struct ReadCache {
-    reads: Cache<Shape, Arc<Entry>, Bytes>,
+    learners: Cache<Uuid, Arc<Learner>, Bytes>,
 }
 
 impl ReadCache {
     pub fn new() -> Self {
         Self {
-            reads: Cache::with_weighter(EXPECTED_READS, CAPACITY_BYTES, Bytes),
+            learners: Cache::with_weighter(EXPECTED_READS, CAPACITY_BYTES, Bytes),
         }
     }
 
     /// The durable rows of `shape` read at this epoch and version, if they
-    /// are remembered and still trusted.
+    /// are remembered and still trusted. Without a version (the learner
+    /// counted nothing for a day, or was erased), nothing of theirs is
+    /// kept any longer.
     pub fn get(&self, shape: &Shape, epoch: i64, version: Option<&str>) -> Option<Durable> {
-        let hit = version.and_then(|version| {
-            self.reads.get(shape).filter(|entry| {
-                entry.epoch == epoch
-                    && entry.version == version
-                    && entry.read_at.elapsed() < READ_TTL
-            })
-        });
+        let hit = match version {
+            None => {
+                self.forget(shape.user);
+                None
+            }
+            Some(version) => self.learners.get(&shape.user).and_then(|learner| {
+                learner
+                    .reads
+                    .iter()
+                    .find(|e| {
+                        e.since == shape.since
+                            && e.sentences == shape.sentences
+                            && e.epoch == epoch
+                            && e.version == version
+                            && e.read_at.elapsed() < READ_TTL
+                    })
+                    .map(|e| e.durable.clone())
+            }),
+        };
         let result = if hit.is_some() { "hit" } else { "miss" };
         metrics::counter!("errata_read_cache_total", "result" => result).increment(1);
-        hit.map(|entry| entry.durable.clone())
+        hit
     }
 
     /// Remembers what a read that began at `asked` found, when the epoch
     /// and the version it saw before its CQL reads (`epoch`, `before`)
-    /// were still there after them (`after`).
+    /// were still there after them (`after`). It replaces the learner's
+    /// read of the same kind, and drops their reads made under another
+    /// epoch or version (they cannot be served again).
     pub fn put(
         &self,
         shape: Shape,
@@ -140,13 +169,38 @@ impl ReadCache {
         if before != now || after.epoch != epoch {
             return;
         }
-        let entry = Entry {
+        let entry = Arc::new(Entry {
+            since: shape.since,
+            sentences: shape.sentences,
             epoch,
             version: before.to_owned(),
             read_at: asked,
             durable: durable.clone(),
-        };
-        self.reads.insert(shape, Arc::new(entry));
+        });
+        let mut reads: Vec<Arc<Entry>> = self
+            .learners
+            .get(&shape.user)
+            .map(|learner| {
+                learner
+                    .reads
+                    .iter()
+                    .filter(|e| {
+                        e.epoch == epoch
+                            && e.version == before
+                            && (e.since, e.sentences) != (shape.since, shape.sentences)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        reads.push(entry);
+        self.learners
+            .insert(shape.user, Arc::new(Learner { reads }));
+    }
+
+    /// Nothing of the learner's is kept any more (they are being erased).
+    pub fn forget(&self, user: Uuid) {
+        self.learners.remove(&user);
     }
 }
 
@@ -206,6 +260,45 @@ mod tests {
             ..s.clone()
         };
         assert!(cache.get(&weekly, 3, Some("v1")).is_none());
+    }
+
+    #[test]
+    fn a_learner_without_a_version_is_forgotten_whole() {
+        let cache = ReadCache::new();
+        let s = shape();
+        let weekly = Shape {
+            since: NaiveDate::from_ymd_opt(2026, 11, 30),
+            ..s.clone()
+        };
+        let now = Instant::now();
+        cache.put(
+            s.clone(),
+            3,
+            Some("v1"),
+            &closing(3, Some("v1")),
+            &durable(1),
+            now,
+        );
+        cache.put(
+            weekly.clone(),
+            3,
+            Some("v1"),
+            &closing(3, Some("v1")),
+            &durable(2),
+            now,
+        );
+        // Both kinds of read are kept side by side.
+        assert!(cache.get(&s, 3, Some("v1")).is_some());
+        assert_eq!(
+            cache
+                .get(&weekly, 3, Some("v1"))
+                .map(|d| d.counts.values().sum::<i64>()),
+            Some(2)
+        );
+        // A read that finds no version (the learner erased) drops them all.
+        assert!(cache.get(&s, 0, None).is_none());
+        assert!(cache.get(&weekly, 3, Some("v1")).is_none());
+        assert!(cache.learners.get(&s.user).is_none());
     }
 
     #[test]
