@@ -234,19 +234,33 @@ mod tests {
         }
     }
 
+    /// Puts a read of `shape` worth `n` points, seen at `before` (epoch,
+    /// version) before its CQL reads and at `after` after them.
+    fn keep(
+        cache: &ReadCache,
+        shape: &Shape,
+        before: (i64, Option<&str>),
+        after: (i64, Option<&str>),
+        n: i64,
+        asked: Instant,
+    ) {
+        let after = closing(after.0, after.1);
+        cache.put(
+            shape.clone(),
+            before.0,
+            before.1,
+            &after,
+            &durable(n),
+            asked,
+        );
+    }
+
     #[test]
     fn a_read_is_served_while_its_epoch_and_version_hold() {
         let cache = ReadCache::new();
         let s = shape();
         let now = Instant::now();
-        cache.put(
-            s.clone(),
-            3,
-            Some("v1"),
-            &closing(3, Some("v1")),
-            &durable(7),
-            now,
-        );
+        keep(&cache, &s, (3, Some("v1")), (3, Some("v1")), 7, now);
         let hit = cache.get(&s, 3, Some("v1")).expect("remembered");
         assert_eq!(hit.counts.values().sum::<i64>(), 7);
         // A flush started or ended, or a request was counted: read again.
@@ -271,22 +285,8 @@ mod tests {
             ..s.clone()
         };
         let now = Instant::now();
-        cache.put(
-            s.clone(),
-            3,
-            Some("v1"),
-            &closing(3, Some("v1")),
-            &durable(1),
-            now,
-        );
-        cache.put(
-            weekly.clone(),
-            3,
-            Some("v1"),
-            &closing(3, Some("v1")),
-            &durable(2),
-            now,
-        );
+        keep(&cache, &s, (3, Some("v1")), (3, Some("v1")), 1, now);
+        keep(&cache, &weekly, (3, Some("v1")), (3, Some("v1")), 2, now);
         // Both kinds of read are kept side by side.
         assert!(cache.get(&s, 3, Some("v1")).is_some());
         assert_eq!(
@@ -307,44 +307,16 @@ mod tests {
         let s = shape();
         let now = Instant::now();
         // The version moved during the CQL reads.
-        cache.put(
-            s.clone(),
-            3,
-            Some("v1"),
-            &closing(3, Some("v2")),
-            &durable(1),
-            now,
-        );
+        keep(&cache, &s, (3, Some("v1")), (3, Some("v2")), 1, now);
         assert!(cache.get(&s, 3, Some("v1")).is_none());
         assert!(cache.get(&s, 3, Some("v2")).is_none());
         // A flush started during them.
-        cache.put(
-            s.clone(),
-            3,
-            Some("v1"),
-            &closing(4, Some("v1")),
-            &durable(1),
-            now,
-        );
+        keep(&cache, &s, (3, Some("v1")), (4, Some("v1")), 1, now);
         assert!(cache.get(&s, 3, Some("v1")).is_none());
         assert!(cache.get(&s, 4, Some("v1")).is_none());
         // No version before, or none after.
-        cache.put(
-            s.clone(),
-            3,
-            None,
-            &closing(3, Some("v1")),
-            &durable(1),
-            now,
-        );
-        cache.put(
-            s.clone(),
-            3,
-            Some("v1"),
-            &closing(3, None),
-            &durable(1),
-            now,
-        );
+        keep(&cache, &s, (3, None), (3, Some("v1")), 1, now);
+        keep(&cache, &s, (3, Some("v1")), (3, None), 1, now);
         assert!(cache.get(&s, 3, Some("v1")).is_none());
     }
 
@@ -355,14 +327,7 @@ mod tests {
         let long_ago = Instant::now()
             .checked_sub(READ_TTL)
             .expect("the machine has been up longer than READ_TTL");
-        cache.put(
-            s.clone(),
-            1,
-            Some("v"),
-            &closing(1, Some("v")),
-            &durable(1),
-            long_ago,
-        );
+        keep(&cache, &s, (1, Some("v")), (1, Some("v")), 1, long_ago);
         assert!(cache.get(&s, 1, Some("v")).is_none());
     }
 }
