@@ -1,7 +1,6 @@
 //! A `redis-server` child process per test, and what the tests ask Redis.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,39 +33,15 @@ fn free_port() -> u16 {
 /// [`free_port`] and its bind exits, and the other one must not be taken
 /// for it.
 fn pid_on(port: u16) -> Option<u32> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
+    let client = redis::Client::open(url(port)).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_millis(500))
         .ok()?;
-    stream.write_all(b"PING\r\n").ok()?;
-    let mut pong = [0u8; 7];
-    stream.read_exact(&mut pong).ok()?;
-    if &pong != b"+PONG\r\n" {
-        return None;
-    }
-    stream.write_all(b"INFO server\r\n").ok()?;
-    // A bulk string: `$<length>\r\n<text>\r\n`.
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        answer.extend_from_slice(&chunk[..n]);
-        let Some(header_end) = answer.windows(2).position(|w| w == b"\r\n") else {
-            continue;
-        };
-        let header = std::str::from_utf8(&answer[..header_end]).ok()?;
-        let length: usize = header.strip_prefix('$')?.parse().ok()?;
-        let body = &answer[header_end + 2..];
-        if body.len() >= length {
-            return String::from_utf8_lossy(&body[..length])
-                .lines()
-                .find_map(|line| line.strip_prefix("process_id:"))
-                .and_then(|pid| pid.trim().parse().ok());
-        }
-    }
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    redis::cmd("PING").query::<String>(&mut conn).ok()?;
+    let info: redis::InfoDict = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+    info.get("process_id")
 }
 
 impl RedisServer {
