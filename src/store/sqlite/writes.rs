@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use r2d2_sqlite::rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::connection::{from_micros, internal, micros, uuid_column};
-use super::reads::{conversation_owner, user_exists};
+use super::connection::{internal, micros, uuid_column};
+use super::reads::{conversation_owner, user, user_exists};
 use crate::domain::{week_start, ErrorKey};
 use crate::store::{
     Conversation, ErrorReport, NewUser, NewUtterance, PointTally, RecordOutcome, StoreError, User,
@@ -66,23 +66,11 @@ pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreEr
 /// the e-mail is one (its answer was lost, so the client retried);
 /// otherwise the e-mail is another's.
 fn earlier_attempt(tx: &Connection, email_key: &str, attempt: &User) -> Result<User, StoreError> {
-    let earlier = tx
-        .prepare_cached(
-            "SELECT user_id, username, email, created_at FROM users WHERE email_key = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([email_key], |r| {
-                Ok(User {
-                    user_id: uuid_column(r, 0)?,
-                    username: r.get(1)?,
-                    email: r.get(2)?,
-                    created_at: from_micros(r.get(3)?),
-                })
-            })
-            .optional()
-        })
+    let holder = tx
+        .prepare_cached("SELECT user_id FROM users WHERE email_key = ?1")
+        .and_then(|mut s| s.query_row([email_key], |r| uuid_column(r, 0)).optional())
         .map_err(internal)?;
-    match earlier {
+    match holder.map(|id| user(tx, id)).transpose()?.flatten() {
         Some(earlier) if earlier.retried_by(attempt) => {
             tracing::info!(user_id = %earlier.user_id, "a retried sign-up found its earlier attempt's account");
             Ok(earlier)
