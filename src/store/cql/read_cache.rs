@@ -60,12 +60,18 @@ pub(super) struct Durable {
 
 /// One read of the learner's, and what it found.
 struct Entry {
-    since: Option<NaiveDate>,
-    sentences: bool,
+    shape: Shape,
     epoch: i64,
     version: String,
     read_at: Instant,
     durable: Durable,
+}
+
+impl Entry {
+    /// Read under this epoch and version.
+    fn under(&self, epoch: i64, version: &str) -> bool {
+        self.epoch == epoch && self.version == version
+    }
 }
 
 /// The reads remembered of one learner (a few: one per kind of read).
@@ -135,10 +141,8 @@ impl ReadCache {
                     .reads
                     .iter()
                     .find(|e| {
-                        e.since == shape.since
-                            && e.sentences == shape.sentences
-                            && e.epoch == epoch
-                            && e.version == version
+                        e.shape == *shape
+                            && e.under(epoch, version)
                             && e.read_at.elapsed() < READ_TTL
                     })
                     .map(|e| e.durable.clone())
@@ -169,9 +173,9 @@ impl ReadCache {
         if before != now || after.epoch != epoch {
             return;
         }
+        let user = shape.user;
         let entry = Arc::new(Entry {
-            since: shape.since,
-            sentences: shape.sentences,
+            shape,
             epoch,
             version: before.to_owned(),
             read_at: asked,
@@ -179,23 +183,18 @@ impl ReadCache {
         });
         let mut reads: Vec<Arc<Entry>> = self
             .learners
-            .get(&shape.user)
+            .get(&user)
             .map(|learner| {
                 learner
                     .reads
                     .iter()
-                    .filter(|e| {
-                        e.epoch == epoch
-                            && e.version == before
-                            && (e.since, e.sentences) != (shape.since, shape.sentences)
-                    })
+                    .filter(|e| e.under(epoch, before) && e.shape != entry.shape)
                     .cloned()
                     .collect()
             })
             .unwrap_or_default();
         reads.push(entry);
-        self.learners
-            .insert(shape.user, Arc::new(Learner { reads }));
+        self.learners.insert(user, Arc::new(Learner { reads }));
     }
 
     /// Nothing of the learner's is kept any more (they are being erased).
@@ -224,6 +223,14 @@ mod tests {
         Durable {
             counts: HashMap::from([(key, n)]),
             ..Durable::default()
+        }
+    }
+
+    /// Another kind of read of the same learner: with weekly counts.
+    fn weekly(shape: &Shape) -> Shape {
+        Shape {
+            since: NaiveDate::from_ymd_opt(2026, 11, 30),
+            ..shape.clone()
         }
     }
 
@@ -269,21 +276,14 @@ mod tests {
         // No version (none lives, or the learner was erased): read again.
         assert!(cache.get(&s, 3, None).is_none());
         // Another shape of read of the same learner is not this one.
-        let weekly = Shape {
-            since: NaiveDate::from_ymd_opt(2026, 11, 30),
-            ..s.clone()
-        };
-        assert!(cache.get(&weekly, 3, Some("v1")).is_none());
+        assert!(cache.get(&weekly(&s), 3, Some("v1")).is_none());
     }
 
     #[test]
     fn a_learner_without_a_version_is_forgotten_whole() {
         let cache = ReadCache::new();
         let s = shape();
-        let weekly = Shape {
-            since: NaiveDate::from_ymd_opt(2026, 11, 30),
-            ..s.clone()
-        };
+        let weekly = weekly(&s);
         let now = Instant::now();
         keep(&cache, &s, (3, Some("v1")), (3, Some("v1")), 1, now);
         keep(&cache, &weekly, (3, Some("v1")), (3, Some("v1")), 2, now);

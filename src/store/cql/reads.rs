@@ -35,25 +35,7 @@ pub(super) type Labels = HashMap<ErrorKey, Label>;
 /// labels and, when asked for, the durable weekly counts.
 struct Settled {
     buffered: Buffered,
-    counts: HashMap<ErrorKey, i64>,
-    labels: Labels,
-    weeks: Vec<WeekCount>,
-}
-
-impl Settled {
-    fn from(buffered: Buffered, durable: Durable) -> Self {
-        let Durable {
-            counts,
-            labels,
-            weeks,
-        } = durable;
-        Self {
-            buffered,
-            counts,
-            labels,
-            weeks,
-        }
-    }
+    durable: Durable,
 }
 
 type SpellingRow = (
@@ -144,7 +126,7 @@ impl Inner {
             }
             let version = buffered.version.as_deref();
             if let Some(durable) = inner.reads.get(shape, buffered.epoch, version) {
-                return Ok(Poll::Ready(Settled::from(buffered, durable)));
+                return Ok(Poll::Ready(Settled { buffered, durable }));
             }
             let asked = std::time::Instant::now();
             let (counts, labels, weeks) = tokio::try_join!(
@@ -165,7 +147,7 @@ impl Inner {
             inner
                 .reads
                 .put(shape.clone(), epoch, version, &closing, &durable, asked);
-            Ok(Poll::Ready(Settled::from(buffered, durable)))
+            Ok(Poll::Ready(Settled { buffered, durable }))
         })
         .await?;
         read.ok_or_else(|| {
@@ -193,6 +175,7 @@ impl Inner {
         let since = query.rank.since();
         let mut read = self.settled(user_id, since, true).await?;
         let mut sentences: Vec<RecentError> = read
+            .durable
             .labels
             .values_mut()
             .flat_map(|label| std::mem::take(&mut label.sentences))
@@ -230,9 +213,12 @@ impl Inner {
     ) -> Result<WeeklyHistory, StoreError> {
         let Settled {
             buffered,
-            counts,
-            labels,
-            mut weeks,
+            durable:
+                Durable {
+                    counts,
+                    labels,
+                    mut weeks,
+                },
         } = read;
         let mut table: HashMap<ErrorKey, ErrorFrequency> = HashMap::new();
         let deltas = counts
