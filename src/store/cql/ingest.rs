@@ -512,7 +512,8 @@ fn groups(writes: &[(Partition, usize)]) -> Vec<std::ops::Range<usize>> {
     let (mut start, mut bytes, mut events) = (0, 0, 0);
     let mut partitions: Vec<Partition> = Vec::new();
     for (i, &(partition, size)) in writes.iter().enumerate() {
-        let spans = partitions.len() == 2 || (partitions.len() == 1 && partitions[0] != partition);
+        // With this write, the batch would span both partitions.
+        let spans = partitions.iter().any(|&p| p != partition);
         let full = (partition == Partition::Events && events == EVENTS_PER_BATCH)
             || (spans && bytes + size > BATCH_BYTES);
         if full {
