@@ -6,6 +6,7 @@ pub mod exercises;
 pub mod learner;
 pub mod patterns;
 pub mod progress;
+pub mod rank;
 pub mod ranking;
 pub mod weeks;
 
@@ -15,5 +16,6 @@ pub use error_point::{
 pub use exercises::{Exercise, ExerciseBank, ExerciseKind, ExerciseSource, OwnSentence};
 pub use learner::{Email, EmailError, Username, UsernameError};
 pub use progress::{rank_recent, weekly_progress, ScoredError, WeekCount, WeekProgress};
+pub use rank::{Rank, WeeklyHistory};
 pub use ranking::{ErrorFrequency, FrequencyTable};
 pub use weeks::{week_start, Decay};

@@ -213,3 +213,16 @@ pub type ExportPages = futures_util::stream::BoxStream<'static, Result<ExportPag
 
 /// How many records an export reads at once.
 pub const EXPORT_PAGE: usize = 1000;
+
+/// What learners written by `errata seed` said (each utterance gets one, in
+/// turn), in both backends.
+pub(crate) const SEEDED_SAID: &[&str] = &[
+    "She go to school every day.",
+    "I am agree with your idea.",
+    "Yesterday I have visited my grandmother.",
+    "He don't know the answer of the question.",
+    "We was waiting since two hours.",
+    "If I would know, I would tell you.",
+    "Can you explain me this word?",
+    "I am living here from five years.",
+];

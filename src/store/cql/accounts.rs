@@ -1,31 +1,132 @@
-//! Users, conversations and utterances: created once, never changed, so
-//! their existence and ownership are facts a request can check.
+//! Accounts: users, conversations and utterances. Created once, never
+//! changed, so their existence and ownership are facts a replica may
+//! remember ([`Ownership`]) and a request can check.
 
-use scylla::value::{CqlTimestamp, CqlValue, Row};
+use std::sync::Arc;
+
+use scylla::client::session::Session;
+use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
-use super::ingest::snippet;
-use super::session::{cql_error, first_column_true, from_timestamp, internal, select, timestamp};
-use super::Inner;
-use crate::store::{Conversation, NewUser, NewUtterance, StoreError, User, Utterance};
+use super::ownership::{Known, Ownership};
+use super::rows::{snippet, ConversationRow, UserRow, UtteranceRow};
+use super::session::{cql_error, first_column_true, internal, select};
+use super::statements::statements;
+use crate::store::{Conversation, ErrorReport, NewUser, NewUtterance, StoreError, User, Utterance};
 
-impl Inner {
-    pub(super) async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+statements! {
+    /// The statements of accounts.
+    pub struct AccountStatements {
+        insert_user: IDEMPOTENT =>
+            "INSERT INTO users (user_id, username, email, created_at) VALUES (?, ?, ?, ?)",
+        /// A retried LWT could report its own earlier success as a
+        /// conflict, so it is not retried by the driver.
+        claim_email: ONCE =>
+            "INSERT INTO users_by_email (email_key, user_id) VALUES (?, ?) IF NOT EXISTS",
+        delete_user: IDEMPOTENT =>
+            "DELETE FROM users WHERE user_id = ?",
+        select_user: IDEMPOTENT =>
+            "SELECT user_id, username, email, created_at FROM users WHERE user_id = ?",
+        insert_conversation: IDEMPOTENT =>
+            "INSERT INTO conversations (user_id, conversation_id, started_at) \
+             VALUES (?, ?, ?)",
+        select_conversation: IDEMPOTENT =>
+            "SELECT started_at FROM conversations WHERE user_id = ? AND conversation_id = ?",
+        insert_utterance: IDEMPOTENT =>
+            "INSERT INTO utterances (user_id, conversation_id, utterance_id, content, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        select_utterance: IDEMPOTENT =>
+            "SELECT content \
+             FROM utterances \
+             WHERE user_id = ? AND conversation_id = ? AND utterance_id = ?",
+    }
+}
+
+/// Signs learners up, opens their conversations and keeps their
+/// utterances; answers whether they exist.
+pub struct Accounts {
+    session: Arc<Session>,
+    statements: AccountStatements,
+    /// What this replica knows exists.
+    ownership: Ownership,
+}
+
+impl Accounts {
+    pub async fn new(session: Arc<Session>) -> Result<Self, StoreError> {
+        Ok(Self {
+            statements: AccountStatements::prepare(&session).await?,
+            session,
+            ownership: Ownership::new(),
+        })
+    }
+
+    /// Forgets what this replica knows of the learner (they are being
+    /// erased).
+    pub fn forget(&self, user_id: Uuid) {
+        self.ownership.forget(user_id);
+    }
+
+    /// Confirms that the report's learner, conversation and utterance exist
+    /// and belong together, from what this replica already knows or else
+    /// from CQL; returns the utterance's snippet.
+    ///
+    /// One read in the common case: the utterance's row, keyed by its
+    /// learner and conversation, proves both when it is found. Each was
+    /// checked when the row was written; an erasure deletes `utterances`
+    /// before `conversations` and `users`, so one cut off half way never
+    /// leaves an utterance row without them; and its tombstones lie ahead
+    /// of any write racing it. Only when the row is missing are the learner
+    /// and the conversation read as well, to say which the 404 is about.
+    pub async fn owned(&self, report: &ErrorReport) -> Result<Option<Arc<str>>, StoreError> {
+        let ids = (report.user_id, report.conversation_id, report.utterance_id);
+        let (user, conversation, utterance) = ids;
+        let mut known = self.ownership.lookup(user, conversation, utterance);
+        if !known.complete() {
+            let asked = std::time::Instant::now();
+            if known.utterance.is_none() {
+                if let Some(content) = self
+                    .utterance_content(user, conversation, utterance)
+                    .await?
+                {
+                    known = Known {
+                        user: true,
+                        conversation: true,
+                        utterance: Some(snippet(content.as_deref())),
+                    };
+                }
+            }
+            if !known.complete() {
+                let (user_read, conversation_read) = tokio::join!(
+                    async { Ok::<_, StoreError>(known.user || self.user_exists(user).await?) },
+                    async {
+                        Ok::<_, StoreError>(
+                            known.conversation
+                                || self.conversation_exists(user, conversation).await?,
+                        )
+                    },
+                );
+                known.user = user_read?;
+                known.conversation = conversation_read?;
+            }
+            self.ownership.remember(ids, &known, asked);
+        }
+        if !known.user {
+            return Err(StoreError::UserNotFound);
+        }
+        if !known.conversation {
+            return Err(StoreError::ConversationNotFound);
+        }
+        known.utterance.ok_or(StoreError::UtteranceNotFound)
+    }
+
+    pub async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         let s = &self.statements;
         let email_key = new.email.key().to_owned();
         let user = User::new(new);
         // The row first, then the e-mail claim: a crash in between leaves an
         // unreachable row, never an e-mail claimed by nobody.
         self.session
-            .execute_unpaged(
-                &s.insert_user,
-                (
-                    user.user_id,
-                    &user.username,
-                    &user.email,
-                    timestamp(user.created_at),
-                ),
-            )
+            .execute_unpaged(&s.insert_user, UserRow::from(&user))
             .await
             .map_err(cql_error)?;
         let claim = select(&self.session, &s.claim_email, (email_key, user.user_id)).await?;
@@ -64,7 +165,7 @@ impl Inner {
     /// broken connection), so the client retried. Otherwise the e-mail is
     /// another's.
     async fn earlier_attempt(&self, attempt: &User, claimant: Uuid) -> Result<User, StoreError> {
-        let Some(earlier) = self.fetch_user(claimant).await? else {
+        let Some(earlier) = self.user(claimant).await? else {
             return Err(StoreError::EmailTaken);
         };
         if !earlier.retried_by(attempt) {
@@ -74,10 +175,7 @@ impl Inner {
         Ok(earlier)
     }
 
-    pub(super) async fn create_conversation(
-        &self,
-        user_id: Uuid,
-    ) -> Result<Conversation, StoreError> {
+    pub async fn create_conversation(&self, user_id: Uuid) -> Result<Conversation, StoreError> {
         if !self.user_exists(user_id).await? {
             return Err(StoreError::UserNotFound);
         }
@@ -85,11 +183,7 @@ impl Inner {
         self.session
             .execute_unpaged(
                 &self.statements.insert_conversation,
-                (
-                    user_id,
-                    conversation.conversation_id,
-                    timestamp(conversation.started_at),
-                ),
+                ConversationRow::from(&conversation),
             )
             .await
             .map_err(cql_error)?;
@@ -98,10 +192,7 @@ impl Inner {
         Ok(conversation)
     }
 
-    pub(super) async fn create_utterance(
-        &self,
-        new: NewUtterance,
-    ) -> Result<Utterance, StoreError> {
+    pub async fn create_utterance(&self, new: NewUtterance) -> Result<Utterance, StoreError> {
         if !self
             .conversation_exists(new.user_id, new.conversation_id)
             .await?
@@ -112,13 +203,7 @@ impl Inner {
         self.session
             .execute_unpaged(
                 &self.statements.insert_utterance,
-                (
-                    utterance.user_id,
-                    utterance.conversation_id,
-                    utterance.utterance_id,
-                    &utterance.content,
-                    timestamp(utterance.created_at),
-                ),
+                UtteranceRow::from(&utterance),
             )
             .await
             .map_err(cql_error)?;
@@ -133,24 +218,17 @@ impl Inner {
         Ok(utterance)
     }
 
-    pub(super) async fn user_exists(&self, user_id: Uuid) -> Result<bool, StoreError> {
-        Ok(self.fetch_user(user_id).await?.is_some())
+    pub async fn user_exists(&self, user_id: Uuid) -> Result<bool, StoreError> {
+        Ok(self.user(user_id).await?.is_some())
     }
 
-    pub(super) async fn fetch_user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
+    pub async fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
         let rows = select(&self.session, &self.statements.select_user, (user_id,)).await?;
-        let row = rows
-            .maybe_first_row::<(Option<String>, Option<String>, Option<CqlTimestamp>)>()
-            .map_err(internal)?;
-        Ok(row.map(|(username, email, created_at)| User {
-            user_id,
-            username: username.unwrap_or_default(),
-            email: email.unwrap_or_default(),
-            created_at: created_at.map(from_timestamp).unwrap_or_default(),
-        }))
+        let row = rows.maybe_first_row::<UserRow>().map_err(internal)?;
+        Ok(row.map(User::from))
     }
 
-    pub(super) async fn conversation_exists(
+    async fn conversation_exists(
         &self,
         user_id: Uuid,
         conversation_id: Uuid,
@@ -165,7 +243,7 @@ impl Inner {
     }
 
     /// `None` when the utterance is not in this learner's conversation.
-    pub(super) async fn utterance_content(
+    async fn utterance_content(
         &self,
         user_id: Uuid,
         conversation_id: Uuid,

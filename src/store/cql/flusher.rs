@@ -3,38 +3,23 @@
 //! only after the batch succeeded. Replicas cooperate through the flush
 //! locks in Redis; there is no leader.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use scylla::serialize::row::SerializeRow;
-use scylla::statement::batch::BatchType;
-use scylla::value::Counter;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::buffer::{self, Take, DIRTY_SHARDS};
-use super::session::{cql_error, date};
-use super::statements::{self, ONCE};
-use super::Inner;
-use crate::domain::{ErrorKey, WeekCount};
+use super::buffer::{Buffer, Take, DIRTY_SHARDS};
+use super::counters::Counters;
 use crate::store::closer::Closer;
+use crate::store::policy::{
+    DRAIN_DEADLINE, DRAIN_POLL, FINISH_MARGIN, FINISH_RETRY, FLUSH_CONCURRENCY, FLUSH_LOCK,
+    LEARNERS_PER_TICK, SWEEP_EVERY,
+};
 use crate::store::{Backend, StoreError};
 
-/// Learners one flusher tick takes from each dirty shard.
-const LEARNERS_PER_TICK: usize = 64;
-/// Learners a flusher flushes at once (each is a few Redis and CQL round
-/// trips; one at a time, a replica flushed only ~100 learners a second).
-const FLUSH_CONCURRENCY: usize = 16;
-/// A flusher stops retrying to finish a flush this long before its lock
-/// would expire if no renewal had reached Redis (for the latency of the
-/// last call and the clocks' drift).
-const FINISH_MARGIN: Duration = Duration::from_secs(2);
-/// How often a flusher looks for deltas whose learner lost its dirty mark.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How long `flush` keeps draining before it gives up.
-const FLUSH_DEADLINE: Duration = Duration::from_secs(60);
-
-pub(super) enum Flushed {
+pub enum Flushed {
     /// Deltas were applied.
     Yes,
     /// Nothing was buffered.
@@ -43,28 +28,93 @@ pub(super) enum Flushed {
     Busy,
 }
 
-/// The background flusher: every interval, takes some learners of every
-/// dirty shard and flushes them. Replicas cooperate through the flush locks.
-pub(super) async fn run(inner: Arc<Inner>, interval: Duration, closer: Closer) {
-    let mut last_sweep = Instant::now();
-    loop {
-        tokio::select! {
-            () = closer.closed() => return,
-            () = tokio::time::sleep(interval) => {}
+/// Moves buffered deltas into the counters, learner by learner.
+pub struct Flusher {
+    buffer: Arc<Buffer>,
+    counters: Arc<Counters>,
+}
+
+/// The flusher running in the background of a serving process: started
+/// with [`FlusherTask::start`], stopped by its closer, joined by
+/// [`FlusherTask::stop`]. Dropped, it tells the task to stop (it finishes
+/// the learner it is flushing, then ends).
+pub struct FlusherTask {
+    closer: Closer,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FlusherTask {
+    /// Runs `flusher` every `interval` until stopped.
+    pub fn start(flusher: Arc<Flusher>, interval: Duration) -> Self {
+        let closer = Closer::new();
+        let task = tokio::spawn(flusher.run(interval, closer.clone()));
+        Self {
+            closer,
+            task: Mutex::new(Some(task)),
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY {
-            last_sweep = Instant::now();
-            match inner.buffer.sweep().await {
-                Ok(n) => tracing::debug!(learners = n, "flusher: swept for unmarked deltas"),
-                Err(e) => tracing::warn!(error = %e, "flusher: cannot sweep for unmarked deltas"),
+    }
+
+    /// Whether the task is still running.
+    pub fn is_running(&self) -> bool {
+        self.task
+            .lock()
+            .is_ok_and(|task| task.as_ref().is_some_and(|t| !t.is_finished()))
+    }
+
+    /// Stops the task and waits for it to end.
+    pub async fn stop(&self) {
+        self.closer.close();
+        let running = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = running {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the flusher panicked");
             }
         }
-        match inner.buffer.dirty_learners().await {
+    }
+}
+
+impl Drop for FlusherTask {
+    fn drop(&mut self) {
+        self.closer.close();
+    }
+}
+
+impl Flusher {
+    pub fn new(buffer: Arc<Buffer>, counters: Arc<Counters>) -> Self {
+        Self { buffer, counters }
+    }
+
+    /// The background loop: every interval, takes some learners of every
+    /// dirty shard and flushes them. Replicas cooperate through the flush
+    /// locks.
+    async fn run(self: Arc<Self>, interval: Duration, closer: Closer) {
+        let mut last_sweep = Instant::now();
+        loop {
+            tokio::select! {
+                () = closer.closed() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                match self.buffer.sweep().await {
+                    Ok(n) => tracing::debug!(learners = n, "flusher: swept for unmarked deltas"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "flusher: cannot sweep for unmarked deltas")
+                    }
+                }
+            }
+            self.tick().await;
+        }
+    }
+
+    /// One round: some learners of every dirty shard.
+    async fn tick(&self) {
+        match self.buffer.dirty_learners().await {
             Ok(n) => metrics::gauge!("errata_buffer_pending_learners").set(n as f64),
             Err(e) => tracing::warn!(error = %e, "flusher: cannot count dirty learners"),
         }
         for shard in 0..DIRTY_SHARDS {
-            let learners = match inner.buffer.dirty(shard, Some(LEARNERS_PER_TICK)).await {
+            let learners = match self.buffer.dirty(shard, Some(LEARNERS_PER_TICK)).await {
                 Ok(learners) => learners,
                 Err(e) => {
                     tracing::warn!(error = %e, "flusher: cannot read dirty learners");
@@ -72,62 +122,17 @@ pub(super) async fn run(inner: Arc<Inner>, interval: Duration, closer: Closer) {
                 }
             };
             futures_util::stream::iter(learners)
-                .for_each_concurrent(FLUSH_CONCURRENCY, |user| {
-                    let inner = &inner;
-                    async move {
-                        if let Err(e) = inner.flush_learner(user).await {
-                            tracing::warn!(error = %e, %user, "flusher: flush failed, will retry");
-                        }
+                .for_each_concurrent(FLUSH_CONCURRENCY, |user| async move {
+                    if let Err(e) = self.flush_learner(user).await {
+                        tracing::warn!(error = %e, %user, "flusher: flush failed, will retry");
                     }
                 })
                 .await;
         }
     }
-}
-
-impl Inner {
-    /// Adds the deltas to the learner's counters, all-time and weekly, in
-    /// one counter batch (both tables share the learner's partition key).
-    pub(super) async fn apply_counts(
-        &self,
-        user: Uuid,
-        deltas: &[(ErrorKey, i64)],
-        weeks: &[WeekCount],
-    ) -> Result<(), StoreError> {
-        type Values<'a> = Vec<Box<dyn SerializeRow + Send + Sync + 'a>>;
-        let mut batch = statements::batch("counter_batch", BatchType::Counter, ONCE);
-        let mut values: Values<'_> = Vec::new();
-        for (key, delta) in deltas.iter().filter(|(_, delta)| *delta != 0) {
-            batch.append_statement(self.statements.add_count.clone());
-            values.push(Box::new((
-                Counter(*delta),
-                user,
-                key.category.as_str(),
-                key.subcategory.as_str(),
-            )));
-        }
-        for week in weeks.iter().filter(|w| w.count != 0) {
-            batch.append_statement(self.statements.add_week_count.clone());
-            values.push(Box::new((
-                Counter(week.count),
-                user,
-                date(week.week_start),
-                week.key.category.as_str(),
-                week.key.subcategory.as_str(),
-            )));
-        }
-        if values.is_empty() {
-            return Ok(());
-        }
-        self.session
-            .batch(&batch, values)
-            .await
-            .map_err(cql_error)?;
-        Ok(())
-    }
 
     /// Applies every buffered delta of one learner.
-    pub(super) async fn flush_learner(&self, user: Uuid) -> Result<Flushed, StoreError> {
+    pub async fn flush_learner(&self, user: Uuid) -> Result<Flushed, StoreError> {
         let token = Uuid::new_v4().to_string();
         let mut flushed = Flushed::Nothing;
         loop {
@@ -153,7 +158,7 @@ impl Inner {
                         metrics::histogram!("errata_flush_lag_distribution_seconds")
                             .record(age.as_secs_f64());
                     }
-                    if let Err(e) = self.apply_counts(user, &deltas, &weeks).await {
+                    if let Err(e) = self.counters.apply(user, &deltas, &weeks).await {
                         metrics::counter!("errata_flush_failures_total").increment(1);
                         if let Err(release) = self.buffer.release(user, &token).await {
                             tracing::warn!(error = %release, "could not release a flush lock");
@@ -188,7 +193,7 @@ impl Inner {
     /// between its batch and DONE. Returns false when the lock or the
     /// batch had gone to another flusher (or a DONE that timed out had in
     /// fact been applied).
-    pub(super) async fn finish_flush(
+    async fn finish_flush(
         &self,
         user: Uuid,
         token: &str,
@@ -206,15 +211,15 @@ impl Inner {
             if let Ok(true) = self.buffer.renew(user, token).await {
                 held_since = renewing;
             }
-            if held_since.elapsed() + FINISH_MARGIN >= buffer::FLUSH_LOCK {
+            if held_since.elapsed() + FINISH_MARGIN >= FLUSH_LOCK {
                 return Err(error);
             }
             tracing::warn!(error = %error, %user, "flusher: cannot finish a flush yet, retrying");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(FINISH_RETRY).await;
         }
     }
 
-    pub(super) async fn drain(&self) -> Result<usize, StoreError> {
+    pub async fn drain(&self) -> Result<usize, StoreError> {
         let started = Instant::now();
         // A drain must leave nothing behind, marked or not.
         self.buffer.sweep().await?;
@@ -235,14 +240,14 @@ impl Inner {
             if !any {
                 return Ok(flushed);
             }
-            if started.elapsed() > FLUSH_DEADLINE {
+            if started.elapsed() > DRAIN_DEADLINE {
                 return Err(StoreError::busy(
                     Backend::Redis,
                     "flush: learners kept arriving or stayed locked",
                 ));
             }
             if busy {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(DRAIN_POLL).await;
             }
         }
     }

@@ -1,47 +1,66 @@
 //! The cql store: ScyllaDB or Apache Cassandra for what is kept, Redis as the
 //! write-behind buffer of the counts.
 //!
+//! `CqlStore` composes components, each a struct that owns its prepared
+//! statements and holds the handles it uses (the session, the buffer, the
+//! components it asks); it implements [`Store`] by handing each call to
+//! the component whose job it is.
+//!
 //! | module | job |
 //! |---|---|
-//! | [`session`] | connecting, error mapping, paging |
-//! | [`statements`] | every statement, prepared once |
-//! | [`accounts`] | users, conversations, utterances |
-//! | [`ingest`] | recording a report: validate, lease, write events, count |
-//! | [`ownership`] | the ownership facts a replica remembers |
+//! | [`accounts`] | `Accounts`: users, conversations, utterances; whether a report's owners exist |
+//! | [`recording`] | `Recorder`: a report: lease, write events and labels, count in Redis |
+//! | [`reads`] | `Reader`: durable counters merged with buffered deltas; latest events |
+//! | [`counters`] | `Counters`: the counter batches (flusher and repair) |
+//! | [`flusher`] | `Flusher`: buffered deltas into the counters; `FlusherTask`, its background task |
+//! | [`repair`] | `Repairer`: counters recomputed from the event log |
+//! | [`erasure`] | `Erasure`: a learner erased everywhere |
+//! | [`export`] | `Exporter`: a learner's records, page by page |
+//! | [`rows`] | one named type per table row; the layout rules (bucket, event id, sentence slot) |
+//! | [`ownership`] | the ownership facts a replica remembers (held by `Accounts`) |
+//! | [`read_cache`] | the durable rows of a learner's reads a replica remembers (held by `Reader`) |
 //! | [`buffer`] | the Redis write-behind buffer and its scripts |
-//! | [`reads`] | durable counters merged with buffered deltas |
-//! | [`read_cache`] | the durable rows of a learner's reads a replica remembers |
-//! | [`lifecycle`] | a learner's erasure and export |
-//! | [`flusher`] | moving buffered deltas into the counters |
-//! | [`repair`] | recomputing counters from the event log |
+//! | [`session`] | connecting, error mapping, paging |
+//! | [`statements`] | how statements are declared, prepared and counted |
 //! | [`schema`] | `errata migrate` |
 //! | [`seed`] | `errata seed`: learners written in bulk |
+//!
+//! Timings and sizes are in [`crate::store::policy`].
 
 mod accounts;
 pub mod buffer;
+mod counters;
+mod erasure;
+mod export;
 mod flusher;
-mod ingest;
-mod lifecycle;
 mod ownership;
 mod read_cache;
 mod reads;
+mod recording;
 mod repair;
+mod rows;
 pub mod schema;
 pub mod seed;
 mod session;
 mod statements;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use scylla::client::session::Session;
-use tokio::task::JoinHandle;
+use scylla::statement::prepared::PreparedStatement;
 use uuid::Uuid;
 
+use self::accounts::Accounts;
 use self::buffer::Buffer;
-pub use self::ingest::bucket;
-use self::statements::Statements;
-use super::closer::Closer;
+use self::counters::Counters;
+use self::erasure::Erasure;
+use self::export::Exporter;
+use self::flusher::{Flusher, FlusherTask};
+use self::reads::Reader;
+use self::recording::Recorder;
+use self::repair::Repairer;
+pub use self::rows::bucket;
 use super::{
     Backend, Background, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance,
     PracticeInputs, PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance,
@@ -50,60 +69,70 @@ use super::{
 use crate::config::Config;
 use crate::domain::FrequencyTable;
 
-/// What every part of the store shares: the session, its statements and the
-/// buffer. The submodules each add the methods of their job.
-struct Inner {
-    session: Session,
-    statements: Statements,
-    lifecycle: lifecycle::Statements,
-    buffer: Buffer,
-    ownership: ownership::Ownership,
-    reads: read_cache::ReadCache,
-}
-
+/// The cql store: its components, and the flusher's task when it serves.
 pub struct CqlStore {
-    inner: Arc<Inner>,
-    /// Stops the flusher.
-    closer: Closer,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    session: Arc<Session>,
+    /// `check_ready`'s statement.
+    ping: PreparedStatement,
+    buffer: Arc<Buffer>,
+    accounts: Arc<Accounts>,
+    recorder: Recorder,
+    reader: Arc<Reader>,
+    flusher: Arc<Flusher>,
+    repairer: Repairer,
+    erasure: Erasure,
+    exporter: Arc<Exporter>,
+    /// Running while the store serves; stopped by `shutdown`, `close` or
+    /// drop.
+    flusher_task: Option<FlusherTask>,
 }
 
 impl CqlStore {
-    /// Connects to CQL and Redis, prepares every statement and, to serve,
-    /// starts the flusher.
+    /// Connects to CQL and Redis, prepares every component's statements
+    /// and, to serve, starts the flusher.
     pub async fn open(config: &Config, background: Background) -> Result<Self, StoreError> {
         schema::check_keyspace(&config.cql_keyspace)?;
-        let session = session::connect(config, Some(&config.cql_keyspace)).await?;
-        let statements = Statements::prepare(&session).await?;
-        let lifecycle = lifecycle::Statements::prepare(&session).await?;
-        let buffer = Buffer::connect(&config.redis_url).await?;
-        let inner = Arc::new(Inner {
+        let session = Arc::new(session::connect(config, Some(&config.cql_keyspace)).await?);
+        let ping = statements::prepare(
+            &session,
+            "ping",
+            "SELECT release_version FROM system.local",
+            statements::IDEMPOTENT,
+        )
+        .await?;
+        let buffer = Arc::new(Buffer::connect(&config.redis_url).await?);
+        let accounts = Arc::new(Accounts::new(session.clone()).await?);
+        let reader =
+            Arc::new(Reader::new(session.clone(), buffer.clone(), accounts.clone()).await?);
+        let counters = Arc::new(Counters::new(session.clone()).await?);
+        let flusher = Arc::new(Flusher::new(buffer.clone(), counters.clone()));
+        let store = Self {
+            recorder: Recorder::new(session.clone(), buffer.clone(), accounts.clone()).await?,
+            repairer: Repairer::new(session.clone(), buffer.clone(), reader.clone(), counters)
+                .await?,
+            erasure: Erasure::new(
+                session.clone(),
+                buffer.clone(),
+                accounts.clone(),
+                reader.clone(),
+            )
+            .await?,
+            exporter: Arc::new(Exporter::new(session.clone(), reader.clone()).await?),
+            flusher_task: (background == Background::Serve)
+                .then(|| FlusherTask::start(flusher.clone(), config.flush_interval())),
             session,
-            statements,
-            lifecycle,
+            ping,
             buffer,
-            ownership: ownership::Ownership::new(),
-            reads: read_cache::ReadCache::new(),
-        });
-        let closer = Closer::new();
-        let flusher = (background == Background::Serve).then(|| {
-            let interval = config.flush_interval();
-            tokio::spawn(flusher::run(inner.clone(), interval, closer.clone()))
-        });
-        Ok(Self {
-            inner,
-            closer,
-            flusher: Mutex::new(flusher),
-        })
+            accounts,
+            reader,
+            flusher,
+        };
+        Ok(store)
     }
 
     async fn stop_flusher(&self) {
-        self.closer.close();
-        let running = self.flusher.lock().ok().and_then(|mut f| f.take());
-        if let Some(task) = running {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "the flusher panicked");
-            }
+        if let Some(task) = &self.flusher_task {
+            task.stop().await;
         }
     }
 }
@@ -111,27 +140,27 @@ impl CqlStore {
 #[async_trait]
 impl Store for CqlStore {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        self.inner.create_user(new).await
+        self.accounts.create_user(new).await
     }
 
     async fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
-        self.inner.fetch_user(user_id).await
+        self.accounts.user(user_id).await
     }
 
     async fn create_conversation(&self, user_id: Uuid) -> Result<Conversation, StoreError> {
-        self.inner.create_conversation(user_id).await
+        self.accounts.create_conversation(user_id).await
     }
 
     async fn create_utterance(&self, new: NewUtterance) -> Result<Utterance, StoreError> {
-        self.inner.create_utterance(new).await
+        self.accounts.create_utterance(new).await
     }
 
     async fn record_errors(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
-        self.inner.record(report).await
+        self.recorder.record(report).await
     }
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
-        self.inner.frequencies(user_id).await
+        self.reader.frequencies(user_id).await
     }
 
     async fn weekly_history(
@@ -139,7 +168,7 @@ impl Store for CqlStore {
         user_id: Uuid,
         since: chrono::NaiveDate,
     ) -> Result<WeeklyHistory, StoreError> {
-        self.inner.weekly_history(user_id, since).await
+        self.reader.weekly_history(user_id, since).await
     }
 
     async fn recent_errors(
@@ -147,7 +176,7 @@ impl Store for CqlStore {
         user_id: Uuid,
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError> {
-        self.inner.recent_errors(user_id, limit).await
+        self.reader.recent_errors(user_id, limit).await
     }
 
     async fn practice_inputs(
@@ -155,35 +184,34 @@ impl Store for CqlStore {
         user_id: Uuid,
         query: PracticeQuery,
     ) -> Result<Arc<PracticeInputs>, StoreError> {
-        self.inner
+        self.reader
             .practice_inputs(user_id, query)
             .await
             .map(Arc::new)
     }
 
     async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError> {
-        self.inner.erase_user(user_id).await
+        self.erasure.erase_user(user_id).await
     }
 
     async fn export(&self, user_id: Uuid) -> Result<Option<(User, ExportPages)>, StoreError> {
-        let Some(user) = self.inner.fetch_user(user_id).await? else {
+        let Some(user) = self.accounts.user(user_id).await? else {
             return Ok(None);
         };
         Ok(Some((
             user,
-            lifecycle::export_pages(self.inner.clone(), user_id),
+            export::export_pages(self.exporter.clone(), user_id),
         )))
     }
 
     async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError> {
-        self.inner.buffer.next_round(user_id).await
+        self.buffer.next_round(user_id).await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
-        let inner = &self.inner;
         let (redis, cql) = tokio::join!(
-            inner.buffer.ping(),
-            inner.session.execute_unpaged(&inner.statements.ping, ())
+            self.buffer.ping(),
+            self.session.execute_unpaged(&self.ping, ())
         );
         redis?;
         cql.map_err(|e| StoreError::unavailable(Backend::Cql, "no node answers", e))?;
@@ -191,15 +219,15 @@ impl Store for CqlStore {
     }
 
     async fn flush(&self) -> Result<usize, StoreError> {
-        self.inner.drain().await
+        self.flusher.drain().await
     }
 
     async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
-        self.inner.repair(user_id).await
+        self.repairer.repair(user_id).await
     }
 
     fn workers(&self) -> Vec<&'static str> {
-        let running = self.flusher.lock().is_ok_and(|f| f.is_some());
+        let running = self.flusher_task.as_ref().is_some_and(FlusherTask::is_running);
         if running {
             vec!["flusher"]
         } else {
@@ -209,7 +237,7 @@ impl Store for CqlStore {
 
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.stop_flusher().await;
-        self.inner.drain().await.map(|_| ())
+        self.flusher.drain().await.map(|_| ())
     }
 
     async fn close(&self) -> Result<(), StoreError> {

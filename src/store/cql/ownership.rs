@@ -23,17 +23,14 @@
 //! while the marker still turns every request of theirs away.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use uuid::Uuid;
 
-/// What the cache may hold: about 32 MiB of facts (utterances weigh their
-/// snippet).
-const CAPACITY_BYTES: u64 = 32 << 20;
-/// Facts expected at that weight, for the cache's sizing.
-const EXPECTED_FACTS: usize = 200_000;
+use crate::store::policy::{FACT_CACHE_BYTES, FACT_CACHE_EXPECTED, FACT_TTL};
+
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Fact {
@@ -42,12 +39,6 @@ enum Fact {
     Utterance(Uuid, Uuid, Uuid),
 }
 
-/// How long a fact is trusted, from the moment its read began (or its row
-/// was written). Well inside the erasure's marker, which refuses every
-/// lease of an erased learner: a fact read before an erasure, or while one
-/// runs, stops being trusted long before the marker goes.
-pub const FACT_TTL: Duration = Duration::from_secs(5 * 60);
-const _: () = assert!(2 * FACT_TTL.as_secs() <= super::buffer::ERASURE.as_secs());
 
 /// When the fact was read and, for an utterance, its snippet (what the
 /// events keep of it).
@@ -88,7 +79,7 @@ impl Known {
 impl Ownership {
     pub fn new() -> Self {
         Self {
-            facts: Cache::with_weighter(EXPECTED_FACTS, CAPACITY_BYTES, Bytes),
+            facts: Cache::with_weighter(FACT_CACHE_EXPECTED, FACT_CACHE_BYTES, Bytes),
         }
     }
 

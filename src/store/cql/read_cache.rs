@@ -22,24 +22,31 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::NaiveDate;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use uuid::Uuid;
 
-use super::buffer::Closing;
-use super::reads::Labels;
-use crate::domain::{ErrorKey, WeekCount};
+use chrono::{DateTime, Utc};
 
-/// What the cache may hold: about 32 MiB of reads.
-const CAPACITY_BYTES: u64 = 32 << 20;
-/// Reads expected at that weight, for the cache's sizing.
-const EXPECTED_READS: usize = 50_000;
-/// How long a read is served from memory at most, whatever the version
-/// says.
-pub const READ_TTL: Duration = Duration::from_secs(60);
+use super::buffer::Closing;
+use crate::domain::{ErrorKey, WeekCount};
+use crate::store::policy::{READ_CACHE_BYTES, READ_CACHE_EXPECTED, READ_TTL};
+use crate::store::RecentError;
+
+/// What `error_labels` says about one of a learner's errors.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub category: String,
+    pub subcategory: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Its sentences kept for practice, when they were read.
+    pub sentences: Vec<RecentError>,
+}
+
+pub type Labels = HashMap<ErrorKey, Label>;
 
 /// Which read: the learner's, with the weekly counts from `since` on, with
 /// or without the labels' sentences.
@@ -122,7 +129,7 @@ pub(super) struct ReadCache {
 impl ReadCache {
     pub fn new() -> Self {
         Self {
-            learners: Cache::with_weighter(EXPECTED_READS, CAPACITY_BYTES, Bytes),
+            learners: Cache::with_weighter(READ_CACHE_EXPECTED, READ_CACHE_BYTES, Bytes),
         }
     }
 

@@ -1,35 +1,60 @@
 //! Reads: the durable counters and labels, merged with the deltas still
 //! buffered in Redis (read-your-writes), and the latest events.
 
-use std::collections::HashMap;
-use std::time::Duration;
+//! Reads: the durable counters and labels, merged with the deltas still
+//! buffered in Redis (read-your-writes), and the latest events.
 
-use chrono::{DateTime, NaiveDate, Utc};
-use scylla::value::{Counter, CqlDate, CqlTimestamp};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use scylla::client::session::Session;
 use uuid::Uuid;
 
-use super::buffer::Buffered;
-use super::ingest::SentenceCell;
-use super::read_cache::{Durable, Shape};
-use super::session::{date, for_each_row, from_date, from_timestamp, internal, select};
-use super::Inner;
-use crate::domain::{Correction, ErrorFrequency, ErrorKey, FrequencyTable, WeekCount};
+use super::accounts::Accounts;
+use super::buffer::{Buffer, Buffered};
+use super::read_cache::{Durable, Label, Labels, ReadCache, Shape};
+use super::rows::{CountRow, EventRow, LabelRow, LabelSentencesRow, WeekCountRow};
+use super::session::{date, for_each_row, from_timestamp, internal, select};
+use super::statements::statements;
+use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable, WeekCount};
+use crate::store::policy::{READ_POLL, READ_WAIT};
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{
     Backend, PracticeInputs, PracticeQuery, RecentError, StoreError, WeeklyHistory,
 };
 
-/// What `error_labels` says about one of a learner's errors.
-#[derive(Debug, Clone)]
-pub(super) struct Label {
-    pub category: String,
-    pub subcategory: String,
-    pub last_seen: Option<DateTime<Utc>>,
-    /// Its sentences kept for practice, when they were read.
-    pub sentences: Vec<RecentError>,
+statements! {
+    /// The statements of reads.
+    pub struct ReadStatements {
+        select_counts: IDEMPOTENT =>
+            "SELECT category_key, subcategory_key, frequency \
+             FROM error_counts \
+             WHERE user_id = ?",
+        select_labels: IDEMPOTENT =>
+            "SELECT category_key, subcategory_key, category, subcategory, last_seen \
+             FROM error_labels \
+             WHERE user_id = ?",
+        /// `select_labels` with each error's sentences, for practice.
+        select_labels_sentences: IDEMPOTENT =>
+            "SELECT category_key, subcategory_key, category, subcategory, last_seen, sentences \
+             FROM error_labels \
+             WHERE user_id = ?",
+        select_buckets: IDEMPOTENT =>
+            "SELECT bucket FROM error_buckets WHERE user_id = ?",
+        select_recent: IDEMPOTENT =>
+            "SELECT user_id, bucket, occurred_at, event_id, conversation_id, utterance_id, \
+             category_key, subcategory_key, category, subcategory, snippet, correction, \
+             explanation \
+             FROM error_events \
+             WHERE user_id = ? AND bucket = ? \
+             LIMIT ?",
+        select_week_counts: IDEMPOTENT =>
+            "SELECT week_start, category_key, subcategory_key, frequency \
+             FROM error_counts_by_week \
+             WHERE user_id = ? AND week_start >= ?",
+    }
 }
-
-pub(super) type Labels = HashMap<ErrorKey, Label>;
 
 /// What one settled read found: the buffer, the durable counters and
 /// labels and, when asked for, the durable weekly counts.
@@ -38,63 +63,37 @@ struct Settled {
     durable: Durable,
 }
 
-type SpellingRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<CqlTimestamp>,
-);
-
-type LabelRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<CqlTimestamp>,
-    Option<HashMap<i32, SentenceCell>>,
-);
-
-/// A row of `error_labels` as its key, its label (no sentences yet) and
-/// its sentence cells.
-fn label(row: LabelRow) -> (ErrorKey, Label, Option<HashMap<i32, SentenceCell>>) {
-    let (category_key, subcategory_key, category, subcategory, last_seen, sentences) = row;
-    let label = Label {
-        category: category.unwrap_or_else(|| category_key.clone()),
-        subcategory: subcategory.unwrap_or_else(|| subcategory_key.clone()),
-        last_seen: last_seen.map(from_timestamp),
-        sentences: Vec::new(),
-    };
-    let key = ErrorKey {
-        category: category_key,
-        subcategory: subcategory_key,
-    };
-    (key, label, sentences)
+/// Reads a learner's counts, labels, weeks and events, durable and
+/// buffered together; remembers durable rows while they hold.
+pub struct Reader {
+    session: Arc<Session>,
+    statements: ReadStatements,
+    buffer: Arc<Buffer>,
+    accounts: Arc<Accounts>,
+    /// What this replica remembers of learners' durable rows.
+    cache: ReadCache,
 }
 
-/// A kept sentence as the event it came from.
-fn sentence(key: &ErrorKey, label: &Label, cell: SentenceCell) -> RecentError {
-    let (at, conversation_id, utterance_id, snippet, fix, why) = cell;
-    RecentError {
-        key: key.clone(),
-        category: label.category.clone(),
-        subcategory: label.subcategory.clone(),
-        conversation_id,
-        utterance_id,
-        utterance: snippet,
-        correction: Correction {
-            text: fix,
-            explanation: why,
-        },
-        occurred_at: from_timestamp(at),
+impl Reader {
+    pub async fn new(
+        session: Arc<Session>,
+        buffer: Arc<Buffer>,
+        accounts: Arc<Accounts>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            statements: ReadStatements::prepare(&session).await?,
+            session,
+            buffer,
+            accounts,
+            cache: ReadCache::new(),
+        })
     }
-}
 
-/// How long a read waits for a flush of the learner to finish before it
-/// answers 503 (a counter batch normally takes milliseconds).
-const READ_WAIT: Duration = Duration::from_secs(2);
+    /// Forgets what this replica remembers of the learner's rows.
+    pub fn forget(&self, user_id: Uuid) {
+        self.cache.forget(user_id);
+    }
 
-impl Inner {
     /// The buffer and the durable counts read so that they add up: never
     /// while a counter batch is half way, never across a flush's start or
     /// end. With `since`, the weekly counts from that week on too; with
@@ -112,7 +111,7 @@ impl Inner {
             sentences,
         };
         let shape = &shape;
-        let read = retry_until(READ_WAIT, Duration::from_millis(10), || async move {
+        let read = retry_until(READ_WAIT, READ_POLL, || async move {
             let buffered = inner.buffer.buffered(user_id).await?;
             // With a counter batch half way, the counters may or may not
             // hold the in-flight deltas yet; and a flush that started or
@@ -125,7 +124,7 @@ impl Inner {
                 return Ok(Poll::Pending);
             }
             let version = buffered.version.as_deref();
-            if let Some(durable) = inner.reads.get(shape, buffered.epoch, version) {
+            if let Some(durable) = inner.cache.get(shape, buffered.epoch, version) {
                 return Ok(Poll::Ready(Settled { buffered, durable }));
             }
             let asked = std::time::Instant::now();
@@ -145,7 +144,7 @@ impl Inner {
             };
             let epoch = buffered.epoch;
             inner
-                .reads
+                .cache
                 .put(shape.clone(), epoch, version, &closing, &durable, asked);
             Ok(Poll::Ready(Settled { buffered, durable }))
         })
@@ -158,7 +157,7 @@ impl Inner {
         })
     }
 
-    pub(super) async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
+    pub async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
         let read = self.settled(user_id, None, false).await?;
         self.history(user_id, read, None).await.map(|h| h.table)
     }
@@ -167,7 +166,7 @@ impl Inner {
     /// CQL reads (three with a recency ranking): the counters and the
     /// labels, which keep each error's latest corrected sentences, so the
     /// event log is not searched.
-    pub(super) async fn practice_inputs(
+    pub async fn practice_inputs(
         &self,
         user_id: Uuid,
         query: PracticeQuery,
@@ -180,7 +179,7 @@ impl Inner {
             .values_mut()
             .flat_map(|label| std::mem::take(&mut label.sentences))
             .collect();
-        let (top, scores) = self.history(user_id, read, since).await?.top(&query);
+        let (top, scores) = self.history(user_id, read, since).await?.top(query.rank, query.top_n);
         if top.is_empty() {
             return Ok(PracticeInputs::default());
         }
@@ -193,7 +192,7 @@ impl Inner {
 
     /// All-time counts and weekly counts from `since` on, durable and
     /// buffered merged.
-    pub(super) async fn weekly_history(
+    pub async fn weekly_history(
         &self,
         user_id: Uuid,
         since: NaiveDate,
@@ -245,7 +244,7 @@ impl Inner {
             });
             entry.frequency += delta;
         }
-        if table.is_empty() && !self.user_exists(user_id).await? {
+        if table.is_empty() && !self.accounts.user_exists(user_id).await? {
             return Err(StoreError::UserNotFound);
         }
         weeks.extend(buffered.weeks);
@@ -271,7 +270,7 @@ impl Inner {
     }
 
     /// Durable weekly counters of a learner from `since` on (paged).
-    pub(super) async fn week_counts_since(
+    pub async fn week_counts_since(
         &self,
         user_id: Uuid,
         since: NaiveDate,
@@ -281,21 +280,7 @@ impl Inner {
             &self.session,
             &self.statements.select_week_counts,
             (user_id, date(since)),
-            |(week, category, subcategory, frequency): (
-                CqlDate,
-                String,
-                String,
-                Option<Counter>,
-            )| {
-                weeks.push(WeekCount {
-                    week_start: from_date(week),
-                    key: ErrorKey {
-                        category,
-                        subcategory,
-                    },
-                    count: frequency.map_or(0, |c| c.0),
-                });
-            },
+            |row: WeekCountRow| weeks.push(row.into()),
         )
         .await?;
         Ok(weeks)
@@ -303,13 +288,12 @@ impl Inner {
 
     /// The latest events, newest first, in the spelling each was recorded
     /// with (enough to pick a learner's own sentences by error).
-    pub(super) async fn latest_events(
+    pub async fn latest_events(
         &self,
         user_id: Uuid,
         limit: usize,
     ) -> Result<Vec<RecentError>, StoreError> {
-        let inner = self;
-        let buckets = inner.buckets(user_id).await?;
+        let buckets = self.buckets(user_id).await?;
         let mut recent = Vec::new();
         for month in buckets {
             if recent.len() >= limit {
@@ -317,45 +301,16 @@ impl Inner {
             }
             let wanted = i32::try_from(limit - recent.len()).unwrap_or(i32::MAX);
             let rows = select(
-                &inner.session,
-                &inner.statements.select_recent,
+                &self.session,
+                &self.statements.select_recent,
                 (user_id, month, wanted),
             )
             .await?;
-            type EventRow = (
-                CqlTimestamp,
-                String,
-                String,
-                Option<String>,
-                Option<String>,
-                Option<Uuid>,
-                Option<Uuid>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            );
             for row in rows.rows::<EventRow>().map_err(internal)? {
-                let (at, ck, sk, category, subcategory, conversation, utterance, snippet, fix, why) =
-                    row.map_err(internal)?;
-                recent.push(RecentError {
-                    category: category.unwrap_or_else(|| ck.clone()),
-                    subcategory: subcategory.unwrap_or_else(|| sk.clone()),
-                    key: ErrorKey {
-                        category: ck,
-                        subcategory: sk,
-                    },
-                    conversation_id: conversation.unwrap_or_default(),
-                    utterance_id: utterance.unwrap_or_default(),
-                    utterance: snippet,
-                    correction: Correction {
-                        text: fix,
-                        explanation: why,
-                    },
-                    occurred_at: from_timestamp(at),
-                });
+                recent.push(row.map_err(internal)?.into_recent());
             }
         }
-        if recent.is_empty() && !inner.user_exists(user_id).await? {
+        if recent.is_empty() && !self.accounts.user_exists(user_id).await? {
             return Err(StoreError::UserNotFound);
         }
         recent.truncate(limit);
@@ -364,7 +319,7 @@ impl Inner {
 
     /// The latest events, newest first, each in the spelling the learner's
     /// table shows (the first seen).
-    pub(super) async fn recent_errors(
+    pub async fn recent_errors(
         &self,
         user_id: Uuid,
         limit: usize,
@@ -385,65 +340,72 @@ impl Inner {
     }
 
     /// Durable counters of a learner.
-    pub(super) async fn counts(&self, user_id: Uuid) -> Result<HashMap<ErrorKey, i64>, StoreError> {
+    pub async fn counts(&self, user_id: Uuid) -> Result<HashMap<ErrorKey, i64>, StoreError> {
         let rows = select(&self.session, &self.statements.select_counts, (user_id,)).await?;
-        let mut counts = HashMap::new();
-        for row in rows
-            .rows::<(String, String, Option<Counter>)>()
+        rows.rows::<CountRow>()
             .map_err(internal)?
-        {
-            let (category, subcategory, frequency) = row.map_err(internal)?;
-            counts.insert(
-                ErrorKey {
-                    category,
-                    subcategory,
-                },
-                frequency.map_or(0, |c| c.0),
-            );
-        }
-        Ok(counts)
+            .map(|row| row.map(CountRow::into_count).map_err(internal))
+            .collect()
     }
 
     /// Spellings and last-seen times of a learner's errors, and with
     /// `sentences` the sentences each keeps for practice.
-    pub(super) async fn labels(
-        &self,
-        user_id: Uuid,
-        sentences: bool,
-    ) -> Result<Labels, StoreError> {
+    async fn labels(&self, user_id: Uuid, sentences: bool) -> Result<Labels, StoreError> {
         let statements = &self.statements;
-        let statement = if sentences {
-            &statements.select_labels_sentences
-        } else {
-            &statements.select_labels
-        };
-        let rows = select(&self.session, statement, (user_id,)).await?;
         let mut labels = HashMap::new();
         if sentences {
-            for row in rows.rows::<LabelRow>().map_err(internal)? {
-                let (key, label, kept) = label(row.map_err(internal)?);
-                let sentences = kept
+            let statement = &statements.select_labels_sentences;
+            let rows = select(&self.session, statement, (user_id,)).await?;
+            for row in rows.rows::<LabelSentencesRow>().map_err(internal)? {
+                let row = row.map_err(internal)?;
+                let (key, mut label) = label(LabelRow {
+                    category_key: row.category_key,
+                    subcategory_key: row.subcategory_key,
+                    category: row.category,
+                    subcategory: row.subcategory,
+                    last_seen: row.last_seen,
+                });
+                label.sentences = row
+                    .sentences
                     .into_iter()
                     .flatten()
-                    .map(|(_, cell)| sentence(&key, &label, cell))
+                    .map(|(_, cell)| cell.into_recent(&key, &label.category, &label.subcategory))
                     .collect();
-                labels.insert(key, Label { sentences, ..label });
+                labels.insert(key, label);
             }
         } else {
-            for row in rows.rows::<SpellingRow>().map_err(internal)? {
-                let (ck, sk, category, subcategory, last_seen) = row.map_err(internal)?;
-                let (key, label, _) = label((ck, sk, category, subcategory, last_seen, None));
+            let rows = select(&self.session, &statements.select_labels, (user_id,)).await?;
+            for row in rows.rows::<LabelRow>().map_err(internal)? {
+                let (key, label) = label(row.map_err(internal)?);
                 labels.insert(key, label);
             }
         }
         Ok(labels)
     }
 
-    pub(super) async fn buckets(&self, user_id: Uuid) -> Result<Vec<i32>, StoreError> {
+    /// The month buckets of the learner's events, newest first.
+    pub async fn buckets(&self, user_id: Uuid) -> Result<Vec<i32>, StoreError> {
         let rows = select(&self.session, &self.statements.select_buckets, (user_id,)).await?;
         rows.rows::<(i32,)>()
             .map_err(internal)?
             .map(|row| row.map(|(b,)| b).map_err(internal))
             .collect()
     }
+}
+
+/// A row of `error_labels` as its key and its label (no sentences yet).
+fn label(row: LabelRow) -> (ErrorKey, Label) {
+    let label = Label {
+        category: row.category.unwrap_or_else(|| row.category_key.clone()),
+        subcategory: row
+            .subcategory
+            .unwrap_or_else(|| row.subcategory_key.clone()),
+        last_seen: row.last_seen.map(from_timestamp),
+        sentences: Vec::new(),
+    };
+    let key = ErrorKey {
+        category: row.category_key,
+        subcategory: row.subcategory_key,
+    };
+    (key, label)
 }

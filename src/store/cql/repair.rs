@@ -21,33 +21,54 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
+use scylla::client::session::Session;
 use scylla::statement::batch::BatchType;
-use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
-use super::buffer::{self, Snapshot};
-use super::ingest::{event_id, sentence_cell, sentence_slot};
+use super::buffer::{Buffer, Snapshot};
+use super::counters::Counters;
+use super::reads::Reader;
+use super::rows::{event_id, sentence_slot, EventKeyRow, SentenceCell, SentenceWrite};
 use super::session::{cql_error, for_each_row, from_timestamp, StoreResult};
-use super::statements::{self, IDEMPOTENT};
-use super::Inner;
+use super::statements::{self, statements, IDEMPOTENT};
 use crate::domain::{week_start, ErrorKey, WeekCount, MAX_POINTS};
+use crate::store::policy::{
+    CORRECTIONS_PER_BATCH, REFILL_EVENTS, REPAIR_LOCK_POLL, REPAIR_LOCK_WAIT, REPAIR_RENEW_EVERY,
+};
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, StoreError};
 
-/// How often a repair renews its lock and fence (both live far longer).
-const RENEW_EVERY: Duration = Duration::from_secs(1);
+statements! {
+    /// The statements of repair.
+    pub struct RepairStatements {
+        /// A sentence put back in its slot by repair (with the event's time
+        /// as its write timestamp, as the ingest writes it).
+        label_sentence: IDEMPOTENT =>
+            "UPDATE error_labels \
+             USING TIMESTAMP ? \
+             SET sentences[?] = ? \
+             WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+        select_event_keys: IDEMPOTENT =>
+            "SELECT category_key, subcategory_key, event_id, occurred_at \
+             FROM error_events \
+             WHERE user_id = ? AND bucket = ?",
+        select_learners: IDEMPOTENT =>
+            "SELECT DISTINCT user_id FROM error_labels",
+    }
+}
 
-/// Weekly correction batches hold at most this many counter updates, so
-/// that a learner's first repair after an upgrade (a year of weeks to fill
-/// in) stays far below the servers' batch size limits.
-const CORRECTIONS_PER_BATCH: usize = 128;
-
-/// How many of a learner's latest events repair searches for the
-/// sentences their labels keep (as many as practice used to search).
-const SENTENCE_EVENTS: usize = 200;
+/// Recomputes learners' counts from the event log and corrects the
+/// counters.
+pub struct Repairer {
+    session: Arc<Session>,
+    statements: RepairStatements,
+    buffer: Arc<Buffer>,
+    reader: Arc<Reader>,
+    counters: Arc<Counters>,
+}
 
 /// An error in one week: what a weekly counter counts.
 type WeekKey = (NaiveDate, ErrorKey);
@@ -109,11 +130,26 @@ fn lost(user: Uuid) -> StoreError {
     )
 }
 
-impl Inner {
+impl Repairer {
+    pub async fn new(
+        session: Arc<Session>,
+        buffer: Arc<Buffer>,
+        reader: Arc<Reader>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            statements: RepairStatements::prepare(&session).await?,
+            session,
+            buffer,
+            reader,
+            counters,
+        })
+    }
+
     /// Repairs one learner, or every learner with errors. A learner that
     /// cannot be repaired now (its flush lock held too long, a backend
     /// away) does not stop the others; the answer then says how many.
-    pub(super) async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
+    pub async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
         let learners = match user_id {
             Some(user) => vec![user],
             None => self.learners().await?,
@@ -150,12 +186,12 @@ impl Inner {
 
     /// Recomputes one learner's counts from the event log and corrects the
     /// counters by the difference. Returns how many counts changed.
-    pub(super) async fn repair_learner(&self, user: Uuid) -> Result<usize, StoreError> {
+    pub async fn repair_learner(&self, user: Uuid) -> Result<usize, StoreError> {
         let token = Uuid::new_v4().to_string();
         let token_ref = token.as_str();
         let locked = retry_until(
-            buffer::FLUSH_LOCK,
-            Duration::from_millis(20),
+            REPAIR_LOCK_WAIT,
+            REPAIR_LOCK_POLL,
             || async move {
                 let taken = self.buffer.lock(user, token_ref).await?;
                 Ok(if taken {
@@ -202,7 +238,7 @@ impl Inner {
     /// it, so a slot that holds a later sentence keeps it: idempotent, and
     /// safe beside requests of the learner.
     async fn refill_sentences(&self, user: Uuid) -> StoreResult<()> {
-        let recent = self.latest_events(user, SENTENCE_EVENTS).await?;
+        let recent = self.reader.latest_events(user, REFILL_EVENTS).await?;
         // The newest practised sentence of each error in each slot.
         let mut newest = HashMap::new();
         for event in &recent {
@@ -210,7 +246,7 @@ impl Inner {
             if newest.contains_key(&slot) {
                 continue;
             }
-            let cell = sentence_cell(
+            let cell = SentenceCell::practised(
                 event.occurred_at,
                 event.conversation_id,
                 event.utterance_id,
@@ -223,16 +259,14 @@ impl Inner {
         }
         let cells: Vec<_> = newest
             .into_iter()
-            .map(|((key, slot), (at, cell))| {
+            .map(|((key, slot), (at, sentence))| SentenceWrite {
                 // The ingest's write timestamp: the event's time.
-                (
-                    at.timestamp_micros(),
-                    slot,
-                    cell,
-                    user,
-                    key.category,
-                    key.subcategory,
-                )
+                write_time: at.timestamp_micros(),
+                slot,
+                sentence,
+                user_id: user,
+                category_key: key.category,
+                subcategory_key: key.subcategory,
             })
             .collect();
         for chunk in cells.chunks(CORRECTIONS_PER_BATCH) {
@@ -255,7 +289,7 @@ impl Inner {
     ) -> Result<T, StoreError> {
         let renew = async {
             loop {
-                tokio::time::sleep(RENEW_EVERY).await;
+                tokio::time::sleep(REPAIR_RENEW_EVERY).await;
                 match self.buffer.renew(user, token).await {
                     Ok(true) => {}
                     Ok(false) => return lost(user),
@@ -286,7 +320,7 @@ impl Inner {
             return Err(lost(user));
         };
         let (counts, durable_weeks) =
-            tokio::try_join!(self.counts(user), self.all_week_counts(user))?;
+            tokio::try_join!(self.reader.counts(user), self.all_week_counts(user))?;
         let weekly_events = log.counted(&open);
         let mut events: HashMap<ErrorKey, i64> = HashMap::new();
         for ((_, key), n) in &weekly_events {
@@ -321,17 +355,18 @@ impl Inner {
             })
             .collect();
         let mut chunks = weekly.chunks(CORRECTIONS_PER_BATCH);
-        self.apply_counts(user, &corrections, chunks.next().unwrap_or_default())
+        self.counters
+            .apply(user, &corrections, chunks.next().unwrap_or_default())
             .await?;
         for chunk in chunks {
-            self.apply_counts(user, &[], chunk).await?;
+            self.counters.apply(user, &[], chunk).await?;
         }
         Ok(corrections.len() + weekly.len())
     }
 
     /// Every weekly counter of a learner (paged).
     async fn all_week_counts(&self, user: Uuid) -> StoreResult<Vec<WeekCount>> {
-        self.week_counts_since(user, NaiveDate::MIN).await
+        self.reader.week_counts_since(user, NaiveDate::MIN).await
     }
 
     /// Every learner that has errors (a full scan: for `errata repair`).
@@ -350,18 +385,18 @@ impl Inner {
     /// Every event of a learner (paged: the log may be long).
     async fn event_log(&self, user_id: Uuid) -> StoreResult<EventLog> {
         let mut log = EventLog::default();
-        for month in self.buckets(user_id).await? {
+        for month in self.reader.buckets(user_id).await? {
             for_each_row(
                 &self.session,
                 &self.statements.select_event_keys,
                 (user_id, month),
-                |(category, subcategory, id, at): (String, String, Uuid, CqlTimestamp)| {
-                    let week = week_start(from_timestamp(at));
+                |row: EventKeyRow| {
+                    let week = week_start(from_timestamp(row.occurred_at));
                     let key = ErrorKey {
-                        category,
-                        subcategory,
+                        category: row.category_key,
+                        subcategory: row.subcategory_key,
                     };
-                    log.add((week, key), id);
+                    log.add((week, key), row.event_id);
                 },
             )
             .await?;

@@ -16,7 +16,9 @@ use scylla::statement::batch::BatchType;
 use uuid::Uuid;
 
 use super::session::{self, cql_error, internal, timestamp, StoreResult};
-use super::statements::{self, Statements, IDEMPOTENT};
+use super::accounts::AccountStatements;
+use super::rows::{ConversationRow, UserRow, UtteranceRow};
+use super::statements::{self, IDEMPOTENT};
 use crate::config::Config;
 use crate::store::{now, StoreError, SEEDED_SAID};
 
@@ -34,7 +36,7 @@ pub async fn seed(
     out: &mut impl Write,
 ) -> StoreResult<()> {
     let session = session::connect(config, Some(&config.cql_keyspace)).await?;
-    let s = Statements::prepare(&session).await?;
+    let s = AccountStatements::prepare(&session).await?;
     let claim = statements::prepare(
         &session,
         "seed_email",
@@ -55,13 +57,28 @@ pub async fn seed(
             batch.append_statement(s.insert_user.clone());
             batch.append_statement(s.insert_conversation.clone());
             let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>> = vec![
-                Box::new((user, format!("learner{i}"), email.clone(), at)),
-                Box::new((user, conversation, at)),
+                Box::new(UserRow {
+                    user_id: user,
+                    username: format!("learner{i}"),
+                    email: email.clone(),
+                    created_at: Some(at),
+                }),
+                Box::new(ConversationRow {
+                    user_id: user,
+                    conversation_id: conversation,
+                    started_at: Some(at),
+                }),
             ];
             for (n, utterance) in said.iter().enumerate() {
                 batch.append_statement(s.insert_utterance.clone());
                 let text = SEEDED_SAID[(i + n) % SEEDED_SAID.len()];
-                values.push(Box::new((user, conversation, *utterance, text, at)));
+                values.push(Box::new(UtteranceRow {
+                    user_id: user,
+                    conversation_id: conversation,
+                    utterance_id: *utterance,
+                    content: Some(text.to_owned()),
+                    created_at: Some(at),
+                }));
             }
             let (rows, claimed) = tokio::join!(
                 session.batch(&batch, values),

@@ -3,7 +3,6 @@
 //! shares.
 
 use std::ops::ControlFlow;
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -20,12 +19,9 @@ use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row};
 
 use crate::config::Config;
+use crate::store::policy::{CQL_CONNECTION_TIMEOUT, CQL_REQUEST_TIMEOUT};
 use crate::store::{Backend, BoxError, StoreError};
 
-/// No CQL request may take longer than this (then 503).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long connecting to a node may take.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -39,14 +35,14 @@ pub async fn connect(config: &Config, keyspace: Option<&str>) -> StoreResult<Ses
             .permit_dc_failover(true);
     }
     let profile = ExecutionProfile::builder()
-        .request_timeout(Some(REQUEST_TIMEOUT))
+        .request_timeout(Some(CQL_REQUEST_TIMEOUT))
         .consistency(consistency(&config.cql_consistency)?)
         .serial_consistency(Some(SerialConsistency::LocalSerial))
         .load_balancing_policy(policy.build())
         .build();
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.cql_nodes)
-        .connection_timeout(CONNECTION_TIMEOUT)
+        .connection_timeout(CQL_CONNECTION_TIMEOUT)
         .default_execution_profile_handle(profile.into_handle());
     if let Some(keyspace) = keyspace {
         builder = builder.use_keyspace(keyspace, false);

@@ -143,7 +143,7 @@ pub(super) fn practice_inputs(
 ) -> Result<PracticeInputs, StoreError> {
     let (top, scores) = match query.rank.since() {
         None => (top(conn, user_id, query.top_n)?, Vec::new()),
-        Some(since) => weekly_history(conn, user_id, since)?.top(&query),
+        Some(since) => weekly_history(conn, user_id, since)?.top(query.rank, query.top_n),
     };
     if top.is_empty() {
         if !user_exists(conn, user_id)? {

@@ -21,7 +21,7 @@ use ::redis::{Arg, Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 use super::{bounded, unavailable, CALL_TIMEOUT};
 use crate::store::StoreError;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::store::policy::REDIS_CONNECT_TIMEOUT as CONNECT_TIMEOUT;
 
 /// A cheap handle (clone it per call) on the one multiplexed connection.
 /// Every round trip it makes is counted in `errata_redis_calls_total`, by

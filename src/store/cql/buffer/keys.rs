@@ -2,36 +2,14 @@
 //! `{user_id}` hash tag, so all of them live in one Redis Cluster slot and
 //! one script may touch them together.
 
-use std::time::Duration;
-
 use uuid::Uuid;
 
 pub const DIRTY_SHARDS: u32 = 16;
-/// How long a request holds its deduplication lease before a retry may take
-/// it over.
-pub const LEASE: Duration = Duration::from_secs(10);
-/// How long a counted request is remembered as a duplicate.
-pub const MARKER_TTL: Duration = crate::store::DEDUP_WINDOW;
-/// How long a flusher owns a learner (far above a counter batch's timeout).
-pub const FLUSH_LOCK: Duration = Duration::from_secs(30);
-/// No Redis call may take longer than this; then the request fails with 503.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a repair's fence stops a learner's commits unless renewed: if
-/// `errata repair` dies, the learner's requests wait at most this long.
-pub const FENCE: Duration = Duration::from_secs(5);
-/// How long an erasure shadows the learner: its marker refuses their
-/// leases, commits and takes, and its CQL tombstones hide their rows
-/// written meanwhile. It must outlive whatever could still act for the
-/// learner when the erasure starts: a request that passed its ownership
-/// checks (its lease, `LEASE`, and its CQL calls, each bounded by the
-/// request timeout: well under a minute in all), and a flusher's batch
-/// (the flush lock, `FLUSH_LOCK`, which the erasure waits for).
-pub const ERASURE: Duration = Duration::from_secs(10 * 60);
-
-/// How long a learner's read version lives after the change that set it
-/// (as long as a counted request's marker): reads within it may be served
-/// from a replica's memory, later ones read CQL again.
-pub const READ_VERSION_TTL: Duration = MARKER_TTL;
+/// The buffer's timings, decided in [`crate::store::policy`].
+pub use crate::store::policy::{
+    ERASURE, FENCE, FLUSH_LOCK, LEASE, MARKER_TTL, READ_VERSION_TTL,
+    REDIS_CALL_TIMEOUT as CALL_TIMEOUT,
+};
 
 pub fn pending_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:pending")

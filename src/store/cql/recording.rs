@@ -1,164 +1,99 @@
-//! Recording a report: validate against CQL, lease the request's
-//! fingerprint in Redis, append its events (idempotent writes), then count
-//! it in Redis and turn the lease into a "done" marker in one script; only
-//! then is it acknowledged. While a repair reads the learner's log the
-//! count waits for it (briefly, then 503).
+//! Recording a report: check its owners, lease the request's fingerprint
+//! in Redis, append its events (idempotent writes), then count it in Redis
+//! and turn the lease into a "done" marker in one script; only then is it
+//! acknowledged. While a repair reads the learner's log the count waits for
+//! it (briefly, then 503).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
+use scylla::client::session::Session;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
-use super::buffer::{Commit, Lease, LEASE};
-use super::ownership::Known;
+use super::accounts::Accounts;
+use super::buffer::{Buffer, Commit, Lease};
+use super::rows::{
+    bucket, event_id, sentence_slot, spelling_write_time, EventRow, SeenSentenceWrite, SeenWrite,
+    SentenceCell, SpellingWrite,
+};
 use super::session::{cql_error, timestamp};
-use super::statements::{self, IDEMPOTENT};
-use super::Inner;
-use crate::domain::{Correction, ErrorKey, ErrorPoint};
+use super::statements::{self, statements, IDEMPOTENT};
+use crate::domain::{ErrorKey, ErrorPoint};
+use crate::store::policy::{BATCH_BYTES, EVENTS_PER_BATCH, FENCE_WAIT, LEASE_WAIT, POLL};
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
 
 /// The values of a batch's statements.
 type Rows = Vec<Box<dyn SerializeRow + Send + Sync>>;
 
-/// Characters of the utterance kept with each event.
-const SNIPPET_CHARS: usize = 500;
-/// Events per unlogged batch, to stay far below batch limits.
-const EVENTS_PER_BATCH: usize = 16;
-/// At most this many bytes of values in a batch that spans two partitions
-/// (a quarter of the servers' 1 MiB limit on such batches).
-const BATCH_BYTES: usize = 256 * 1024;
 /// What a statement adds to a batch besides its text values (ids,
 /// timestamps, framing), roughly.
 const WRITE_OVERHEAD: usize = 96;
-/// A sentence whose correction is longer than this many characters is not
-/// kept for practice (a correction of a spoken sentence is far shorter; the
-/// bound keeps a practice read of the labels small). The event keeps it.
-const MAX_PRACTISED_CORRECTION: usize = 1_000;
-/// Twice 2026-01-01T00:00:00Z in microseconds. Spelling cells are written
-/// with the timestamp `SPELLING_CLOCK - now`: it decreases as time goes on,
-/// so the first write wins, and it stays in the past (ScyllaDB refuses
-/// timestamps far in the future) until 2082.
-const SPELLING_CLOCK: i64 = 2 * 1_767_225_600_000_000;
-/// How long a request waits for a repair of its learner before it answers
-/// 503 (a repair holds a learner for the time of one log read).
-const FENCE_WAIT: Duration = Duration::from_secs(2);
-/// How often a waiting request looks again.
-const POLL: Duration = Duration::from_millis(10);
 
-/// How many of a learner's sentences each error keeps beside its label
-/// (`error_labels.sentences`), for practice to read with the label instead
-/// of searching the event log: one more than the three a practice request
-/// shows. Two utterances can share a slot (the later one stays), so the
-/// slots hold the newest sentence and up to three other recent ones, not
-/// always exactly the latest four.
-pub(super) const SENTENCE_SLOTS: u128 = 4;
-
-/// An error's sentence in `error_labels.sentences`: when it was said, the
-/// conversation and utterance, the utterance's snippet, the correction and
-/// the explanation.
-pub(super) type SentenceCell = (
-    CqlTimestamp,
-    Uuid,
-    Uuid,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-/// The slot of `error_labels.sentences` an utterance's sentence goes in:
-/// fixed by the utterance, so that every point and every retry of it
-/// rewrites one slot, and spread by its random bits, so that an error keeps
-/// up to [`SENTENCE_SLOTS`] of its latest sentences without reading
-/// anything first. A slot's cell is written with the event's time as its
-/// write timestamp, so it always holds the latest of its utterances.
-pub(super) fn sentence_slot(utterance_id: Uuid) -> i32 {
-    (utterance_id.as_u128() % SENTENCE_SLOTS) as i32
+statements! {
+    /// The statements of recording.
+    pub struct RecordStatements {
+        insert_event: IDEMPOTENT =>
+            "INSERT INTO error_events (user_id, bucket, occurred_at, event_id, conversation_id, \
+             utterance_id, category_key, subcategory_key, category, subcategory, snippet, \
+             correction, explanation) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        insert_bucket: IDEMPOTENT =>
+            "INSERT INTO error_buckets (user_id, bucket) VALUES (?, ?)",
+        label_spelling: IDEMPOTENT =>
+            "UPDATE error_labels \
+             USING TIMESTAMP ? \
+             SET category = ?, subcategory = ? \
+             WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+        label_seen: IDEMPOTENT =>
+            "UPDATE error_labels \
+             USING TIMESTAMP ? \
+             SET last_seen = ? \
+             WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+        /// `label_seen` for a point whose sentence and correction are known:
+        /// the sentence goes in its slot, with the same write timestamp.
+        label_seen_sentence: IDEMPOTENT =>
+            "UPDATE error_labels \
+             USING TIMESTAMP ? \
+             SET last_seen = ?, sentences[?] = ? \
+             WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+    }
 }
 
-/// The id of a report's point in `error_events`: it follows from the
-/// request's identity, so every attempt of the request writes the same row.
-pub(super) fn event_id(fingerprint: Uuid, index: usize) -> Uuid {
-    Uuid::new_v5(&fingerprint, index.to_string().as_bytes())
+/// Records reports: the events, the labels and the buffered counts.
+pub struct Recorder {
+    session: Arc<Session>,
+    statements: RecordStatements,
+    buffer: Arc<Buffer>,
+    accounts: Arc<Accounts>,
 }
 
-/// The month bucket of `error_events`, as yyyymm.
-pub fn bucket(t: DateTime<Utc>) -> i32 {
-    t.year() * 100 + t.month() as i32
-}
-
-pub(super) fn snippet(content: Option<&str>) -> Option<Arc<str>> {
-    content.map(|c| c.chars().take(SNIPPET_CHARS).collect::<String>().into())
-}
-
-impl Inner {
-    /// Confirms that the report's learner, conversation and utterance exist
-    /// and belong together, from what this replica already knows or else
-    /// from CQL; returns the utterance's snippet.
-    ///
-    /// One read in the common case: the utterance's row, keyed by its
-    /// learner and conversation, proves both when it is found. Each was
-    /// checked when the row was written; an erasure deletes `utterances`
-    /// before `conversations` and `users`, so one cut off half way never
-    /// leaves an utterance row without them; and its tombstones lie ahead
-    /// of any write racing it. Only when the row is missing are the learner
-    /// and the conversation read as well, to say which the 404 is about.
-    async fn owned(&self, report: &ErrorReport) -> Result<Option<Arc<str>>, StoreError> {
-        let ids = (report.user_id, report.conversation_id, report.utterance_id);
-        let (user, conversation, utterance) = ids;
-        let mut known = self.ownership.lookup(user, conversation, utterance);
-        if !known.complete() {
-            let asked = std::time::Instant::now();
-            if known.utterance.is_none() {
-                if let Some(content) = self
-                    .utterance_content(user, conversation, utterance)
-                    .await?
-                {
-                    known = Known {
-                        user: true,
-                        conversation: true,
-                        utterance: Some(snippet(content.as_deref())),
-                    };
-                }
-            }
-            if !known.complete() {
-                let (user_read, conversation_read) = tokio::join!(
-                    async { Ok::<_, StoreError>(known.user || self.user_exists(user).await?) },
-                    async {
-                        Ok::<_, StoreError>(
-                            known.conversation
-                                || self.conversation_exists(user, conversation).await?,
-                        )
-                    },
-                );
-                known.user = user_read?;
-                known.conversation = conversation_read?;
-            }
-            self.ownership.remember(ids, &known, asked);
-        }
-        if !known.user {
-            return Err(StoreError::UserNotFound);
-        }
-        if !known.conversation {
-            return Err(StoreError::ConversationNotFound);
-        }
-        known.utterance.ok_or(StoreError::UtteranceNotFound)
+impl Recorder {
+    pub async fn new(
+        session: Arc<Session>,
+        buffer: Arc<Buffer>,
+        accounts: Arc<Accounts>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            statements: RecordStatements::prepare(&session).await?,
+            session,
+            buffer,
+            accounts,
+        })
     }
 
-    pub(super) async fn record(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
+    pub async fn record(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
         let inner = self;
-        let snippet = inner.owned(&report).await?;
+        let snippet = inner.accounts.owned(&report).await?;
 
         let token = Uuid::new_v4().to_string();
         // Another attempt of the same request may hold the lease: wait for
         // it to count (then this is a duplicate) or to let go.
         let (proposed, token_ref) = (report.received_at.timestamp_millis(), token.as_str());
-        let leased = retry_until(LEASE + Duration::from_secs(2), POLL, || async move {
+        let leased = retry_until(LEASE_WAIT, POLL, || async move {
             let lease = inner
                 .buffer
                 .lease(report.user_id, report.fingerprint, proposed, token_ref)
@@ -167,7 +102,7 @@ impl Inner {
                 Lease::Acquired { at_ms } => Poll::Ready(Some(at_ms)),
                 Lease::Done => Poll::Ready(None),
                 Lease::Erased => {
-                    inner.ownership.forget(report.user_id);
+                    inner.accounts.forget(report.user_id);
                     return Err(StoreError::UserNotFound);
                 }
                 Lease::Busy => Poll::Pending,
@@ -231,7 +166,7 @@ impl Inner {
             // The events just written are hidden by the erasure's
             // tombstones.
             Ok(Some(Commit::Erased)) => {
-                self.ownership.forget(report.user_id);
+                self.accounts.forget(report.user_id);
                 return Err(StoreError::UserNotFound);
             }
             Ok(Some(Commit::Lost)) => {
@@ -255,7 +190,7 @@ impl Inner {
     /// Writes the events, labels and bucket of a leased report (idempotent:
     /// a takeover rewrites the same rows). Usually one unlogged batch; see
     /// [`packed`].
-    pub(super) async fn write_events(
+    async fn write_events(
         &self,
         report: &ErrorReport,
         at: DateTime<Utc>,
@@ -300,20 +235,21 @@ impl Inner {
             key, first: point, ..
         } in report.tally()
         {
-            let spelling = (point.category.as_str(), point.subcategory.as_str());
             let key_bytes = key.category.len() + key.subcategory.len();
+            let spelling = SpellingWrite {
+                write_time: spelling_write_time(at),
+                category: point.category.as_str().to_owned(),
+                subcategory: point.subcategory.as_str().to_owned(),
+                user_id: user,
+                category_key: key.category.clone(),
+                subcategory_key: key.subcategory.clone(),
+            };
+            let bytes = spelling.category.len() + spelling.subcategory.len() + key_bytes;
             writes.push(Write::new(
                 Partition::Learner,
                 &s.label_spelling,
-                (
-                    SPELLING_CLOCK - at_micros,
-                    spelling.0.to_owned(),
-                    spelling.1.to_owned(),
-                    user,
-                    key.category.clone(),
-                    key.subcategory.clone(),
-                ),
-                spelling.0.len() + spelling.1.len() + key_bytes,
+                spelling,
+                bytes,
             ));
             // The first of the error's points whose sentence can be
             // practised.
@@ -323,7 +259,7 @@ impl Inner {
                 .zip(keys)
                 .filter(|(_, k)| **k == key)
                 .find_map(|(p, _)| {
-                    sentence_cell(
+                    SentenceCell::practised(
                         at,
                         report.conversation_id,
                         report.utterance_id,
@@ -333,34 +269,38 @@ impl Inner {
                 });
             match sentence {
                 Some(sentence) => {
-                    let bytes = key_bytes + sentence_bytes(&sentence);
+                    let bytes = key_bytes + sentence.text_bytes();
+                    let write = SeenSentenceWrite {
+                        write_time: at_micros,
+                        last_seen: timestamp(at),
+                        slot,
+                        sentence,
+                        user_id: user,
+                        category_key: key.category,
+                        subcategory_key: key.subcategory,
+                    };
                     seen.push(Write::new(
                         Partition::Learner,
                         &s.label_seen_sentence,
-                        (
-                            at_micros,
-                            timestamp(at),
-                            slot,
-                            sentence,
-                            user,
-                            key.category,
-                            key.subcategory,
-                        ),
+                        write,
                         bytes,
                     ));
                 }
-                None => seen.push(Write::new(
-                    Partition::Learner,
-                    &s.label_seen,
-                    (
-                        at_micros,
-                        timestamp(at),
-                        user,
-                        key.category,
-                        key.subcategory,
-                    ),
-                    key_bytes,
-                )),
+                None => {
+                    let write = SeenWrite {
+                        write_time: at_micros,
+                        last_seen: timestamp(at),
+                        user_id: user,
+                        category_key: key.category,
+                        subcategory_key: key.subcategory,
+                    };
+                    seen.push(Write::new(
+                        Partition::Learner,
+                        &s.label_seen,
+                        write,
+                        key_bytes,
+                    ));
+                }
             }
         }
         writes.extend(seen);
@@ -383,69 +323,31 @@ impl Inner {
             .zip(keys)
             .enumerate()
             .map(|(index, (point, key))| {
-                let correction = &point.correction;
-                let bytes = 2 * (key.category.len() + key.subcategory.len())
-                    + snippet.as_ref().map_or(0, String::len)
-                    + correction.text.as_ref().map_or(0, String::len)
-                    + correction.explanation.as_ref().map_or(0, String::len);
+                let row = EventRow {
+                    user_id: report.user_id,
+                    bucket: bucket(at),
+                    occurred_at: timestamp(at),
+                    event_id: event_id(report.fingerprint, index),
+                    conversation_id: Some(report.conversation_id),
+                    utterance_id: Some(report.utterance_id),
+                    category_key: key.category,
+                    subcategory_key: key.subcategory,
+                    category: Some(point.category.as_str().to_owned()),
+                    subcategory: Some(point.subcategory.as_str().to_owned()),
+                    snippet: snippet.clone(),
+                    correction: point.correction.text.clone(),
+                    explanation: point.correction.explanation.clone(),
+                };
+                let bytes = row.text_bytes();
                 Write::new(
                     Partition::Events,
                     &self.statements.insert_event,
-                    (
-                        report.user_id,
-                        bucket(at),
-                        timestamp(at),
-                        event_id(report.fingerprint, index),
-                        report.conversation_id,
-                        report.utterance_id,
-                        key.category,
-                        key.subcategory,
-                        point.category.as_str().to_owned(),
-                        point.subcategory.as_str().to_owned(),
-                        snippet.clone(),
-                        correction.text.clone(),
-                        correction.explanation.clone(),
-                    ),
+                    row,
                     bytes,
                 )
             })
             .collect()
     }
-}
-
-/// The cell that keeps a sentence for practice, said at `at` in this
-/// utterance (whose snippet is `snippet`) and corrected as `correction`;
-/// `None` when it cannot be practised: no text to show, or no correction,
-/// or one longer than [`MAX_PRACTISED_CORRECTION`] characters. The one
-/// rule for the ingest and for repair's refill.
-pub(super) fn sentence_cell(
-    at: DateTime<Utc>,
-    conversation_id: Uuid,
-    utterance_id: Uuid,
-    snippet: Option<&str>,
-    correction: &Correction,
-) -> Option<SentenceCell> {
-    let text = snippet.filter(|t| !t.trim().is_empty())?;
-    let fix = correction.text.as_deref()?;
-    if fix.chars().count() > MAX_PRACTISED_CORRECTION {
-        return None;
-    }
-    Some((
-        timestamp(at),
-        conversation_id,
-        utterance_id,
-        Some(text.to_owned()),
-        Some(fix.to_owned()),
-        correction.explanation.clone(),
-    ))
-}
-
-/// The text bytes a sentence cell carries.
-fn sentence_bytes((_, _, _, text, fix, why): &SentenceCell) -> usize {
-    [text, fix, why]
-        .into_iter()
-        .map(|s| s.as_ref().map_or(0, String::len))
-        .sum()
 }
 
 /// Which partition of the learner a write goes to.
@@ -536,24 +438,6 @@ fn groups(writes: &[(Partition, usize)]) -> Vec<std::ops::Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn events_are_bucketed_by_month() {
-        let t = Utc.with_ymd_and_hms(2026, 11, 28, 23, 59, 59).unwrap();
-        assert_eq!(bucket(t), 202611);
-        let t = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
-        assert_eq!(bucket(t), 202701);
-    }
-
-    #[test]
-    fn spelling_timestamps_decrease_and_stay_in_the_past() {
-        let now = Utc::now().timestamp_micros();
-        let later = now + 1_000_000;
-        assert!(SPELLING_CLOCK - now > SPELLING_CLOCK - later);
-        assert!(SPELLING_CLOCK - now < now);
-        assert!(SPELLING_CLOCK - now > 0);
-    }
 
     #[test]
     fn a_usual_report_is_one_batch_and_a_large_one_splits_within_the_limits() {
@@ -582,13 +466,4 @@ mod tests {
         assert!(groups(&[]).is_empty());
     }
 
-    #[test]
-    fn snippets_are_cut_by_characters() {
-        let long = "é".repeat(SNIPPET_CHARS + 10);
-        assert_eq!(
-            snippet(Some(&long)).map(|s| s.chars().count()),
-            Some(SNIPPET_CHARS)
-        );
-        assert_eq!(snippet(None), None);
-    }
 }
