@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::store::policy::FLUSH_INTERVAL_MS;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
     /// SQLite file on this machine, no setup.
@@ -109,7 +111,7 @@ pub struct Config {
     #[arg(
         long,
         env = "ERRATA_FLUSH_INTERVAL_MS",
-        default_value_t = 1000,
+        default_value_t = FLUSH_INTERVAL_MS,
         global = true
     )]
     pub flush_interval_ms: u64,
@@ -140,7 +142,7 @@ impl Default for Config {
             cql_consistency: "LOCAL_QUORUM".into(),
             cql_local_dc: None,
             redis_url: "redis://127.0.0.1:6379".into(),
-            flush_interval_ms: 1000,
+            flush_interval_ms: FLUSH_INTERVAL_MS,
             api_tokens: Vec::new(),
         }
     }

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::ExerciseBank;
 use crate::http::{self, AppState};
-use crate::store::{self, Store};
+use crate::store::{self, Background, Store};
 use crate::telemetry;
 
 pub struct Application {
@@ -29,9 +29,21 @@ impl Application {
     /// The same, with the clock requests are recorded by (a test moves it
     /// to write history in past weeks).
     pub async fn build_with_clock(config: &Config, clock: Clock) -> anyhow::Result<Self> {
+        Self::build_with(config, clock, Background::Serve).await
+    }
+
+    /// The same, with the store's background work chosen: a test that
+    /// plays the flusher itself serves with `Background::Command`.
+    pub async fn build_with(
+        config: &Config,
+        clock: Clock,
+        background: Background,
+    ) -> anyhow::Result<Self> {
         telemetry::prometheus();
         let bank = ExerciseBank::shipped().context("loading the exercise bank")?;
-        let store = store::open(config).await.context("opening the store")?;
+        let store = store::open_for(config, background)
+            .await
+            .context("opening the store")?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;

@@ -881,3 +881,18 @@ async fn a_flusher_cut_off_from_redis_after_its_batch_keeps_the_learner_until_do
     assert_eq!(durable_counts(ks, user).await, case_folded(&acked));
     flusher.terminate();
 }
+
+/// The flusher is the store's own task: listed while the store serves,
+/// gone once it is closed, and never started for a one-shot command.
+#[tokio::test]
+async fn the_flusher_runs_while_the_store_serves_and_stops_with_it() {
+    use errata::store::{open_for, Background};
+    let redis = TestRedis::start();
+    let (config, _keyspace) = support::cql_config(&redis.url()).await;
+    let serving = open_for(&config, Background::Serve).await.unwrap();
+    assert_eq!(serving.workers(), ["flusher"]);
+    serving.close().await.unwrap();
+    assert!(serving.workers().is_empty(), "{:?}", serving.workers());
+    let command = open_for(&config, Background::Command).await.unwrap();
+    assert!(command.workers().is_empty(), "{:?}", command.workers());
+}

@@ -9,6 +9,7 @@
 //! | [`error`] | what a backend can fail with |
 //! | [`policy`] | every timing and size, with the rules between them |
 //! | [`closer`] | the one stop signal of a store's background work |
+//! | [`task`] | a background task its store owns, stopped on drop |
 //! | [`retry`] | polling for what another process brings about |
 //! | [`sqlite`] | the embedded backend |
 //! | [`cql`] | the Cassandra/ScyllaDB backend with its Redis buffer |
@@ -22,6 +23,7 @@ mod records;
 pub mod retry;
 mod sentences;
 pub mod sqlite;
+pub mod task;
 
 use std::sync::Arc;
 

@@ -14,6 +14,7 @@ use std::ops::Deref;
 use errata::clock::Clock;
 use errata::config::{Config, StoreKind};
 use errata::startup::Application;
+use errata::store::Background;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -68,14 +69,22 @@ impl TestApp {
         Self::spawn_with(redis, adjust).await
     }
 
-    /// errata in cql mode on `redis`, whose background flusher never runs
-    /// on its own (the test plays the flusher, or runs `errata flush`).
+    /// errata in cql mode on `redis`, with no background flusher (the test
+    /// plays the flusher, or runs `errata flush`).
     pub async fn spawn_without_flusher(redis: TestRedis) -> Self {
-        Self::spawn_with(Some(redis), |config| config.flush_interval_ms = 3_600_000).await
+        Self::start(Some(redis), |_| {}, Background::Command).await
     }
 
     /// errata in cql mode on `redis` (in embedded mode without one).
     pub async fn spawn_with(redis: Option<TestRedis>, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start(redis, adjust, Background::Serve).await
+    }
+
+    async fn start(
+        redis: Option<TestRedis>,
+        adjust: impl FnOnce(&mut Config),
+        background: Background,
+    ) -> Self {
         let data = tempfile::tempdir().expect("a temporary data folder");
         let (redis, keyspace, mut config) = match redis {
             None => (None, None, test_config(data.path())),
@@ -87,7 +96,7 @@ impl TestApp {
         };
         adjust(&mut config);
         let clock = Clock::system();
-        let app = Application::build_with_clock(&config, clock.clone())
+        let app = Application::build_with(&config, clock.clone(), background)
             .await
             .expect("errata failed to start");
         let address = app.local_addr().expect("a listening address");

@@ -78,7 +78,7 @@ async fn prepare(
         .await
         .map_err(|e| StoreError::internal(format!("preparing {cql}"), e))?;
     statement.set_is_idempotent(idempotent);
-        Ok(statement)
+    Ok(statement)
 }
 
 impl EraseStatements {
@@ -184,17 +184,13 @@ impl Erasure {
     async fn lock_for_erasure(&self, user_id: Uuid) -> Result<(), StoreError> {
         let token = Uuid::new_v4().to_string();
         let token = token.as_str();
-        let locked = retry_until(
-            ERASURE_LOCK_WAIT,
-            ERASURE_LOCK_POLL,
-            || async move {
-                Ok(if self.buffer.lock(user_id, token).await? {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                })
-            },
-        )
+        let locked = retry_until(ERASURE_LOCK_WAIT, ERASURE_LOCK_POLL, || async move {
+            Ok(if self.buffer.lock(user_id, token).await? {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            })
+        })
         .await?;
         locked.ok_or_else(|| {
             StoreError::busy(
@@ -216,4 +212,3 @@ impl Erasure {
             .map(|_| ())
     }
 }
-

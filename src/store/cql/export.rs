@@ -184,4 +184,3 @@ impl Exporter {
         Ok((rows, next))
     }
 }
-

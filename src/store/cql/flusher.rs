@@ -3,11 +3,10 @@
 //! only after the batch succeeded. Replicas cooperate through the flush
 //! locks in Redis; there is no leader.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::buffer::{Buffer, Take, DIRTY_SHARDS};
@@ -17,6 +16,7 @@ use crate::store::policy::{
     DRAIN_DEADLINE, DRAIN_POLL, FINISH_MARGIN, FINISH_RETRY, FLUSH_CONCURRENCY, FLUSH_LOCK,
     LEARNERS_PER_TICK, SWEEP_EVERY,
 };
+use crate::store::task::OwnedTask;
 use crate::store::{Backend, StoreError};
 
 pub enum Flushed {
@@ -34,59 +34,18 @@ pub struct Flusher {
     counters: Arc<Counters>,
 }
 
-/// The flusher running in the background of a serving process: started
-/// with [`FlusherTask::start`], stopped by its closer, joined by
-/// [`FlusherTask::stop`]. Dropped, it tells the task to stop (it finishes
-/// the learner it is flushing, then ends).
-pub struct FlusherTask {
-    closer: Closer,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl FlusherTask {
-    /// Runs `flusher` every `interval` until stopped.
-    pub fn start(flusher: Arc<Flusher>, interval: Duration) -> Self {
-        let closer = Closer::new();
-        let task = tokio::spawn(flusher.run(interval, closer.clone()));
-        Self {
-            closer,
-            task: Mutex::new(Some(task)),
-        }
-    }
-
-    /// Whether the task is still running.
-    pub fn is_running(&self) -> bool {
-        self.task
-            .lock()
-            .is_ok_and(|task| task.as_ref().is_some_and(|t| !t.is_finished()))
-    }
-
-    /// Stops the task and waits for it to end.
-    pub async fn stop(&self) {
-        self.closer.close();
-        let running = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = running {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "the flusher panicked");
-            }
-        }
-    }
-}
-
-impl Drop for FlusherTask {
-    fn drop(&mut self) {
-        self.closer.close();
-    }
-}
-
 impl Flusher {
     pub fn new(buffer: Arc<Buffer>, counters: Arc<Counters>) -> Self {
         Self { buffer, counters }
     }
 
-    /// The background loop: every interval, takes some learners of every
-    /// dirty shard and flushes them. Replicas cooperate through the flush
-    /// locks.
+    /// The flusher in the background of a serving process: every
+    /// `interval`, some learners of every dirty shard. Replicas cooperate
+    /// through the flush locks.
+    pub fn start(self: Arc<Self>, interval: Duration) -> OwnedTask {
+        OwnedTask::spawn("flusher", move |closer| self.run(interval, closer))
+    }
+
     async fn run(self: Arc<Self>, interval: Duration, closer: Closer) {
         let mut last_sweep = Instant::now();
         loop {

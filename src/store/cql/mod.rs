@@ -12,7 +12,7 @@
 //! | [`recording`] | `Recorder`: a report: lease, write events and labels, count in Redis |
 //! | [`reads`] | `Reader`: durable counters merged with buffered deltas; latest events |
 //! | [`counters`] | `Counters`: the counter batches (flusher and repair) |
-//! | [`flusher`] | `Flusher`: buffered deltas into the counters; `FlusherTask`, its background task |
+//! | [`flusher`] | `Flusher`: buffered deltas into the counters, in a background task when serving |
 //! | [`repair`] | `Repairer`: counters recomputed from the event log |
 //! | [`erasure`] | `Erasure`: a learner erased everywhere |
 //! | [`export`] | `Exporter`: a learner's records, page by page |
@@ -56,11 +56,12 @@ use self::buffer::Buffer;
 use self::counters::Counters;
 use self::erasure::Erasure;
 use self::export::Exporter;
-use self::flusher::{Flusher, FlusherTask};
+use self::flusher::Flusher;
 use self::reads::Reader;
 use self::recording::Recorder;
 use self::repair::Repairer;
 pub use self::rows::bucket;
+use super::task::OwnedTask;
 use super::{
     Backend, Background, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance,
     PracticeInputs, PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance,
@@ -82,9 +83,9 @@ pub struct CqlStore {
     repairer: Repairer,
     erasure: Erasure,
     exporter: Arc<Exporter>,
-    /// Running while the store serves; stopped by `shutdown`, `close` or
-    /// drop.
-    flusher_task: Option<FlusherTask>,
+    /// The flusher's task while the store serves; stopped by `shutdown`,
+    /// `close` or drop.
+    flusher_task: Option<OwnedTask>,
 }
 
 impl CqlStore {
@@ -119,7 +120,7 @@ impl CqlStore {
             .await?,
             exporter: Arc::new(Exporter::new(session.clone(), reader.clone()).await?),
             flusher_task: (background == Background::Serve)
-                .then(|| FlusherTask::start(flusher.clone(), config.flush_interval())),
+                .then(|| flusher.clone().start(config.flush_interval())),
             session,
             ping,
             buffer,
@@ -227,12 +228,11 @@ impl Store for CqlStore {
     }
 
     fn workers(&self) -> Vec<&'static str> {
-        let running = self.flusher_task.as_ref().is_some_and(FlusherTask::is_running);
-        if running {
-            vec!["flusher"]
-        } else {
-            Vec::new()
-        }
+        self.flusher_task
+            .iter()
+            .filter(|task| task.is_running())
+            .map(OwnedTask::name)
+            .collect()
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

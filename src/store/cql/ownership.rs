@@ -31,14 +31,12 @@ use uuid::Uuid;
 
 use crate::store::policy::{FACT_CACHE_BYTES, FACT_CACHE_EXPECTED, FACT_TTL};
 
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Fact {
     User(Uuid),
     Conversation(Uuid, Uuid),
     Utterance(Uuid, Uuid, Uuid),
 }
-
 
 /// When the fact was read and, for an utterance, its snippet (what the
 /// events keep of it).

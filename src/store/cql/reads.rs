@@ -179,7 +179,10 @@ impl Reader {
             .values_mut()
             .flat_map(|label| std::mem::take(&mut label.sentences))
             .collect();
-        let (top, scores) = self.history(user_id, read, since).await?.top(query.rank, query.top_n);
+        let (top, scores) = self
+            .history(user_id, read, since)
+            .await?
+            .top(query.rank, query.top_n);
         if top.is_empty() {
             return Ok(PracticeInputs::default());
         }

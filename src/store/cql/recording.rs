@@ -339,12 +339,7 @@ impl Recorder {
                     explanation: point.correction.explanation.clone(),
                 };
                 let bytes = row.text_bytes();
-                Write::new(
-                    Partition::Events,
-                    &self.statements.insert_event,
-                    row,
-                    bytes,
-                )
+                Write::new(Partition::Events, &self.statements.insert_event, row, bytes)
             })
             .collect()
     }
@@ -465,5 +460,4 @@ mod tests {
         assert_eq!(groups(&mid), [0..2, 2..3]);
         assert!(groups(&[]).is_empty());
     }
-
 }

@@ -189,18 +189,14 @@ impl Repairer {
     pub async fn repair_learner(&self, user: Uuid) -> Result<usize, StoreError> {
         let token = Uuid::new_v4().to_string();
         let token_ref = token.as_str();
-        let locked = retry_until(
-            REPAIR_LOCK_WAIT,
-            REPAIR_LOCK_POLL,
-            || async move {
-                let taken = self.buffer.lock(user, token_ref).await?;
-                Ok(if taken {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                })
-            },
-        )
+        let locked = retry_until(REPAIR_LOCK_WAIT, REPAIR_LOCK_POLL, || async move {
+            let taken = self.buffer.lock(user, token_ref).await?;
+            Ok(if taken {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            })
+        })
         .await?;
         if locked.is_none() {
             return Err(StoreError::busy(

@@ -15,9 +15,9 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use scylla::statement::batch::BatchType;
 use uuid::Uuid;
 
-use super::session::{self, cql_error, internal, timestamp, StoreResult};
 use super::accounts::AccountStatements;
 use super::rows::{ConversationRow, UserRow, UtteranceRow};
+use super::session::{self, cql_error, internal, timestamp, StoreResult};
 use super::statements::{self, IDEMPOTENT};
 use crate::config::Config;
 use crate::store::{now, StoreError, SEEDED_SAID};

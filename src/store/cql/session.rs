@@ -22,7 +22,6 @@ use crate::config::Config;
 use crate::store::policy::{CQL_CONNECTION_TIMEOUT, CQL_REQUEST_TIMEOUT};
 use crate::store::{Backend, BoxError, StoreError};
 
-
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Connects to the configured contact points; with `keyspace`, every

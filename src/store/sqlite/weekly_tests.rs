@@ -93,7 +93,11 @@ async fn weeks_follow_the_request_time_and_recency_in_one_read_matches_the_gener
             },
         };
         let since = query.rank.since().unwrap();
-        let (top, scores) = store.weekly_history(user, since).await.unwrap().top(query.rank, query.top_n);
+        let (top, scores) = store
+            .weekly_history(user, since)
+            .await
+            .unwrap()
+            .top(query.rank, query.top_n);
         let recent = store.recent_errors(user, window).await.unwrap();
         let expected = PracticeInputs {
             scores,
