@@ -380,3 +380,260 @@ pub(super) fn named_scripts() -> [(&'static Script, &'static str); 10] {
     ]
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::store::cql::buffer::keys::learner_of;
+
+    /// The code of each line, comments and blank lines left out.
+    fn code(text: &str) -> Vec<&str> {
+        text.lines()
+            .map(|line| line.split("--").next().unwrap_or_default().trim())
+            .filter(|line| !line.is_empty())
+            .collect()
+    }
+
+    /// Whether `name` appears in `code` as a whole word.
+    fn uses(code: &str, name: &str) -> bool {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        code.match_indices(name).any(|(at, _)| {
+            !code[..at].ends_with(word) && !code[at + name.len()..].starts_with(word)
+        })
+    }
+
+    /// How a script's text disagrees with the names a wrapper passes: its
+    /// first lines must bind exactly those keys, then those arguments (and
+    /// the tail's first index), in order; after them it must not reach
+    /// into `KEYS` or `ARGV` by number, only into the tail, and it must
+    /// use every name it binds.
+    fn disagreements(text: &str, keys: &[&str], args: &[&str], tail: Option<&str>) -> Vec<String> {
+        let lines = code(text);
+        let mut expected: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("local {name} = KEYS[{}]", i + 1))
+            .chain(
+                args.iter()
+                    .enumerate()
+                    .map(|(i, name)| format!("local {name} = ARGV[{}]", i + 1)),
+            )
+            .collect();
+        if let Some(tail) = tail {
+            expected.push(format!("local {tail} = {}", args.len() + 1));
+        }
+        let mut problems = Vec::new();
+        for (i, want) in expected.iter().enumerate() {
+            let found = lines.get(i).copied().unwrap_or("the end of the script");
+            if found != want {
+                problems.push(format!(
+                    "line {} of code: `{want}` expected, `{found}` found",
+                    i + 1
+                ));
+            }
+        }
+        let body = lines.get(expected.len()..).unwrap_or_default().join("\n");
+        if body.contains("KEYS") {
+            problems.push("KEYS used after the bindings".to_owned());
+        }
+        for (at, _) in body.match_indices("ARGV") {
+            let before = body[..at].chars().next_back();
+            let after = body[at + 4..]
+                .strip_prefix('[')
+                .and_then(|i| i.chars().next());
+            let into_tail =
+                before == Some('#') || after.is_some_and(|c| !c.is_ascii_digit() && c != ']');
+            if tail.is_none() || !into_tail {
+                problems.push(format!(
+                    "ARGV used after the bindings: `{}`",
+                    &body[at..(at + 8).min(body.len())]
+                ));
+            }
+        }
+        for name in keys.iter().chain(args).chain(&tail) {
+            if !uses(&body, name) {
+                problems.push(format!("`{name}` bound but never used"));
+            }
+        }
+        problems
+    }
+
+    /// Everything wrong with one wrapper and its script, by script name.
+    fn check<S: LuaScript>(call: &S, user: Uuid) -> (&'static str, Vec<String>) {
+        let mut problems = disagreements(S::TEXT, S::KEYS, S::ARGS, S::TAIL);
+        let Some(prelude) = S::SOURCE.strip_suffix(S::TEXT) else {
+            return (
+                S::NAME,
+                vec!["the script does not end its source".to_owned()],
+            );
+        };
+        let prelude = code(prelude).join("\n");
+        if prelude.contains("KEYS") || prelude.contains("ARGV") {
+            problems.push("the prelude reads KEYS or ARGV".to_owned());
+        }
+        if S::TEXT.contains("now_ms(") && !prelude.contains("function now_ms(") {
+            problems.push("reads the clock without clock.lua".to_owned());
+        }
+        let keys = call.keys();
+        if keys.len() != S::KEYS.len() {
+            problems.push(format!("{} keys for {} names", keys.len(), S::KEYS.len()));
+        }
+        if keys.iter().collect::<BTreeSet<_>>().len() != keys.len() {
+            problems.push(format!("a key passed twice: {keys:?}"));
+        }
+        // The tag is the first {...} of the key, so it decides the slot.
+        let tag = format!("{{{user}}}");
+        for key in &keys {
+            if key.find('{') != key.find(&tag) || learner_of(key) != Some(user) {
+                problems.push(format!("{key} is not in the learner's slot"));
+            }
+        }
+        (S::NAME, problems)
+    }
+
+    #[test]
+    fn every_script_binds_exactly_what_its_wrapper_passes() {
+        let user = Uuid::new_v4();
+        let fingerprint = Uuid::new_v4();
+        let token = "token";
+        let deltas = [(
+            ErrorKey {
+                category: "a".into(),
+                subcategory: "b".into(),
+            },
+            2,
+        )];
+        let checked = [
+            check(
+                &Lease {
+                    user,
+                    fingerprint,
+                    proposed_ms: 1,
+                    lease_ms: 2,
+                    marker_ttl_ms: 3,
+                    token,
+                },
+                user,
+            ),
+            check(
+                &Commit {
+                    user,
+                    fingerprint,
+                    token,
+                    marker_ttl_ms: 1,
+                    version_ttl_ms: 2,
+                    deltas: &deltas,
+                },
+                user,
+            ),
+            check(
+                &Abandon {
+                    user,
+                    fingerprint,
+                    token,
+                    marker_ttl_ms: 1,
+                },
+                user,
+            ),
+            check(
+                &Take {
+                    user,
+                    token,
+                    lock_ms: 1,
+                },
+                user,
+            ),
+            check(&Done { user, token }, user),
+            check(&Release { user, token }, user),
+            check(
+                &Renew {
+                    user,
+                    token,
+                    lock_ms: 1,
+                    fence_ms: 2,
+                },
+                user,
+            ),
+            check(
+                &Fence {
+                    user,
+                    token,
+                    fence_ms: 1,
+                },
+                user,
+            ),
+            check(
+                &Snapshot {
+                    user,
+                    token,
+                    marker_ttl_ms: 1,
+                },
+                user,
+            ),
+            check(&Round { user }, user),
+        ];
+        for (name, problems) in &checked {
+            assert!(problems.is_empty(), "{name}.lua: {problems:#?}");
+        }
+
+        // One wrapper per script file (the clock is a prelude, no script),
+        // and every one of them named for the call counter.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/cql/buffer/scripts");
+        let files: BTreeSet<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter_map(|file| Some(file.strip_suffix(".lua")?.to_owned()))
+            .filter(|name| name != "clock")
+            .collect();
+        let wrapped: BTreeSet<String> = checked.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(wrapped, files);
+        let counted: BTreeSet<String> =
+            named_scripts().iter().map(|(_, n)| n.to_string()).collect();
+        assert_eq!(counted, files);
+    }
+
+    #[test]
+    fn the_clock_reads_no_keys_or_arguments() {
+        let clock = code(include_str!("scripts/clock.lua")).join("\n");
+        assert!(!clock.contains("KEYS") && !clock.contains("ARGV"));
+    }
+
+    /// The check itself: each way a script can drift from its wrapper is
+    /// caught.
+    #[test]
+    fn a_script_that_drifts_from_its_wrapper_is_caught() {
+        let drifts = |text: &str| !disagreements(text, Lease::KEYS, Lease::ARGS, None).is_empty();
+        assert!(!drifts(Lease::TEXT));
+        let swapped = Lease::TEXT
+            .replace("local marker = KEYS[1]", "local marker = KEYS[@]")
+            .replace("local open = KEYS[2]", "local marker = KEYS[2]")
+            .replace("local marker = KEYS[@]", "local open = KEYS[1]");
+        assert!(drifts(&swapped), "keys swapped");
+        let swapped = Lease::TEXT
+            .replace("ARGV[2]", "ARGV[@]")
+            .replace("ARGV[3]", "ARGV[2]");
+        assert!(
+            drifts(&swapped.replace("ARGV[@]", "ARGV[3]")),
+            "arguments swapped"
+        );
+        let unpassed = Lease::TEXT.replace("return {'busy'}", "return {KEYS[4]}");
+        assert!(drifts(&unpassed), "a key the wrapper does not pass");
+        let unpassed = Lease::TEXT.replace("return {'busy'}", "return {ARGV[6]}");
+        assert!(drifts(&unpassed), "an argument the wrapper does not pass");
+        let unused = Lease::TEXT.replace("return acquire(proposed_ms)", "return acquire(now)");
+        assert!(drifts(&unused), "an argument passed but unused");
+        let late = Lease::TEXT.replace("local erased = KEYS[3]\n", "");
+        assert!(
+            drifts(&late.replace(
+                "local now = now_ms()",
+                "local now = now_ms()\nlocal erased = KEYS[3]"
+            )),
+            "a binding below the top"
+        );
+        // A tail is read only when the wrapper passes one.
+        let tail = Commit::TEXT;
+        assert!(disagreements(tail, Commit::KEYS, Commit::ARGS, Commit::TAIL).is_empty());
+        assert!(!disagreements(tail, Commit::KEYS, Commit::ARGS, None).is_empty());
+    }
+}
