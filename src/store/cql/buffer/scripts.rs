@@ -2,7 +2,7 @@
 //! knows in which order a script takes its `KEYS` and `ARGV`.
 //!
 //! A wrapper is a struct with the learner's id and the call's values; its
-//! [`script!`] declaration lists, in the script's order, the name of each
+//! `script!` declaration lists, in the script's order, the name of each
 //! key with the key it is (always one of the learner's, so the script runs
 //! on the learner's Redis Cluster slot) and the name of each argument with
 //! its value. Each `.lua` file binds the same names at its top, in the same
@@ -81,7 +81,8 @@ fn one(value: impl ToSingleRedisArg) -> impl ToRedisArgs {
 
 /// Declares a wrapper's script: its file (after `clock.lua` when it reads
 /// the server's clock), its keys and its arguments in order, and its tail
-/// of further arguments if any. `$s` names the wrapper in the expressions.
+/// of further arguments if any; in `keys(s)`, `args(s)` and `tail(s)`, `s`
+/// names the wrapper for the expressions that follow.
 macro_rules! script {
     (@tail) => { None };
     (@tail $tail:ident) => { Some(stringify!($tail)) };
