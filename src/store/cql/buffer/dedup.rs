@@ -4,10 +4,8 @@
 use ::redis::{AsyncCommands, ErrorKind, ScriptInvocation, ServerErrorKind};
 use uuid::Uuid;
 
-use super::keys::{
-    counted_key, dirty_key, dirty_shard, erased_key, fence_key, open_key, pending_key,
-    pending_weeks_key, request_key, since_key, version_key, LEASE, MARKER_TTL, READ_VERSION_TTL,
-};
+use super::keys::{dirty_key, dirty_shard, LEASE, MARKER_TTL, READ_VERSION_TTL};
+use super::scripts::{self, LuaScript};
 use super::{bounded, unavailable, Buffer, Connection, CALL_TIMEOUT};
 use crate::domain::ErrorKey;
 use crate::store::{Backend, StoreError};
@@ -47,16 +45,16 @@ impl Buffer {
         token: &str,
     ) -> Result<Lease, StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.lease.key(request_key(user, fingerprint));
-        invocation
-            .key(open_key(user))
-            .key(erased_key(user))
-            .arg(proposed_ms)
-            .arg(LEASE.as_millis() as u64)
-            .arg(MARKER_TTL.as_millis() as u64)
-            .arg(token)
-            .arg(fingerprint.to_string());
-        let answer: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
+        let answer: Vec<String> = scripts::Lease {
+            user,
+            fingerprint,
+            proposed_ms,
+            lease_ms: LEASE.as_millis() as u64,
+            marker_ttl_ms: MARKER_TTL.as_millis() as u64,
+            token,
+        }
+        .invoke(&mut conn)
+        .await?;
         match answer.first().map(String::as_str) {
             Some("acquired") => {
                 let at_ms = answer
@@ -90,23 +88,15 @@ impl Buffer {
         let shard = dirty_key(dirty_shard(user));
         // A report without points leaves nothing to flush.
         let marks = !deltas.is_empty();
-        let mut invocation = self.commit.key(request_key(user, fingerprint));
-        invocation
-            .key(pending_key(user))
-            .key(since_key(user))
-            .key(open_key(user))
-            .key(fence_key(user))
-            .key(counted_key(user))
-            .key(erased_key(user))
-            .key(pending_weeks_key(user))
-            .key(version_key(user))
-            .arg(token)
-            .arg(MARKER_TTL.as_millis() as u64)
-            .arg(fingerprint.to_string())
-            .arg(READ_VERSION_TTL.as_millis() as u64);
-        for (key, delta) in deltas {
-            invocation.arg(key.encode()).arg(*delta);
+        let invocation = scripts::Commit {
+            user,
+            fingerprint,
+            token,
+            marker_ttl_ms: MARKER_TTL.as_millis() as u64,
+            version_ttl_ms: READ_VERSION_TTL.as_millis() as u64,
+            deltas,
         }
+        .invocation();
         if !conn.is_cluster() {
             let committed = pipelined(&mut conn, &shard, user, &invocation, marks).await?;
             return forget_if_erased(&mut conn, &shard, user, commit_outcome(committed), marks)
@@ -138,14 +128,13 @@ impl Buffer {
 
     pub async fn abandon(&self, user: Uuid, fingerprint: Uuid, token: &str) {
         let mut conn = self.conn();
-        let mut invocation = self.abandon.key(request_key(user, fingerprint));
-        invocation
-            .key(open_key(user))
-            .key(erased_key(user))
-            .arg(token)
-            .arg(MARKER_TTL.as_millis() as u64)
-            .arg(fingerprint.to_string());
-        if let Err(e) = bounded(invocation.invoke_async::<i64>(&mut conn)).await {
+        let abandon = scripts::Abandon {
+            user,
+            fingerprint,
+            token,
+            marker_ttl_ms: MARKER_TTL.as_millis() as u64,
+        };
+        if let Err(e) = abandon.invoke::<i64>(&mut conn).await {
             // The lease expires by itself and keeps the time for a takeover.
             tracing::warn!(error = %e, "could not release a request lease");
         }

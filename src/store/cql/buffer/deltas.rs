@@ -9,10 +9,10 @@ use chrono::NaiveDate;
 use uuid::Uuid;
 
 use super::keys::{
-    batch_key, dirty_key, dirty_shard, epoch_key, erased_key, fence_key, inflight_key,
-    inflight_weeks_key, learner_of, lock_key, pending_key, pending_weeks_key, since_key,
-    version_key, DIRTY_SHARDS, FLUSH_LOCK, READ_VERSION_TTL,
+    dirty_key, dirty_shard, epoch_key, inflight_key, inflight_weeks_key, learner_of, lock_key,
+    pending_key, pending_weeks_key, version_key, DIRTY_SHARDS, FLUSH_LOCK, READ_VERSION_TTL,
 };
+use super::scripts::{self, LuaScript};
 use super::{bounded, Buffer};
 use crate::domain::{ErrorKey, WeekCount};
 use crate::store::StoreError;
@@ -190,19 +190,13 @@ impl Buffer {
 
     pub async fn take(&self, user: Uuid, token: &str) -> Result<Take, StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.take.key(pending_key(user));
-        invocation
-            .key(inflight_key(user))
-            .key(lock_key(user))
-            .key(epoch_key(user))
-            .key(since_key(user))
-            .key(batch_key(user))
-            .key(pending_weeks_key(user))
-            .key(inflight_weeks_key(user))
-            .key(erased_key(user))
-            .arg(token)
-            .arg(FLUSH_LOCK.as_millis() as u64);
-        let answer: Vec<String> = bounded(invocation.invoke_async(&mut conn)).await?;
+        let answer: Vec<String> = scripts::Take {
+            user,
+            token,
+            lock_ms: FLUSH_LOCK.as_millis() as u64,
+        }
+        .invoke(&mut conn)
+        .await?;
         match answer.first().map(String::as_str) {
             Some("busy") => Ok(Take::Busy),
             Some("empty") => Ok(Take::Empty),
@@ -224,25 +218,15 @@ impl Buffer {
 
     pub async fn done(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.done.key(inflight_key(user));
-        invocation
-            .key(lock_key(user))
-            .key(epoch_key(user))
-            .key(batch_key(user))
-            .key(inflight_weeks_key(user))
-            .arg(token);
-        let done: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        let done: i64 = scripts::Done { user, token }.invoke(&mut conn).await?;
         Ok(done == 1)
     }
 
     pub async fn release(&self, user: Uuid, token: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.release.key(lock_key(user));
-        invocation
-            .key(epoch_key(user))
-            .key(fence_key(user))
-            .arg(token);
-        bounded(invocation.invoke_async::<i64>(&mut conn)).await?;
+        scripts::Release { user, token }
+            .invoke::<i64>(&mut conn)
+            .await?;
         Ok(())
     }
 

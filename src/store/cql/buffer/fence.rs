@@ -7,10 +7,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::deltas::{to_map, week_counts};
-use super::keys::{
-    fence_key, inflight_key, inflight_weeks_key, lock_key, open_key, pending_key,
-    pending_weeks_key, FENCE, FLUSH_LOCK, MARKER_TTL,
-};
+use super::keys::{lock_key, FENCE, FLUSH_LOCK, MARKER_TTL};
+use super::scripts::{self, LuaScript};
 use super::{bounded, Buffer};
 use crate::domain::{ErrorKey, WeekCount};
 use crate::store::StoreError;
@@ -51,13 +49,14 @@ impl Buffer {
     /// or another took it, and it is not taken back.
     pub async fn renew(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.renew.key(lock_key(user));
-        invocation
-            .key(fence_key(user))
-            .arg(token)
-            .arg(FLUSH_LOCK.as_millis() as u64)
-            .arg(FENCE.as_millis() as u64);
-        let renewed: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        let renewed: i64 = scripts::Renew {
+            user,
+            token,
+            lock_ms: FLUSH_LOCK.as_millis() as u64,
+            fence_ms: FENCE.as_millis() as u64,
+        }
+        .invoke(&mut conn)
+        .await?;
         Ok(renewed == 1)
     }
 
@@ -65,12 +64,13 @@ impl Buffer {
     /// Returns false when the lock is not the holder's.
     pub async fn fence(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.fence.key(lock_key(user));
-        invocation
-            .key(fence_key(user))
-            .arg(token)
-            .arg(FENCE.as_millis() as u64);
-        let fenced: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        let fenced: i64 = scripts::Fence {
+            user,
+            token,
+            fence_ms: FENCE.as_millis() as u64,
+        }
+        .invoke(&mut conn)
+        .await?;
         Ok(fenced == 1)
     }
 
@@ -79,16 +79,11 @@ impl Buffer {
     /// what was read beside them is not consistent with this).
     pub async fn snapshot(&self, user: Uuid, token: &str) -> Result<Option<Snapshot>, StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.snapshot.key(lock_key(user));
-        invocation
-            .key(fence_key(user))
-            .key(open_key(user))
-            .key(pending_key(user))
-            .key(inflight_key(user))
-            .key(pending_weeks_key(user))
-            .key(inflight_weeks_key(user))
-            .arg(token)
-            .arg(MARKER_TTL.as_millis() as u64);
+        let snapshot = scripts::Snapshot {
+            user,
+            token,
+            marker_ttl_ms: MARKER_TTL.as_millis() as u64,
+        };
         type Answer = (
             String,
             Vec<String>,
@@ -98,7 +93,7 @@ impl Buffer {
             HashMap<String, i64>,
         );
         let (state, open, pending, inflight, pending_weeks, inflight_weeks): Answer =
-            bounded(invocation.invoke_async(&mut conn)).await?;
+            snapshot.invoke(&mut conn).await?;
         if state != "ok" {
             return Ok(None);
         }

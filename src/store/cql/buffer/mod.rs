@@ -29,7 +29,9 @@
 //! moves count deltas between requests and flushers, [`erasure`] stops and
 //! forgets a learner being erased, [`fence`] holds a
 //! learner still for a repair; the scripts are the `.lua` files in
-//! `scripts/`, each run atomically on one learner's slot.
+//! `scripts/`, each run atomically on one learner's slot, and each called
+//! only through its wrapper in [`scripts`], which alone knows the order of
+//! its keys and arguments.
 
 mod connection;
 mod dedup;
@@ -37,6 +39,7 @@ mod deltas;
 mod erasure;
 mod fence;
 pub mod keys;
+mod scripts;
 
 pub use self::connection::Connection;
 pub use self::dedup::{Commit, Lease};
@@ -45,35 +48,17 @@ pub use self::erasure::Requests;
 pub use self::fence::Snapshot;
 pub use self::keys::*;
 
-use ::redis::Script;
 use uuid::Uuid;
+
+use self::scripts::LuaScript;
 
 use crate::store::{Backend, StoreError};
 
-/// A script that reads the server's clock starts with `now_ms()`.
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("scripts/clock.lua"),
-            include_str!(concat!("scripts/", $file))
-        ))
-    };
-}
-
 /// The buffer: one multiplexed connection (to a Redis server or a Redis
-/// Cluster) and the loaded scripts.
+/// Cluster). The scripts are loaded once per process, by their wrappers
+/// in [`scripts`].
 pub struct Buffer {
     conn: Connection,
-    pub(super) lease: Script,
-    pub(super) commit: Script,
-    pub(super) abandon: Script,
-    pub(super) take: Script,
-    pub(super) done: Script,
-    pub(super) release: Script,
-    pub(super) renew: Script,
-    pub(super) fence: Script,
-    pub(super) snapshot: Script,
-    pub(super) round: Script,
 }
 
 pub(super) fn unavailable(e: ::redis::RedisError) -> StoreError {
@@ -92,35 +77,9 @@ pub(super) async fn bounded<T>(
 
 impl Buffer {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut buffer = Self {
-            conn: Connection::open(url).await?,
-            lease: script!("lease.lua"),
-            commit: script!("commit.lua"),
-            abandon: script!("abandon.lua"),
-            take: script!("take.lua"),
-            done: script!("done.lua"),
-            release: script!("release.lua"),
-            renew: script!("renew.lua"),
-            fence: script!("fence.lua"),
-            snapshot: script!("snapshot.lua"),
-            round: Script::new(include_str!("scripts/round.lua")),
-        };
-        let names = [
-            (&buffer.lease, "lease"),
-            (&buffer.commit, "commit"),
-            (&buffer.abandon, "abandon"),
-            (&buffer.take, "take"),
-            (&buffer.done, "done"),
-            (&buffer.release, "release"),
-            (&buffer.renew, "renew"),
-            (&buffer.fence, "fence"),
-            (&buffer.snapshot, "snapshot"),
-            (&buffer.round, "round"),
-        ];
-        let mut conn = buffer.conn.clone();
-        conn.name_scripts(names);
-        buffer.conn = conn;
-        Ok(buffer)
+        let mut conn = Connection::open(url).await?;
+        conn.name_scripts(scripts::named_scripts());
+        Ok(Self { conn })
     }
 
     pub(super) fn conn(&self) -> Connection {
@@ -136,9 +95,7 @@ impl Buffer {
     /// Fails with `UserNotFound` while the learner is being erased.
     pub async fn next_round(&self, user: Uuid) -> Result<u64, StoreError> {
         let mut conn = self.conn();
-        let mut invocation = self.round.key(round_key(user));
-        invocation.key(erased_key(user));
-        let round: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        let round: i64 = scripts::Round { user }.invoke(&mut conn).await?;
         if round < 0 {
             return Err(StoreError::UserNotFound);
         }

@@ -2,16 +2,21 @@
 -- events may have been written all the same, so the marker keeps their
 -- time for the retry that will rewrite them, and the request stays open
 -- (repair leaves its events out until it is counted).
--- KEYS: marker, open, erased. ARGV: token, marker ttl ms, fingerprint.
+local marker = KEYS[1]
+local open = KEYS[2]
+local erased = KEYS[3]
+local token = ARGV[1]
+local marker_ttl_ms = ARGV[2]
+local fingerprint = ARGV[3]
 -- (A learner being erased keeps no new key.)
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-local v = redis.call('GET', KEYS[1])
+if redis.call('EXISTS', erased) == 1 then return 0 end
+local v = redis.call('GET', marker)
 if not v then return 0 end
-local at, token = string.match(v, '^L|(%d+)|%d+|(.*)$')
-if at and token == ARGV[1] then
-  redis.call('SET', KEYS[1], 'A|' .. at, 'PX', ARGV[2])
-  redis.call('ZADD', KEYS[2], now_ms(), ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local at, leased_by = string.match(v, '^L|(%d+)|%d+|(.*)$')
+if at and leased_by == token then
+  redis.call('SET', marker, 'A|' .. at, 'PX', marker_ttl_ms)
+  redis.call('ZADD', open, now_ms(), fingerprint)
+  redis.call('PEXPIRE', open, marker_ttl_ms)
   return 1
 end
 return 0

@@ -3,18 +3,25 @@
 -- in-flight deltas, all-time and weekly. Valid only if lock and fence were
 -- held throughout the log read; renewals never revive either, so holding
 -- both now proves it.
--- KEYS: lock, fence, open, pending, inflight, weekly pending, weekly
--- in-flight. ARGV: token, marker ttl ms.
 -- Returns {'ok'|'lost', open fingerprints, pending pairs, in-flight pairs,
 -- weekly pending pairs, weekly in-flight pairs}.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[1] then
+local lock = KEYS[1]
+local fence = KEYS[2]
+local open = KEYS[3]
+local pending = KEYS[4]
+local inflight = KEYS[5]
+local pending_weeks = KEYS[6]
+local inflight_weeks = KEYS[7]
+local token = ARGV[1]
+local marker_ttl_ms = ARGV[2]
+if redis.call('GET', lock) ~= token or redis.call('GET', fence) ~= token then
   return {'lost', {}, {}, {}, {}, {}}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms() - tonumber(ARGV[2]))
-local open = redis.call('ZRANGE', KEYS[3], 0, -1)
-local pending = redis.call('HGETALL', KEYS[4])
-local inflight = redis.call('HGETALL', KEYS[5])
-local weekly_pending = redis.call('HGETALL', KEYS[6])
-local weekly_inflight = redis.call('HGETALL', KEYS[7])
-redis.call('DEL', KEYS[2])
-return {'ok', open, pending, inflight, weekly_pending, weekly_inflight}
+redis.call('ZREMRANGEBYSCORE', open, '-inf', now_ms() - tonumber(marker_ttl_ms))
+local open_requests = redis.call('ZRANGE', open, 0, -1)
+local pending_pairs = redis.call('HGETALL', pending)
+local inflight_pairs = redis.call('HGETALL', inflight)
+local weekly_pending = redis.call('HGETALL', pending_weeks)
+local weekly_inflight = redis.call('HGETALL', inflight_weeks)
+redis.call('DEL', fence)
+return {'ok', open_requests, pending_pairs, inflight_pairs, weekly_pending, weekly_inflight}
