@@ -697,7 +697,8 @@ async fn repair_leaves_out_the_events_of_requests_not_yet_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waits_for_a_repair_reading_its_learners_log() {
     use errata::domain::ErrorKey;
-    use errata::store::cql::buffer::{fence_key, Buffer, Commit, Lease, FENCE};
+    use errata::store::cql::buffer::{fence_key, Buffer, Commit, Lease};
+    use errata::store::policy::FENCE;
     let app = spawn_without_flusher().await;
     let learner = app.learner().await;
     let user = learner.user_id;

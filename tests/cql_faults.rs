@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use errata::config::Config;
-use errata::store::cql::buffer::{learner_of, lock_key, FLUSH_LOCK};
+use errata::store::cql::buffer::{learner_of, lock_key};
+use errata::store::policy::FLUSH_LOCK;
 use errata_testkit as support;
 use redis::AsyncCommands;
 use reqwest::StatusCode;

@@ -18,7 +18,8 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::{Arg, Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
 
-use super::{bounded, unavailable, CALL_TIMEOUT};
+use super::{bounded, unavailable};
+use crate::store::policy::REDIS_CALL_TIMEOUT as CALL_TIMEOUT;
 use crate::store::StoreError;
 
 use crate::store::policy::REDIS_CONNECT_TIMEOUT as CONNECT_TIMEOUT;

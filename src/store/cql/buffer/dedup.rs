@@ -4,10 +4,13 @@
 use ::redis::{AsyncCommands, ErrorKind, ScriptInvocation, ServerErrorKind};
 use uuid::Uuid;
 
-use super::keys::{dirty_key, dirty_shard, LEASE, MARKER_TTL, READ_VERSION_TTL};
+use super::keys::{dirty_key, dirty_shard};
 use super::scripts::{self, LuaScript};
-use super::{bounded, unavailable, Buffer, Connection, CALL_TIMEOUT};
+use super::{bounded, unavailable, Buffer, Connection};
 use crate::domain::ErrorKey;
+use crate::store::policy::{
+    LEASE, MARKER_TTL, READ_VERSION_TTL, REDIS_CALL_TIMEOUT as CALL_TIMEOUT,
+};
 use crate::store::{Backend, StoreError};
 
 pub enum Lease {

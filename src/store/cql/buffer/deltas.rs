@@ -10,11 +10,12 @@ use uuid::Uuid;
 
 use super::keys::{
     dirty_key, dirty_shard, epoch_key, inflight_key, inflight_weeks_key, learner_of, lock_key,
-    pending_key, pending_weeks_key, version_key, DIRTY_SHARDS, FLUSH_LOCK, READ_VERSION_TTL,
+    pending_key, pending_weeks_key, version_key, DIRTY_SHARDS,
 };
 use super::scripts::{self, LuaScript};
 use super::{bounded, Buffer};
 use crate::domain::{ErrorKey, WeekCount};
+use crate::store::policy::{FLUSH_LOCK, READ_VERSION_TTL};
 use crate::store::StoreError;
 
 pub enum Take {

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::keys::{
     counted_key, dirty_key, dirty_shard, erased_key, learner_state_keys, open_key, request_key,
-    ERASURE,
 };
 use super::{bounded, Buffer};
+use crate::store::policy::ERASURE;
 use crate::store::StoreError;
 
 /// The learner's requests as an erasure finds them.

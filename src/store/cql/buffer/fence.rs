@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::deltas::{to_map, week_counts};
-use super::keys::{lock_key, FENCE, FLUSH_LOCK, MARKER_TTL};
+use super::keys::lock_key;
 use super::scripts::{self, LuaScript};
 use super::{bounded, Buffer};
 use crate::domain::{ErrorKey, WeekCount};
+use crate::store::policy::{FENCE, FLUSH_LOCK, MARKER_TTL};
 use crate::store::StoreError;
 
 /// The learner's buffer as a repair sees it, read at one instant while no

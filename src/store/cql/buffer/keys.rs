@@ -5,12 +5,6 @@
 use uuid::Uuid;
 
 pub const DIRTY_SHARDS: u32 = 16;
-/// The buffer's timings, decided in [`crate::store::policy`].
-pub use crate::store::policy::{
-    ERASURE, FENCE, FLUSH_LOCK, LEASE, MARKER_TTL, READ_VERSION_TTL,
-    REDIS_CALL_TIMEOUT as CALL_TIMEOUT,
-};
-
 pub fn pending_key(user: Uuid) -> String {
     format!("errata:{{{user}}}:pending")
 }

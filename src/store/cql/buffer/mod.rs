@@ -52,6 +52,7 @@ use uuid::Uuid;
 
 use self::scripts::LuaScript;
 
+use crate::store::policy::REDIS_CALL_TIMEOUT as CALL_TIMEOUT;
 use crate::store::{Backend, StoreError};
 
 /// The buffer: one multiplexed connection (to a Redis server or a Redis
