@@ -13,7 +13,7 @@ use scylla::statement::prepared::PreparedStatement;
 use uuid::Uuid;
 
 use super::reads::Reader;
-use super::rows::{ConversationRow, EventRow, UtteranceRow};
+use super::rows::{ConversationRow, EventRow, UtteranceRow, SELECT_MONTH_EVENTS};
 use super::session::{cql_error, internal};
 use super::statements::statements;
 use crate::store::{Conversation, ExportPage, ExportPages, StoreError, Utterance, EXPORT_PAGE};
@@ -26,11 +26,7 @@ statements! {
         utterances: IDEMPOTENT =>
             "SELECT user_id, conversation_id, utterance_id, content, created_at \
              FROM utterances WHERE user_id = ?",
-        event_pages: IDEMPOTENT =>
-            "SELECT user_id, bucket, occurred_at, event_id, conversation_id, utterance_id, \
-             category_key, subcategory_key, category, subcategory, snippet, correction, \
-             explanation \
-             FROM error_events WHERE user_id = ? AND bucket = ?",
+        event_pages: IDEMPOTENT => SELECT_MONTH_EVENTS,
     }
 }
 

@@ -14,7 +14,9 @@ use uuid::Uuid;
 use super::accounts::Accounts;
 use super::buffer::{Buffer, Buffered};
 use super::read_cache::{Durable, Label, Labels, ReadCache, Shape};
-use super::rows::{CountRow, EventRow, LabelRow, LabelSentencesRow, WeekCountRow};
+use super::rows::{
+    CountRow, EventRow, LabelRow, LabelSentencesRow, WeekCountRow, SELECT_RECENT_EVENTS,
+};
 use super::session::{date, for_each_row, from_timestamp, internal, select};
 use super::statements::statements;
 use crate::domain::{ErrorFrequency, ErrorKey, FrequencyTable, WeekCount};
@@ -42,13 +44,7 @@ statements! {
              WHERE user_id = ?",
         select_buckets: IDEMPOTENT =>
             "SELECT bucket FROM error_buckets WHERE user_id = ?",
-        select_recent: IDEMPOTENT =>
-            "SELECT user_id, bucket, occurred_at, event_id, conversation_id, utterance_id, \
-             category_key, subcategory_key, category, subcategory, snippet, correction, \
-             explanation \
-             FROM error_events \
-             WHERE user_id = ? AND bucket = ? \
-             LIMIT ?",
+        select_recent: IDEMPOTENT => SELECT_RECENT_EVENTS,
         select_week_counts: IDEMPOTENT =>
             "SELECT week_start, category_key, subcategory_key, frequency \
              FROM error_counts_by_week \

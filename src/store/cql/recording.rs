@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::accounts::Accounts;
 use super::buffer::{Buffer, Commit, Lease};
 use super::rows::{
-    bucket, event_id, sentence_slot, spelling_write_time, EventRow, SeenSentenceWrite, SeenWrite,
-    SentenceCell, SpellingWrite,
+    bucket, sentence_slot, spelling_write_time, EventRow, SeenSentenceWrite, SeenWrite,
+    SentenceCell, SpellingWrite, INSERT_EVENT,
 };
 use super::session::{cql_error, timestamp};
 use super::statements::{self, statements, IDEMPOTENT};
@@ -36,11 +36,7 @@ const WRITE_OVERHEAD: usize = 96;
 statements! {
     /// The statements of recording.
     pub struct RecordStatements {
-        insert_event: IDEMPOTENT =>
-            "INSERT INTO error_events (user_id, bucket, occurred_at, event_id, conversation_id, \
-             utterance_id, category_key, subcategory_key, category, subcategory, snippet, \
-             correction, explanation) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        insert_event: IDEMPOTENT => INSERT_EVENT,
         insert_bucket: IDEMPOTENT =>
             "INSERT INTO error_buckets (user_id, bucket) VALUES (?, ?)",
         label_spelling: IDEMPOTENT =>
@@ -323,21 +319,7 @@ impl Recorder {
             .zip(keys)
             .enumerate()
             .map(|(index, (point, key))| {
-                let row = EventRow {
-                    user_id: report.user_id,
-                    bucket: bucket(at),
-                    occurred_at: timestamp(at),
-                    event_id: event_id(report.fingerprint, index),
-                    conversation_id: Some(report.conversation_id),
-                    utterance_id: Some(report.utterance_id),
-                    category_key: key.category,
-                    subcategory_key: key.subcategory,
-                    category: Some(point.category.as_str().to_owned()),
-                    subcategory: Some(point.subcategory.as_str().to_owned()),
-                    snippet: snippet.clone(),
-                    correction: point.correction.text.clone(),
-                    explanation: point.correction.explanation.clone(),
-                };
+                let row = EventRow::new(report, index, point, key, at, snippet.clone());
                 let bytes = row.text_bytes();
                 Write::new(Partition::Events, &self.statements.insert_event, row, bytes)
             })

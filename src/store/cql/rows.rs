@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 pub use self::sentence::SentenceCell;
 use super::session::{from_date, from_timestamp, timestamp};
-use crate::domain::{Correction, ErrorKey, WeekCount};
+use crate::domain::{Correction, ErrorKey, ErrorPoint, WeekCount};
 use crate::store::policy::SNIPPET_CHARS;
-use crate::store::{Conversation, RecentError, StoredEvent, User, Utterance};
+use crate::store::{Conversation, ErrorReport, RecentError, StoredEvent, User, Utterance};
 
 // ---------------------------------------------------------------------
 // Layout
@@ -176,6 +176,34 @@ impl From<UtteranceRow> for Utterance {
 // error_events
 // ---------------------------------------------------------------------
 
+/// Every column of `error_events`, in [`EventRow`]'s order: the one list
+/// the statements that write or read whole events use.
+macro_rules! event_columns {
+    () => {
+        "user_id, bucket, occurred_at, event_id, conversation_id, utterance_id, \
+         category_key, subcategory_key, category, subcategory, snippet, correction, explanation"
+    };
+}
+
+/// Writes one event.
+pub const INSERT_EVENT: &str = concat!(
+    "INSERT INTO error_events (",
+    event_columns!(),
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+);
+/// The latest events of a month, newest first.
+pub const SELECT_RECENT_EVENTS: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM error_events WHERE user_id = ? AND bucket = ? LIMIT ?"
+);
+/// Every event of a month (paged).
+pub const SELECT_MONTH_EVENTS: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM error_events WHERE user_id = ? AND bucket = ?"
+);
+
 /// A row of `error_events`: one error point of a report.
 #[derive(Debug, Clone, SerializeRow, DeserializeRow)]
 pub struct EventRow {
@@ -195,6 +223,34 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// The event of the report's point number `index` (of `point`, whose
+    /// key is `key`), recorded at `at` in the utterance whose snippet is
+    /// `snippet`.
+    pub fn new(
+        report: &ErrorReport,
+        index: usize,
+        point: &ErrorPoint,
+        key: ErrorKey,
+        at: DateTime<Utc>,
+        snippet: Option<String>,
+    ) -> Self {
+        Self {
+            user_id: report.user_id,
+            bucket: bucket(at),
+            occurred_at: timestamp(at),
+            event_id: event_id(report.fingerprint, index),
+            conversation_id: Some(report.conversation_id),
+            utterance_id: Some(report.utterance_id),
+            category_key: key.category,
+            subcategory_key: key.subcategory,
+            category: Some(point.category.as_str().to_owned()),
+            subcategory: Some(point.subcategory.as_str().to_owned()),
+            snippet,
+            correction: point.correction.text.clone(),
+            explanation: point.correction.explanation.clone(),
+        }
+    }
+
     /// About how many bytes of text the row carries.
     pub fn text_bytes(&self) -> usize {
         let texts = [

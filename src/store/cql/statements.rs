@@ -86,7 +86,7 @@ pub async fn prepare(
 macro_rules! statements {
     (
         $(#[$meta:meta])* $vis:vis struct $set:ident {
-            $($(#[$doc:meta])* $name:ident: $idempotent:ident => $cql:literal,)*
+            $($(#[$doc:meta])* $name:ident: $idempotent:ident => $cql:expr,)*
         }
     ) => {
         $(#[$meta])* $vis struct $set {
