@@ -2,11 +2,12 @@
 //! every route shares (body limit, auth, metrics, request ids, tracing).
 
 pub mod conversations;
+pub mod erasure;
 pub mod error;
 pub mod error_points;
 pub mod exercises;
+pub mod export;
 pub mod extract;
-pub mod lifecycle;
 pub mod openapi;
 pub mod ops;
 pub mod progress;
@@ -50,9 +51,10 @@ pub fn router(state: AppState) -> Router {
         .merge(utterances::router())
         .merge(error_points::router())
         .merge(exercises::router())
-        .merge(lifecycle::router())
+        .merge(export::router())
         .merge(progress::router())
         .merge(ops::router())
+        .merge(openapi::router())
         // A route layer sees the matched route, so metrics are labelled by
         // route template, not by raw path (which carries ids).
         .route_layer(middleware::from_fn(record_metrics))
