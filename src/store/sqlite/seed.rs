@@ -8,7 +8,8 @@ use std::path::Path;
 use r2d2_sqlite::rusqlite::params;
 use uuid::Uuid;
 
-use super::connection::{self, internal, micros, DATABASE_FILE};
+use super::columns::micros;
+use super::connection::{self, internal, DATABASE_FILE};
 use super::WalLimits;
 use crate::store::StoreError;
 use crate::store::SEEDED_SAID as SAID;
