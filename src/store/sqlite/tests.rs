@@ -316,6 +316,51 @@ async fn shutdown_folds_the_wal_into_the_database() {
     assert_eq!(again.frequencies(al.0).await.unwrap().total(), 100);
 }
 
+/// The store reports the workers whose threads run: all three while it is
+/// open, none once `shutdown` has joined them.
+#[tokio::test]
+async fn workers_are_listed_while_running_and_none_after_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let mut running = store.workers();
+    running.sort_unstable();
+    assert_eq!(running, ["checkpointer", "expirer", "writer"]);
+    store.shutdown().await.unwrap();
+    assert_eq!(store.workers(), Vec::<&str>::new());
+}
+
+/// A store dropped without `shutdown` still stops its workers and waits
+/// for them before the drop returns: the WAL is already folded in (only
+/// the stopped workers do that while another connection stays open), and
+/// the data directory opens again at once.
+#[tokio::test]
+async fn dropping_the_store_stops_and_joins_its_workers() {
+    let (dir, store, al, said) = one_learner_with_a_sentence().await;
+    for n in 0..50 {
+        record(&store, al, said, vec![point(n), point(n + 1)]).await;
+    }
+    // A connection of its own that has read keeps SQLite from folding the
+    // WAL in when the store's last connection closes.
+    let path = dir.path().join(DATABASE_FILE);
+    let outside = r2d2_sqlite::rusqlite::Connection::open(&path).unwrap();
+    let counted: i64 = outside
+        .query_row("SELECT sum(frequency) FROM error_counts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(counted, 100);
+    let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        wal_size() > 0,
+        "the WAL is empty already: the test proves nothing"
+    );
+
+    drop(store);
+    assert_eq!(wal_size(), 0, "the workers were still running after drop");
+    let again = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(again.frequencies(al.0).await.unwrap().total(), 100);
+    assert_eq!(again.workers().len(), 3);
+}
+
 /// A read holds its connection on its task's own thread, so a runtime
 /// worker that found every connection taken would block until another
 /// read ended. Sixteen reads on sixteen workers (more than the pool once
