@@ -31,6 +31,7 @@
 //! | `expirer` | forgetting old request fingerprints |
 //! | `workers` | starting, stopping and joining the threads above |
 //! | `seed` | many learners written straight into a fresh data directory |
+//! | `*tests` | the store against real SQLite files in temporary directories |
 
 mod columns;
 mod connection;
@@ -333,3 +334,5 @@ impl Store for SqliteStore {
 mod tests;
 #[cfg(test)]
 mod weekly_tests;
+#[cfg(test)]
+mod workers_tests;
