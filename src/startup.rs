@@ -65,24 +65,45 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, lets in-flight requests finish,
-    /// then drains the store's buffers.
+    /// then drains the store's buffers. The store is shut down however
+    /// serving ends; a serving error is still what this returns.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let router = http::router(self.state);
-        let workers = self.store.workers();
-        tracing::info!(?workers, "background workers running");
-        tracing::info!(addr = %self.listener.local_addr()?, "errata listening");
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
-        tracing::info!("draining buffered writes before exit");
-        self.store.shutdown().await.context("draining the store")?;
-        tracing::info!(?workers, "background workers stopped");
-        Ok(())
+        let Self {
+            listener,
+            store,
+            state,
+        } = self;
+        let serving = async move {
+            let router = http::router(state);
+            tracing::info!(addr = %listener.local_addr()?, "errata listening");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving HTTP")
+        };
+        serve_then_shut_down(store.as_ref(), serving).await
     }
+}
+
+/// Runs `serving` with the store's workers beside it, then shuts the store
+/// down whether serving ended well or not: its buffered writes are drained
+/// and its workers joined on every way out.
+async fn serve_then_shut_down(
+    store: &dyn Store,
+    serving: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tracing::info!(workers = ?store.workers(), "background workers running");
+    let served = serving.await;
+    if let Err(e) = &served {
+        tracing::error!(error = format!("{e:#}"), "serving failed; shutting down");
+    }
+    tracing::info!("draining buffered writes before exit");
+    let drained = store.shutdown().await.context("draining the store");
+    tracing::info!(still_running = ?store.workers(), "background workers stopped");
+    served.and(drained)
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -106,4 +127,36 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Serving that fails still shuts the store down, and the serving
+    /// error is what comes back.
+    #[tokio::test]
+    async fn the_store_shuts_down_when_serving_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(!store.workers().is_empty());
+        let failed = serve_then_shut_down(&store, async { Err(anyhow::anyhow!("accept failed")) })
+            .await
+            .unwrap_err();
+        assert_eq!(failed.to_string(), "accept failed");
+        assert_eq!(store.workers(), Vec::<&str>::new());
+        assert!(store.check_ready().await.is_err(), "writes still accepted");
+    }
+
+    /// And so does serving that ends well.
+    #[tokio::test]
+    async fn the_store_shuts_down_when_serving_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        serve_then_shut_down(&store, async { Ok(()) })
+            .await
+            .unwrap();
+        assert_eq!(store.workers(), Vec::<&str>::new());
+    }
 }

@@ -1,12 +1,32 @@
 //! The HTTP API: one module per resource, merged here with the middleware
 //! every route shares (body limit, auth, metrics, request ids, tracing).
+//!
+//! | file | its one job |
+//! | --- | --- |
+//! | `users` | signing up, reading an account |
+//! | `erasure` | erasing a learner and everything of theirs |
+//! | `export` | a learner's data as one streamed JSON document |
+//! | `conversations` | starting a conversation |
+//! | `utterances` | recording what a learner said |
+//! | `error_points` | recording error points; frequencies and latest errors |
+//! | `progress` | a learner's errors week by week |
+//! | `exercises` | personalised practice |
+//! | `ops` | liveness, readiness, metrics |
+//! | `openapi` | the API document: its registry of paths, what it adds, its page |
+//! | `extract` | extractors answering malformed input with 422s and 413s |
+//! | `error` | the one error type and its response bodies |
+//!
+//! A resource's module depends on `error`, `extract` and the bodies of the
+//! resources it shows; `openapi` depends on every handler it documents, and
+//! nothing depends on it but this router.
 
 pub mod conversations;
+pub mod erasure;
 pub mod error;
 pub mod error_points;
 pub mod exercises;
+pub mod export;
 pub mod extract;
-pub mod lifecycle;
 pub mod openapi;
 pub mod ops;
 pub mod progress;
@@ -50,9 +70,10 @@ pub fn router(state: AppState) -> Router {
         .merge(utterances::router())
         .merge(error_points::router())
         .merge(exercises::router())
-        .merge(lifecycle::router())
+        .merge(export::router())
         .merge(progress::router())
         .merge(ops::router())
+        .merge(openapi::router())
         // A route layer sees the matched route, so metrics are labelled by
         // route template, not by raw path (which carries ids).
         .route_layer(middleware::from_fn(record_metrics))

@@ -1,9 +1,19 @@
-//! What the API document says beyond the handlers' own annotations: the
-//! input rules written as patterns, the responses every operation shares
-//! (413, 503, and 401 when tokens are configured) and the links from the
-//! create operations to those that take the ids they return, so that a
-//! generated client, or a fuzzer following links, is never surprised.
+//! The API document and where it is served (`/openapi.json`, and the
+//! `/docs` page with its vendored viewer).
+//!
+//! [`ApiDoc`] is the registry of documented operations: a new endpoint is
+//! its handler's annotation plus one line there. Beyond the handlers' own
+//! annotations the document says the input rules written as patterns, the
+//! responses every operation shares (413, 503, and 401 when tokens are
+//! configured) and the links from the create operations to those that take
+//! the ids they return, so that a generated client, or a fuzzer following
+//! links, is never surprised.
 
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
 use utoipa::openapi::link::Link;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -13,11 +23,104 @@ use utoipa::openapi::{
 };
 use utoipa::Modify;
 
+use super::AppState;
 use crate::domain::patterns;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs))
+        .route("/docs/swagger-ui-bundle.js", get(docs_script))
+        .route("/docs/swagger-ui.css", get(docs_style))
+}
+
+/// The registry of documented operations: each handler's `utoipa::path`
+/// annotation says what it takes and answers; listing it here puts it in
+/// the document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "errata", description = "Records learners' spoken-English error points and serves targeted practice."),
+    paths(
+        super::users::create_user,
+        super::users::get_user,
+        super::erasure::delete_user,
+        super::export::export_user,
+        super::conversations::create_conversation,
+        super::utterances::create_utterance,
+        super::error_points::record_errors,
+        super::error_points::record_utterance_errors,
+        super::error_points::list_errors,
+        super::error_points::recent_errors,
+        super::progress::progress,
+        super::exercises::generate_exercise,
+        super::ops::healthz,
+        super::ops::readyz,
+        super::ops::metrics_text,
+    ),
+    components(schemas(
+        super::error::FieldError,
+        super::error::LocItem,
+        super::exercises::RankParam
+    )),
+    modifiers(&BearerAuth, &Rules, &SharedResponses, &Links),
+)]
+pub struct ApiDoc;
+
+/// Documents the optional bearer-token scheme.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The API document; with bearer tokens configured it says where they
+/// are needed.
+pub async fn openapi_json(State(state): State<AppState>) -> impl IntoResponse {
+    Json(document(!state.tokens.is_empty()))
+}
+
+/// The API page. Its viewer (Swagger UI, vendored in `docs/`) is served
+/// from the binary itself, so the page renders with no network.
+pub async fn docs() -> Html<&'static str> {
+    Html(include_str!("docs/index.html"))
+}
+
+/// The viewer's files change only with the binary: cached for a day.
+fn asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn docs_script() -> axum::response::Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("docs/swagger-ui-bundle.js"),
+    )
+}
+
+pub async fn docs_style() -> axum::response::Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("docs/swagger-ui.css"),
+    )
+}
 
 /// The input rules that are more than a type, length or range: the
 /// patterns of the domain's validated strings.
-pub struct Rules;
+struct Rules;
 
 impl Modify for Rules {
     fn modify(&self, openapi: &mut OpenApi) {
@@ -48,7 +151,7 @@ const STORELESS: [&str; 2] = ["/healthz", "/metrics"];
 
 /// The responses any operation may give besides its own: 413 for a body
 /// over the limit, 503 when a backend does not answer.
-pub struct SharedResponses;
+struct SharedResponses;
 
 impl Modify for SharedResponses {
     fn modify(&self, openapi: &mut OpenApi) {
@@ -73,7 +176,7 @@ impl Modify for SharedResponses {
 /// but `/healthz` requires one and may answer 401.
 pub fn document(tokens_configured: bool) -> serde_json::Value {
     use utoipa::OpenApi as _;
-    let openapi = with_auth(super::ops::ApiDoc::openapi(), tokens_configured);
+    let openapi = with_auth(ApiDoc::openapi(), tokens_configured);
     let mut document = serde_json::to_value(openapi).unwrap_or_default();
     camel_case_links(&mut document);
     document
@@ -132,7 +235,7 @@ fn with_auth(mut openapi: OpenApi, tokens_configured: bool) -> OpenApi {
 }
 
 /// From each create operation to the operations taking the ids it returns.
-pub struct Links;
+struct Links;
 
 impl Modify for Links {
     fn modify(&self, openapi: &mut OpenApi) {

@@ -1,4 +1,5 @@
-//! Learners' accounts.
+//! Learners' accounts: signing up and reading one (erasing one is
+//! `erasure`, on the same path).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,7 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/users", post(create_user))
         .route(
             "/users/{user_id}",
-            get(get_user).delete(super::lifecycle::delete_user),
+            get(get_user).delete(super::erasure::delete_user),
         )
 }
 

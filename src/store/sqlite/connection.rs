@@ -1,14 +1,12 @@
 //! Opening the database: the data-directory lock, what every connection is
-//! set up with, the WAL's limits, and how values are kept in columns.
+//! set up with, and the WAL's limits.
 
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use r2d2::Pool;
 use r2d2_sqlite::rusqlite::{self, Connection, OpenFlags};
 use r2d2_sqlite::SqliteConnectionManager;
-use uuid::Uuid;
 
 use crate::store::{Backend, BoxError, StoreError};
 
@@ -127,21 +125,4 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 pub(super) fn internal(e: impl Into<BoxError>) -> StoreError {
     StoreError::internal("sqlite", e)
-}
-
-/// Times are kept as microseconds since the Unix epoch.
-pub(super) fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-pub(super) fn from_micros(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-/// Ids are kept as UUID text.
-pub(super) fn uuid_column(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
-    let text: String = row.get(index)?;
-    Uuid::parse_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
-    })
 }

@@ -8,34 +8,52 @@
 //! survives a crash. Reads run on a pool of read-only connections and, thanks
 //! to WAL, never wait for the writer.
 //!
-//! Three threads work here: the writer, the checkpointer and the
-//! fingerprint expirer. One [`Closer`] stops them all; `shutdown` waits for
-//! them, and the writer's last act is to fold the WAL into the database.
+//! Three threads work beside the requests: the writer, the checkpointer and
+//! the fingerprint expirer. The store's [`Workers`] start them, stop them by
+//! one [`Closer`] and join them, on `shutdown` or when the store is dropped;
+//! then the WAL is folded into the database.
 //!
-//! - `connection`: the data-directory lock, connection set-up, WAL limits,
-//!   how values are kept in columns;
-//! - `writer`: the typed write requests and the group commit;
-//! - `writes` and `reads`: the SQL;
-//! - `lifecycle`: a learner's erasure and export;
-//! - `maintenance`: the checkpointer, the expirer, the WAL's restart and
-//!   its last checkpoint;
-//! - `practice_cache`: learners' practice inputs kept between writes.
+//! | file | its one job |
+//! | --- | --- |
+//! | `connection` | the data-directory lock, connection set-up, WAL limits |
+//! | `columns` | how values are kept in columns (ids, times, weeks) |
+//! | `rows` | one row type per table: its columns and its mapping from a row |
+//! | `migrate` | bringing an older database's schema up to date |
+//! | `queue` | the typed write requests and the writer's queue |
+//! | `writer` | the group commit |
+//! | `writes` | the write SQL, in the writer's transaction |
+//! | `lookups` | the lookups reads and writes both need |
+//! | `reads` | the read SQL, on pooled read-only connections |
+//! | `erasure` | deleting every row of a learner |
+//! | `export` | reading a learner's rows out page by page |
+//! | `practice_cache` | learners' practice inputs kept between writes |
+//! | `wal` | the checkpointer, the WAL's restart and its last fold |
+//! | `expirer` | forgetting old request fingerprints |
+//! | `workers` | starting, stopping and joining the threads above |
+//! | `seed` | many learners written straight into a fresh data directory |
+//! | `*tests` | the store against real SQLite files in temporary directories |
 
+mod columns;
 mod connection;
-mod lifecycle;
-mod maintenance;
+mod erasure;
+mod expirer;
+mod export;
+mod lookups;
 mod migrate;
 mod practice_cache;
+mod queue;
 mod reads;
+mod rows;
 pub mod seed;
+mod wal;
+mod workers;
 mod writer;
 mod writes;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -45,9 +63,13 @@ use r2d2_sqlite::SqliteConnectionManager;
 use uuid::Uuid;
 
 pub use connection::WalLimits;
-use connection::{internal, DATABASE_FILE};
+use connection::DATABASE_FILE;
+use expirer::Expirer;
 use practice_cache::PracticeCache;
-use writer::{WeakWriteQueue, WriteQueue, WriteRequest, Writer};
+use queue::{WriteQueue, WriteRequest};
+use wal::Checkpointer;
+use workers::Workers;
+use writer::Writer;
 use writes::Expiry;
 
 use super::closer::Closer;
@@ -72,53 +94,14 @@ pub struct SqliteStore {
     /// Exercise rotation is a presentation nicety, not data: it lives in
     /// memory and starts over when the process restarts.
     rounds: Mutex<HashMap<Uuid, u64>>,
-    /// Stops the writer, the checkpointer and the expirer.
-    closer: Closer,
-    /// Taken by the first `shutdown`, which waits for them.
-    threads: Mutex<Option<Threads>>,
+    /// The writer, the checkpointer and the expirer; dropped before the
+    /// lock below (fields drop in order), so that the data directory is
+    /// free only once they have stopped.
+    workers: Workers,
     /// Held while the store is open: one process per data directory, since
     /// what this process keeps in memory is only kept right by its own
     /// writer.
     _lock: std::fs::File,
-}
-
-/// The store's threads. The writer joins the checkpointer itself, before
-/// its last checkpoint.
-struct Threads {
-    writer: JoinHandle<()>,
-    expirer: JoinHandle<()>,
-}
-
-impl Threads {
-    /// Starts the threads; they run until `closer` closes.
-    fn start(writer: Writer, queue: WeakWriteQueue, closer: &Closer) -> Result<Self, StoreError> {
-        let closer = closer.clone();
-        Ok(Self {
-            writer: spawn("writer", move || writer.run())?,
-            expirer: spawn("expirer", move || maintenance::run_expirer(&queue, &closer))?,
-        })
-    }
-
-    /// Waits for every thread to finish (they must have been told to).
-    fn join(self) -> Result<(), StoreError> {
-        let expirer = self.expirer.join();
-        let writer = self.writer.join();
-        for (name, joined) in [("writer", writer), ("expirer", expirer)] {
-            if joined.is_err() {
-                return Err(StoreError::bug(format!(
-                    "the database {name} thread panicked"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
-    thread::Builder::new()
-        .name(format!("errata-sqlite-{name}"))
-        .spawn(work)
-        .map_err(internal)
 }
 
 /// A read holds its connection on the thread of the task that asks (see
@@ -130,15 +113,6 @@ fn reader_pool_size() -> usize {
         .map(|runtime| runtime.metrics().num_workers())
         .unwrap_or(0);
     MIN_READERS.max(workers + 1)
-}
-
-impl Drop for SqliteStore {
-    /// Stops the threads without waiting for them, since this may run on a
-    /// runtime worker: the writer still answers what is queued and folds the
-    /// WAL in as it exits.
-    fn drop(&mut self) {
-        self.closer.close();
-    }
 }
 
 impl SqliteStore {
@@ -168,30 +142,32 @@ impl SqliteStore {
         let wal_full = Arc::new(AtomicBool::new(false));
         let practice = Arc::new(PracticeCache::new(PRACTICE_CACHE_BYTES));
         let (queue, requests) = WriteQueue::new();
-        let checkpointer = {
-            let (closer, wal_full) = (closer.clone(), wal_full.clone());
-            spawn("checkpointer", move || {
-                maintenance::run_checkpointer(checkpointer, &closer, &wal_full, wal.restart_frames)
-            })?
-        };
-        let writer = Writer {
-            conn,
-            queue: requests,
-            practice: practice.clone(),
-            wal_full,
-            closer: closer.clone(),
-            checkpointer,
-        };
-        // If the writer or the expirer cannot start, what did start stops.
-        let threads =
-            Threads::start(writer, queue.downgrade(), &closer).inspect_err(|_| closer.close())?;
+        let workers = Workers::start(
+            closer.clone(),
+            Writer {
+                conn,
+                queue: requests,
+                practice: practice.clone(),
+                wal_full: wal_full.clone(),
+                closer: closer.clone(),
+            },
+            Checkpointer {
+                conn: checkpointer,
+                wal_full,
+                restart_frames: wal.restart_frames,
+                closer: closer.clone(),
+            },
+            Expirer {
+                queue: queue.downgrade(),
+                closer,
+            },
+        )?;
         Ok(Self {
             writer: queue,
             readers,
             practice,
             rounds: Mutex::new(HashMap::new()),
-            closer,
-            threads: Mutex::new(Some(threads)),
+            workers,
             _lock: lock,
         })
     }
@@ -242,7 +218,7 @@ impl Store for SqliteStore {
     }
 
     async fn user(&self, user_id: Uuid) -> Result<Option<User>, StoreError> {
-        self.read(|conn| reads::user(conn, user_id))
+        self.read(|conn| lookups::user(conn, user_id))
     }
 
     async fn create_conversation(&self, user_id: Uuid) -> Result<Conversation, StoreError> {
@@ -311,12 +287,12 @@ impl Store for SqliteStore {
     }
 
     async fn export(&self, user_id: Uuid) -> Result<Option<(User, ExportPages)>, StoreError> {
-        let Some(user) = self.read(|conn| reads::user(conn, user_id))? else {
+        let Some(user) = self.read(|conn| lookups::user(conn, user_id))? else {
             return Ok(None);
         };
         Ok(Some((
             user,
-            lifecycle::export_pages(self.readers.clone(), user_id),
+            export::export_pages(self.readers.clone(), user_id),
         )))
     }
 
@@ -341,26 +317,16 @@ impl Store for SqliteStore {
         self.read(reads::check)
     }
 
-    /// Stops the writer (after it has answered what is queued and folded
-    /// the WAL into the database), the checkpointer and the expirer, and
-    /// waits for them. Reads still work afterwards; writes are refused.
+    /// The workers whose threads are running now.
     fn workers(&self) -> Vec<&'static str> {
-        vec!["writer", "checkpointer", "expirer"]
+        self.workers.alive()
     }
 
+    /// Stops the writer (after it has answered what is queued), the
+    /// checkpointer and the expirer, waits for them, and folds the WAL into
+    /// the database. Reads still work afterwards; writes are refused.
     async fn shutdown(&self) -> Result<(), StoreError> {
-        self.closer.close();
-        let threads = self
-            .threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match threads {
-            Some(threads) => tokio::task::spawn_blocking(move || threads.join())
-                .await
-                .map_err(internal)?,
-            None => Ok(()),
-        }
+        self.workers.shutdown().await
     }
 }
 
@@ -368,3 +334,5 @@ impl Store for SqliteStore {
 mod tests;
 #[cfg(test)]
 mod weekly_tests;
+#[cfg(test)]
+mod workers_tests;

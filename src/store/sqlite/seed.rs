@@ -8,7 +8,9 @@ use std::path::Path;
 use r2d2_sqlite::rusqlite::params;
 use uuid::Uuid;
 
-use super::connection::{self, internal, micros, DATABASE_FILE};
+use super::columns::micros;
+use super::connection::{self, internal, DATABASE_FILE};
+use super::rows::{conversation_columns, user_columns, utterance_columns};
 use super::WalLimits;
 use crate::store::StoreError;
 use crate::store::SEEDED_SAID as SAID;
@@ -30,22 +32,25 @@ pub fn seed(
     let tx = conn.transaction().map_err(internal)?;
     {
         let mut user = tx
-            .prepare(
-                "INSERT INTO users (user_id, username, email, email_key, created_at)
-                 VALUES (?1, ?2, ?3, ?3, ?4)",
-            )
+            .prepare(concat!(
+                "INSERT INTO users (",
+                user_columns!(),
+                ", email_key) VALUES (?1, ?2, ?3, ?4, ?3)"
+            ))
             .map_err(internal)?;
         let mut conversation = tx
-            .prepare(
-                "INSERT INTO conversations (conversation_id, user_id, started_at)
-                 VALUES (?1, ?2, ?3)",
-            )
+            .prepare(concat!(
+                "INSERT INTO conversations (",
+                conversation_columns!(),
+                ") VALUES (?1, ?2, ?3)"
+            ))
             .map_err(internal)?;
         let mut utterance = tx
-            .prepare(
-                "INSERT INTO utterances (utterance_id, conversation_id, user_id, content, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
+            .prepare(concat!(
+                "INSERT INTO utterances (",
+                utterance_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5)"
+            ))
             .map_err(internal)?;
         let now = micros(crate::store::now());
         let mut line = String::new();

@@ -25,7 +25,7 @@ const NAMES: [(&str, &str); 5] = [
 ];
 
 /// Error point `i`: most carry the AI's correction, every fourth none.
-fn point(i: usize) -> ErrorPoint {
+pub(super) fn point(i: usize) -> ErrorPoint {
     let (category, subcategory) = NAMES[i % NAMES.len()];
     ErrorPoint {
         category: ErrorName::parse(category).unwrap(),
@@ -50,14 +50,27 @@ async fn learner(store: &SqliteStore, name: &str) -> (Uuid, Uuid) {
     (user.user_id, conversation.conversation_id)
 }
 
-/// A fresh store (in a temporary directory, kept alive by the first
-/// value) with one learner who said one sentence.
-async fn one_learner_with_a_sentence() -> (tempfile::TempDir, SqliteStore, (Uuid, Uuid), Uuid) {
+/// A fresh store with one learner who said one sentence.
+pub(super) struct OneLearner {
+    /// Keeps the temporary data directory alive.
+    pub dir: tempfile::TempDir,
+    pub store: SqliteStore,
+    /// (user, conversation)
+    pub al: (Uuid, Uuid),
+    pub said: Uuid,
+}
+
+pub(super) async fn one_learner_with_a_sentence() -> OneLearner {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let al = learner(&store, "al").await;
     let said = utterance(&store, al, Some("She go to school")).await;
-    (dir, store, al, said)
+    OneLearner {
+        dir,
+        store,
+        al,
+        said,
+    }
 }
 
 async fn utterance(
@@ -200,7 +213,12 @@ async fn practice_inputs_in_one_read_match_the_generic_answer() {
 /// writer has acknowledged is in the very next answer.
 #[tokio::test]
 async fn kept_practice_inputs_follow_every_write() {
-    let (_dir, store, al, said) = one_learner_with_a_sentence().await;
+    let OneLearner {
+        dir: _dir,
+        store,
+        al,
+        said,
+    } = one_learner_with_a_sentence().await;
     let query = PracticeQuery {
         top_n: 3,
         sentences_per_error: 3,
@@ -246,7 +264,12 @@ async fn kept_practice_inputs_follow_every_write() {
 /// the ones older than that are removed, over as many chunks as it takes.
 #[tokio::test]
 async fn old_fingerprints_expire_and_recent_ones_still_deduplicate() {
-    let (_dir, store, al, said) = one_learner_with_a_sentence().await;
+    let OneLearner {
+        dir: _dir,
+        store,
+        al,
+        said,
+    } = one_learner_with_a_sentence().await;
     let report = |fingerprint: Uuid, received_at: DateTime<Utc>| ErrorReport {
         user_id: al.0,
         conversation_id: al.1,
@@ -283,37 +306,6 @@ async fn old_fingerprints_expire_and_recent_ones_still_deduplicate() {
     assert_eq!((again.recorded, again.duplicate), (1, false));
     let total = store.frequencies(al.0).await.unwrap().top(1)[0].frequency;
     assert_eq!(total, old.len() as i64 + 2);
-}
-
-/// A clean shutdown stops the writer and leaves the WAL folded into the
-/// database: the -wal file is empty (or gone), later writes are refused,
-/// and the store opened again reads everything that was written.
-#[tokio::test]
-async fn shutdown_folds_the_wal_into_the_database() {
-    let (dir, store, al, said) = one_learner_with_a_sentence().await;
-    for n in 0..50 {
-        record(&store, al, said, vec![point(n), point(n + 1)]).await;
-    }
-    // A reader that has read stays open past the shutdown, which keeps
-    // SQLite from folding the WAL in as the writer's connection closes.
-    assert_eq!(store.frequencies(al.0).await.unwrap().total(), 100);
-    let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
-    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        wal_size() > 0,
-        "the WAL is empty already: the test proves nothing"
-    );
-
-    store.shutdown().await.unwrap();
-    assert_eq!(wal_size(), 0, "the WAL was left holding data");
-    assert!(store.create_conversation(al.0).await.is_err());
-    assert!(store.check_ready().await.is_err());
-    // A second shutdown has nothing left to stop.
-    store.shutdown().await.unwrap();
-
-    drop(store);
-    let again = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(again.frequencies(al.0).await.unwrap().total(), 100);
 }
 
 /// A read holds its connection on its task's own thread, so a runtime
@@ -372,25 +364,7 @@ impl Rendezvous {
     }
 }
 
-/// Two processes on one data directory would each keep answers the
-/// other's writes made stale: the second is refused, with the reason.
-#[tokio::test]
-async fn one_store_per_data_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = SqliteStore::open(dir.path()).await.unwrap();
-    let second = SqliteStore::open(dir.path()).await;
-    match second {
-        Err(e @ StoreError::Unavailable { .. }) => {
-            let reason = e.to_string();
-            assert!(reason.contains("another errata process"), "{reason}")
-        }
-        other => panic!("a second store opened: {:?}", other.err()),
-    }
-    drop(first);
-    SqliteStore::open(dir.path()).await.unwrap();
-}
-
-async fn record(
+pub(super) async fn record(
     store: &SqliteStore,
     (user_id, conversation_id): (Uuid, Uuid),
     utterance_id: Uuid,

@@ -1,140 +1,28 @@
 //! The single writer: it takes whatever requests are queued, applies each in
 //! its own savepoint inside one transaction, commits once (one fsync for the
-//! whole group) and only then answers the callers.
-//!
-//! Each request carries its input and its own reply channel, typed for what
-//! it answers, so a caller always hears back the type it asked for. When the
-//! store closes, the writer answers what is already queued, and its last
-//! act is to fold the WAL into the database.
+//! whole group) and only then answers the callers. When the store closes,
+//! the writer answers what is already queued and gives its connection back
+//! to the store's workers, which fold the WAL in with it once every worker
+//! has stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use r2d2_sqlite::rusqlite::{self, Connection, Transaction, TransactionBehavior};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::lifecycle;
-use super::maintenance::{fold_wal_in, restart_wal};
+use super::erasure;
 use super::practice_cache::PracticeCache;
-use super::writes::{self, ExpiredChunk, Expiry};
+use super::queue::{Reply, WriteRequest};
+use super::wal::restart_wal;
+use super::writes;
 use crate::store::closer::Closer;
-use crate::store::{
-    Conversation, ErrorReport, NewUser, NewUtterance, RecordOutcome, StoreError, User, Utterance,
-};
+use crate::store::StoreError;
 
 /// Most write requests committed in one transaction.
 const MAX_GROUP: usize = 512;
-/// Queued write requests before callers wait (back-pressure, bounded memory).
-const QUEUE_DEPTH: usize = 4096;
-
-/// Where the writer sends one request's answer.
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-pub(super) enum WriteRequest {
-    CreateUser(NewUser, Reply<User>),
-    CreateConversation(Uuid, Reply<Conversation>),
-    CreateUtterance(NewUtterance, Reply<Utterance>),
-    Record(ErrorReport, Reply<RecordOutcome>),
-    /// Erases a learner and everything of theirs.
-    Erase(Uuid, Reply<()>),
-    /// One chunk of a pass that forgets old request fingerprints.
-    ExpireFingerprints(Expiry, Reply<ExpiredChunk>),
-}
-
-impl WriteRequest {
-    /// The learner whose errors the request may change.
-    fn learner(&self) -> Option<Uuid> {
-        match self {
-            Self::Record(report, _) => Some(report.user_id),
-            Self::Erase(user_id, _) => Some(*user_id),
-            _ => None,
-        }
-    }
-
-    /// Applies the request in the group's transaction; what it returns
-    /// answers the caller once the group is committed.
-    fn apply(self, group: &mut Group<'_>) -> Box<dyn Answer> {
-        match self {
-            Self::CreateUser(new, reply) => {
-                pending(reply, group.apply(|tx| writes::insert_user(tx, new)))
-            }
-            Self::CreateConversation(user_id, reply) => pending(
-                reply,
-                group.apply(|tx| writes::insert_conversation(tx, user_id)),
-            ),
-            Self::CreateUtterance(new, reply) => {
-                pending(reply, group.apply(|tx| writes::insert_utterance(tx, new)))
-            }
-            Self::Record(report, reply) => {
-                pending(reply, group.apply(|tx| writes::record(tx, report)))
-            }
-            Self::Erase(user_id, reply) => {
-                pending(reply, group.apply(|tx| lifecycle::erase(tx, user_id)))
-            }
-            Self::ExpireFingerprints(expiry, reply) => pending(
-                reply,
-                group.apply(|tx| writes::expire_fingerprints(tx, expiry)),
-            ),
-        }
-    }
-}
-
-/// The callers' side of the writer's queue.
-pub(super) struct WriteQueue(mpsc::Sender<WriteRequest>);
-
-impl WriteQueue {
-    /// A queue, and the end of it the writer takes requests from.
-    pub fn new() -> (Self, mpsc::Receiver<WriteRequest>) {
-        let (sender, queue) = mpsc::channel(QUEUE_DEPTH);
-        (Self(sender), queue)
-    }
-
-    /// Queues the request `request` builds around its reply channel, and
-    /// waits for the answer (which comes after the commit).
-    pub async fn send<T>(
-        &self,
-        request: impl FnOnce(Reply<T>) -> WriteRequest,
-    ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.0.send(request(reply)).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-
-    /// A hold on the queue that does not keep the writer running.
-    pub fn downgrade(&self) -> WeakWriteQueue {
-        WeakWriteQueue(self.0.downgrade())
-    }
-}
-
-/// A hold on the writer's queue for a background thread: it never keeps
-/// the writer alive.
-pub(super) struct WeakWriteQueue(mpsc::WeakSender<WriteRequest>);
-
-impl WeakWriteQueue {
-    /// Like [`WriteQueue::send`], from a plain thread; `None` once the
-    /// writer has stopped.
-    pub fn blocking_send<T>(
-        &self,
-        request: impl FnOnce(Reply<T>) -> WriteRequest,
-    ) -> Option<Result<T, StoreError>> {
-        let (reply, answer) = oneshot::channel();
-        let queue = self.0.upgrade()?;
-        queue.blocking_send(request(reply)).ok()?;
-        drop(queue);
-        answer.blocking_recv().ok()
-    }
-}
-
-fn stopped() -> StoreError {
-    StoreError::bug("the database writer has stopped")
-}
 
 /// The writer thread and what it owns.
 pub(super) struct Writer {
@@ -146,14 +34,12 @@ pub(super) struct Writer {
     pub wal_full: Arc<AtomicBool>,
     /// The writer stops when this closes, after answering what is queued.
     pub closer: Closer,
-    /// Joined before the writer's own last checkpoint.
-    pub checkpointer: JoinHandle<()>,
 }
 
 impl Writer {
     /// Drains the queue in groups, one transaction each, until the store
-    /// closes; then folds the WAL in.
-    pub fn run(mut self) {
+    /// closes; returns its connection, for the WAL's last fold.
+    pub fn run(mut self) -> Connection {
         let mut requests = Vec::with_capacity(MAX_GROUP);
         while let Some(first) = next_request(&mut self.queue, &self.closer) {
             requests.push(first);
@@ -168,13 +54,7 @@ impl Writer {
                 restart_wal(&self.conn);
             }
         }
-        // The queue also ends when the store is gone; either way the
-        // checkpointer stops, and the last checkpoint is the writer's.
-        self.closer.close();
-        if self.checkpointer.join().is_err() {
-            tracing::error!("the WAL checkpointer thread panicked");
-        }
-        fold_wal_in(&self.conn);
+        self.conn
     }
 }
 
@@ -201,7 +81,7 @@ fn commit_and_answer(
     let count = requests.len();
     let started = Instant::now();
     let mut group = Group::begin(conn);
-    let answers: Vec<Box<dyn Answer>> = requests.drain(..).map(|r| r.apply(&mut group)).collect();
+    let answers: Vec<Box<dyn Answer>> = requests.drain(..).map(|r| apply(r, &mut group)).collect();
     let committed = group.commit();
     metrics::histogram!("errata_sqlite_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("errata_sqlite_commit_requests").record(count as f64);
@@ -215,6 +95,33 @@ fn commit_and_answer(
     }
     for answer in answers {
         answer.send(committed.as_ref().map(|_| ()));
+    }
+}
+
+/// Applies the request in the group's transaction; what it returns
+/// answers the caller once the group is committed.
+fn apply(request: WriteRequest, group: &mut Group<'_>) -> Box<dyn Answer> {
+    match request {
+        WriteRequest::CreateUser(new, reply) => {
+            pending(reply, group.apply(|tx| writes::insert_user(tx, new)))
+        }
+        WriteRequest::CreateConversation(user_id, reply) => pending(
+            reply,
+            group.apply(|tx| writes::insert_conversation(tx, user_id)),
+        ),
+        WriteRequest::CreateUtterance(new, reply) => {
+            pending(reply, group.apply(|tx| writes::insert_utterance(tx, new)))
+        }
+        WriteRequest::Record(report, reply) => {
+            pending(reply, group.apply(|tx| writes::record(tx, report)))
+        }
+        WriteRequest::Erase(user_id, reply) => {
+            pending(reply, group.apply(|tx| erasure::erase(tx, user_id)))
+        }
+        WriteRequest::ExpireFingerprints(expiry, reply) => pending(
+            reply,
+            group.apply(|tx| writes::expire_fingerprints(tx, expiry)),
+        ),
     }
 }
 

@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use r2d2_sqlite::rusqlite::{params, Connection, OptionalExtension};
+use r2d2_sqlite::rusqlite::{params, Connection};
 use uuid::Uuid;
 
-use super::connection::{internal, micros, uuid_column};
-use super::reads::{conversation_owner, user, user_exists};
+use super::columns::{micros, week_text};
+use super::connection::internal;
+use super::lookups::{conversation_owner, email_holder, user, user_exists, utterance_place};
+use super::rows::{
+    conversation_columns, ingest_request_columns, user_columns, utterance_columns, IngestRequestRow,
+};
 use crate::domain::{week_start, ErrorKey};
 use crate::store::{
     Conversation, ErrorReport, NewUser, NewUtterance, PointTally, RecordOutcome, StoreError, User,
@@ -42,17 +46,18 @@ pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreEr
     let email_key = new.email.key().to_owned();
     let user = User::new(new);
     let inserted = tx
-        .prepare_cached(
-            "INSERT INTO users (user_id, username, email, email_key, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email_key) DO NOTHING",
-        )
+        .prepare_cached(concat!(
+            "INSERT INTO users (",
+            user_columns!(),
+            ", email_key) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email_key) DO NOTHING"
+        ))
         .and_then(|mut s| {
             s.execute(params![
                 user.user_id.to_string(),
                 user.username,
                 user.email,
-                email_key,
-                micros(user.created_at)
+                micros(user.created_at),
+                email_key
             ])
         })
         .map_err(internal)?;
@@ -66,11 +71,11 @@ pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreEr
 /// the e-mail is one (its answer was lost, so the client retried);
 /// otherwise the e-mail is another's.
 fn earlier_attempt(tx: &Connection, email_key: &str, attempt: &User) -> Result<User, StoreError> {
-    let holder = tx
-        .prepare_cached("SELECT user_id FROM users WHERE email_key = ?1")
-        .and_then(|mut s| s.query_row([email_key], |r| uuid_column(r, 0)).optional())
-        .map_err(internal)?;
-    match holder.map(|id| user(tx, id)).transpose()?.flatten() {
+    match email_holder(tx, email_key)?
+        .map(|id| user(tx, id))
+        .transpose()?
+        .flatten()
+    {
         Some(earlier) if earlier.retried_by(attempt) => {
             tracing::info!(user_id = %earlier.user_id, "a retried sign-up found its earlier attempt's account");
             Ok(earlier)
@@ -87,9 +92,11 @@ pub(super) fn insert_conversation(
         return Err(StoreError::UserNotFound);
     }
     let conversation = Conversation::new(user_id);
-    tx.prepare_cached(
-        "INSERT INTO conversations (conversation_id, user_id, started_at) VALUES (?1, ?2, ?3)",
-    )
+    tx.prepare_cached(concat!(
+        "INSERT INTO conversations (",
+        conversation_columns!(),
+        ") VALUES (?1, ?2, ?3)"
+    ))
     .and_then(|mut s| {
         s.execute(params![
             conversation.conversation_id.to_string(),
@@ -109,10 +116,11 @@ pub(super) fn insert_utterance(
         return Err(StoreError::ConversationNotFound);
     }
     let utterance = Utterance::new(new);
-    tx.prepare_cached(
-        "INSERT INTO utterances (utterance_id, conversation_id, user_id, content, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
+    tx.prepare_cached(concat!(
+        "INSERT INTO utterances (",
+        utterance_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5)"
+    ))
     .and_then(|mut s| {
         s.execute(params![
             utterance.utterance_id.to_string(),
@@ -133,10 +141,11 @@ pub(super) fn record(tx: &Connection, report: ErrorReport) -> Result<RecordOutco
     let user_id = report.user_id.to_string();
     let at = micros(report.received_at);
     let first_time = tx
-        .prepare_cached(
-            "INSERT INTO ingest_requests (user_id, fingerprint, received_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (user_id, fingerprint) DO NOTHING",
-        )
+        .prepare_cached(concat!(
+            "INSERT INTO ingest_requests (",
+            ingest_request_columns!(),
+            ") VALUES (?1, ?2, ?3) ON CONFLICT (user_id, fingerprint) DO NOTHING"
+        ))
         .and_then(|mut s| s.execute(params![user_id, report.fingerprint.to_string(), at]))
         .map_err(internal)?
         == 1;
@@ -159,16 +168,7 @@ pub(super) fn record(tx: &Connection, report: ErrorReport) -> Result<RecordOutco
 /// exist and belong together. Otherwise this names what is missing, user
 /// first.
 fn check_belongs_together(tx: &Connection, report: &ErrorReport) -> Result<(), StoreError> {
-    let utterance_owner = tx
-        .prepare_cached("SELECT conversation_id, user_id FROM utterances WHERE utterance_id = ?1")
-        .and_then(|mut s| {
-            s.query_row([report.utterance_id.to_string()], |r| {
-                Ok((uuid_column(r, 0)?, uuid_column(r, 1)?))
-            })
-            .optional()
-        })
-        .map_err(internal)?;
-    if utterance_owner == Some((report.conversation_id, report.user_id)) {
+    if utterance_place(tx, report.utterance_id)? == Some((report.conversation_id, report.user_id)) {
         return Ok(());
     }
     if !user_exists(tx, report.user_id)? {
@@ -183,11 +183,6 @@ fn check_belongs_together(tx: &Connection, report: &ErrorReport) -> Result<(), S
 /// The spelling the learner's table shows for each error (the first one
 /// seen), which the events then carry too.
 type Shown = HashMap<ErrorKey, (String, String)>;
-
-/// A week's key in `error_counts_by_week`: its Monday as YYYY-MM-DD.
-pub(super) fn week_text(week: chrono::NaiveDate) -> String {
-    week.format("%Y-%m-%d").to_string()
-}
 
 /// Two upserts per distinct error of the report (the all-time count and
 /// the count of the week the report was received in); returns the
@@ -291,18 +286,18 @@ pub(super) fn expire_fingerprints(
     tx: &Connection,
     Expiry { after, before }: Expiry,
 ) -> Result<ExpiredChunk, StoreError> {
-    let before = micros(before);
     let (user_id, fingerprint) = after.unwrap_or_default();
-    let keys: Vec<(String, String, i64)> = tx
-        .prepare_cached(
-            "SELECT user_id, fingerprint, received_at FROM ingest_requests
-             WHERE (user_id, fingerprint) > (?1, ?2)
-             ORDER BY user_id, fingerprint LIMIT ?3",
-        )
+    let keys: Vec<IngestRequestRow> = tx
+        .prepare_cached(concat!(
+            "SELECT ",
+            ingest_request_columns!(),
+            " FROM ingest_requests WHERE (user_id, fingerprint) > (?1, ?2)
+             ORDER BY user_id, fingerprint LIMIT ?3"
+        ))
         .and_then(|mut s| {
             s.query_map(
                 params![user_id, fingerprint, FINGERPRINT_CHUNK as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                IngestRequestRow::from_row,
             )?
             .collect()
         })
@@ -311,17 +306,16 @@ pub(super) fn expire_fingerprints(
         .prepare_cached("DELETE FROM ingest_requests WHERE user_id = ?1 AND fingerprint = ?2")
         .map_err(internal)?;
     let mut removed = 0;
-    for (user_id, fingerprint, received_at) in &keys {
-        if *received_at < before {
-            removed += delete
-                .execute(params![user_id, fingerprint])
-                .map_err(internal)?;
-        }
+    for key in keys.iter().filter(|key| key.received_at < before) {
+        removed += delete
+            .execute(params![key.user_id, key.fingerprint])
+            .map_err(internal)?;
     }
     let next = if keys.len() < FINGERPRINT_CHUNK {
         None
     } else {
-        keys.last().map(|(u, f, _)| (u.clone(), f.clone()))
+        keys.last()
+            .map(|key| (key.user_id.clone(), key.fingerprint.clone()))
     };
     Ok(ExpiredChunk { removed, next })
 }

@@ -1,11 +1,11 @@
-//! A learner's data as a whole: erasure, and the export of everything
-//! stored about them as one JSON document, streamed as it is read.
+//! A learner's export: everything stored about them as one JSON document,
+//! streamed as it is read.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -26,27 +26,6 @@ use crate::store::{ExportPage, ExportPages, Store, StoreError, StoredEvent};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/users/{user_id}/export", get(export_user))
-}
-
-/// Erases the learner: their account, e-mail, conversations, utterances,
-/// error events, counts and buffered state. Afterwards every endpoint
-/// answers 404 for them and the e-mail may be registered again.
-#[utoipa::path(delete, path = "/users/{user_id}", tag = "users",
-    params(("user_id" = Uuid, Path)),
-    responses(
-        (status = 204, description = "Erased"),
-        (status = 404, description = "User not found", body = Detail),
-        (status = 422, body = ValidationDetail),
-    ))]
-#[tracing::instrument(name = "delete_user", skip(state))]
-pub async fn delete_user(
-    State(state): State<AppState>,
-    Path(user_id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let user_id = path_uuid("user_id", &user_id)?;
-    state.store.erase_user(user_id).await?;
-    tracing::info!(%user_id, "user erased");
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// One recorded error point, with every field stored for it.
