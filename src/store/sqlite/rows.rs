@@ -11,11 +11,11 @@
 //! their row types leave it out; the write SQL names it with the rest.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use r2d2_sqlite::rusqlite::{self, Row};
+use r2d2_sqlite::rusqlite::{self, Row, Statement};
 use uuid::Uuid;
 
 use super::columns::{from_micros, str_column, uuid_column, week_column};
-use crate::domain::{Correction, ErrorFrequency, ErrorKey, WeekCount};
+use crate::domain::{Correction, ErrorFrequency, ErrorKey, ErrorPoint, WeekCount};
 use crate::store::{Conversation, RecentError, StoredEvent, User, Utterance};
 
 /// The columns of `users`, in [`UserRow`]'s order.
@@ -140,6 +140,42 @@ macro_rules! event_columns {
     };
 }
 pub(super) use event_columns;
+
+/// Writes one event (its `event_id` is the row's id).
+pub(super) const INSERT_EVENT: &str = "INSERT INTO error_events
+    (user_id, conversation_id, utterance_id, category_key, subcategory_key,
+     category, subcategory, occurred_at, correction, explanation)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// An event about to be written with [`INSERT_EVENT`].
+pub(super) struct NewEvent<'a> {
+    pub user_id: &'a str,
+    pub conversation_id: &'a str,
+    pub utterance_id: &'a str,
+    pub point: &'a ErrorPoint,
+    pub key: &'a ErrorKey,
+    /// The spelling the learner's count shows.
+    pub shown: &'a (String, String),
+    /// When it was recorded, in microseconds.
+    pub at: i64,
+}
+
+impl NewEvent<'_> {
+    pub fn insert(&self, statement: &mut Statement<'_>) -> rusqlite::Result<usize> {
+        statement.execute(rusqlite::params![
+            self.user_id,
+            self.conversation_id,
+            self.utterance_id,
+            self.key.category,
+            self.key.subcategory,
+            self.shown.0,
+            self.shown.1,
+            self.at,
+            self.point.correction.text,
+            self.point.correction.explanation
+        ])
+    }
+}
 
 /// One recorded error point: the log every count is made from.
 pub(super) struct EventRow {

@@ -11,7 +11,8 @@ use super::columns::{micros, week_text};
 use super::connection::internal;
 use super::lookups::{conversation_owner, email_holder, user, user_exists, utterance_place};
 use super::rows::{
-    conversation_columns, ingest_request_columns, user_columns, utterance_columns, IngestRequestRow,
+    conversation_columns, ingest_request_columns, user_columns, utterance_columns,
+    IngestRequestRow, NewEvent, INSERT_EVENT,
 };
 use crate::domain::{week_start, ErrorKey};
 use crate::store::{
@@ -247,35 +248,23 @@ fn insert_events(
     at: i64,
     shown: &Shown,
 ) -> Result<(), StoreError> {
-    let mut insert_event = tx
-        .prepare_cached(
-            "INSERT INTO error_events
-               (user_id, conversation_id, utterance_id, category_key, subcategory_key,
-                category, subcategory, occurred_at, correction, explanation)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .map_err(internal)?;
+    let mut insert_event = tx.prepare_cached(INSERT_EVENT).map_err(internal)?;
     let (conversation_id, utterance_id) = (
         report.conversation_id.to_string(),
         report.utterance_id.to_string(),
     );
     for point in &report.points {
         let key = point.key();
-        let (category, subcategory) = &shown[&key];
-        insert_event
-            .execute(params![
-                user_id,
-                conversation_id,
-                utterance_id,
-                key.category,
-                key.subcategory,
-                category,
-                subcategory,
-                at,
-                point.correction.text,
-                point.correction.explanation
-            ])
-            .map_err(internal)?;
+        let event = NewEvent {
+            user_id,
+            conversation_id: &conversation_id,
+            utterance_id: &utterance_id,
+            point,
+            key: &key,
+            shown: &shown[&key],
+            at,
+        };
+        event.insert(&mut insert_event).map_err(internal)?;
     }
     Ok(())
 }
