@@ -15,7 +15,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/errata --create-home errata
+ && useradd --system --uid 10001 --home-dir /var/lib/errata --create-home errata \
+ && install -d -o errata -g errata /var/lib/errata/metrics
 COPY --from=build /usr/local/bin/errata /usr/local/bin/errata
 USER errata
 WORKDIR /var/lib/errata

@@ -35,6 +35,11 @@ enum Command {
         /// Repair only this learner (repeat for several).
         #[arg(long = "user")]
         users: Vec<Uuid>,
+        /// Also write what the repair found (corrections, success, when) to
+        /// this file in the Prometheus text format, for a textfile collector
+        /// to export; replaced atomically.
+        #[arg(long, env = "ERRATA_REPAIR_METRICS_FILE")]
+        metrics_file: Option<std::path::PathBuf>,
     },
     /// Make every buffered write durable now (cql mode).
     Flush,
@@ -69,7 +74,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{store}");
             Ok(())
         }
-        Command::Repair { users } => {
+        Command::Repair {
+            users,
+            metrics_file,
+        } => {
             // No flusher: one cut off at exit would leave its batch to be
             // applied again.
             let store = store::open_for(&config, Background::Command).await?;
@@ -87,7 +95,16 @@ async fn main() -> anyhow::Result<()> {
                     (Ok(_), Err(_)) => {}
                 }
             }
-            store.close().await?;
+            let closed = store.close().await;
+            if let Some(path) = metrics_file {
+                let corrected = match (&repaired, &closed) {
+                    (Ok(n), Ok(())) => Some(*n as u64),
+                    _ => None,
+                };
+                write_repair_metrics(&path, corrected)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            closed?;
             let corrected = repaired?;
             println!("repair done: {corrected} counts corrected");
             Ok(())
@@ -120,4 +137,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The repair's metrics, written beside `path` and renamed over it, so a
+/// collector never reads half a file.
+fn write_repair_metrics(path: &std::path::Path, corrected: Option<u64>) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".{}.partial", std::process::id()));
+    std::fs::write(&partial, telemetry::repair_textfile(corrected, now))?;
+    std::fs::rename(&partial, path)?;
+    Ok(())
 }

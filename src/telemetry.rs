@@ -68,3 +68,88 @@ pub fn prometheus() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// The Prometheus text of every metric, the process's memory included
+/// (read at each scrape).
+pub fn render() -> String {
+    record_process_memory();
+    prometheus().render()
+}
+
+/// `process_resident_memory_bytes` and `process_virtual_memory_bytes`,
+/// the names Prometheus's client libraries give them, from
+/// `/proc/self/status` (Linux; elsewhere they are not exported).
+fn record_process_memory() {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    for (field, metric) in [
+        ("VmRSS:", "process_resident_memory_bytes"),
+        ("VmSize:", "process_virtual_memory_bytes"),
+    ] {
+        if let Some(bytes) = status_bytes(&status, field) {
+            metrics::gauge!(metric).set(bytes as f64);
+        }
+    }
+}
+
+/// A `Field:   1234 kB` line of `/proc/self/status`, in bytes.
+fn status_bytes(status: &str, field: &str) -> Option<u64> {
+    let value = status.lines().find_map(|l| l.strip_prefix(field))?;
+    let kib = value
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// What `errata repair` found, in the Prometheus text format, for a
+/// textfile collector (node_exporter's `--collector.textfile.directory`) to
+/// export: the repair is a short-lived process that no scraper sees.
+/// `corrected` is None when the repair failed.
+pub fn repair_textfile(corrected: Option<u64>, finished_unix_seconds: u64) -> String {
+    let mut text = String::new();
+    text.push_str(
+        "# HELP errata_repair_corrections Counts the latest errata repair corrected (nonzero: counts were wrong).\n\
+         # TYPE errata_repair_corrections gauge\n",
+    );
+    if let Some(n) = corrected {
+        text.push_str(&format!("errata_repair_corrections {n}\n"));
+    }
+    text.push_str(&format!(
+        "# HELP errata_repair_success Whether the latest errata repair finished (1) or failed (0).\n\
+         # TYPE errata_repair_success gauge\n\
+         errata_repair_success {}\n\
+         # HELP errata_repair_last_run_timestamp_seconds When the latest errata repair ended.\n\
+         # TYPE errata_repair_last_run_timestamp_seconds gauge\n\
+         errata_repair_last_run_timestamp_seconds {finished_unix_seconds}\n",
+        u8::from(corrected.is_some()),
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_memory_fields_in_bytes() {
+        let status = "Name:\terrata\nVmSize:\t  123456 kB\nVmRSS:\t    2048 kB\n";
+        assert_eq!(status_bytes(status, "VmRSS:"), Some(2048 * 1024));
+        assert_eq!(status_bytes(status, "VmSize:"), Some(123456 * 1024));
+        assert_eq!(status_bytes(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn the_repair_textfile_says_what_the_repair_found() {
+        let found = repair_textfile(Some(3), 1_700_000_000);
+        assert!(found.contains("\nerrata_repair_corrections 3\n"));
+        assert!(found.contains("\nerrata_repair_success 1\n"));
+        assert!(found.contains("\nerrata_repair_last_run_timestamp_seconds 1700000000\n"));
+        let failed = repair_textfile(None, 1_700_000_000);
+        assert!(!failed.contains("\nerrata_repair_corrections "));
+        assert!(failed.contains("\nerrata_repair_success 0\n"));
+    }
+}

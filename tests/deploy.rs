@@ -77,3 +77,42 @@ fn the_runtime_image_is_small_and_runs_as_a_non_root_user() {
     assert_ne!(user.trim(), "root");
     assert!(runtime.contains("useradd --system"));
 }
+
+#[test]
+fn the_monitoring_profile_adds_prometheus_with_the_rules_and_grafana_with_the_dashboard() {
+    let resolved = compose(&["--profile", "monitoring", "config"]);
+    let services = compose(&["--profile", "monitoring", "config", "--services"]);
+    for expected in ["prometheus", "grafana", "repair-metrics"] {
+        assert!(
+            services.lines().any(|s| s == expected),
+            "{expected} missing"
+        );
+    }
+    // Opt-in: each monitoring service belongs to the profile.
+    let compose_file = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
+    assert_eq!(
+        compose_file.matches("profiles: [\"monitoring\"]").count(),
+        3
+    );
+    for mounted in [
+        "deploy/prometheus",
+        "deploy/grafana/provisioning",
+        "deploy/grafana/errata.json",
+    ] {
+        assert!(resolved.contains(mounted), "{mounted} is not mounted");
+        assert!(repo().join(mounted).exists(), "{mounted} does not exist");
+    }
+    let prometheus =
+        std::fs::read_to_string(repo().join("deploy/prometheus/prometheus.yml")).unwrap();
+    assert!(prometheus.contains("alerts.yml"));
+    for replica in ["errata-1:8000", "errata-2:8000", "errata-3:8000"] {
+        assert!(prometheus.contains(replica), "{replica} is not scraped");
+    }
+    let datasource = std::fs::read_to_string(
+        repo().join("deploy/grafana/provisioning/datasources/prometheus.yml"),
+    )
+    .unwrap();
+    assert!(datasource.contains("http://prometheus:9090"));
+    // The replicas and the repair share the volume the collector reads.
+    assert!(resolved.contains("ERRATA_REPAIR_METRICS_FILE"));
+}

@@ -44,6 +44,6 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics_text() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::prometheus().render(),
+        crate::telemetry::render(),
     )
 }

@@ -12,6 +12,8 @@
 //! - [`cql`]: the CQL server of `ERRATA_TEST_CQL`, its test keyspaces and
 //!   what is stored in them;
 //! - [`fault_proxy`]: a TCP forwarder that breaks connections;
+//! - [`monitoring`]: what the alert rules and the dashboard name, and
+//!   whether a scrape of `/metrics` exports it;
 //! - [`rng`]: a seeded generator and the seed of a run.
 //!
 //! A test crate uses it as `use errata_testkit as support;`.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod cql;
 pub mod fault_proxy;
 pub mod http;
+pub mod monitoring;
 pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
