@@ -3,8 +3,11 @@
 //! start-up (so partition keys are bound with `?` and routing stays
 //! token-aware), each with its name and whether the driver may retry it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use scylla::client::session::Session;
 use scylla::errors::{RequestAttemptError, RequestError};
@@ -23,13 +26,44 @@ pub const ONCE: bool = false;
 /// Counts one kind of statement for `/metrics`: every execution in
 /// `errata_cql_statements_total` and every attempt (a round trip to a node,
 /// retries and speculative executions included) in
-/// `errata_cql_round_trips_total`, both labelled `kind`.
+/// `errata_cql_round_trips_total`, both labelled `kind`; each attempt that
+/// ends is timed in `errata_cql_round_trip_seconds`.
 #[derive(Debug)]
-struct Counted(&'static str);
+struct Counted {
+    kind: &'static str,
+    next_attempt: AtomicUsize,
+    /// When each attempt under way started.
+    attempts: Mutex<HashMap<usize, Instant>>,
+}
+
+/// Attempts whose end the driver never reports (a request cancelled by
+/// its timeout) are forgotten past this many, so the map stays small.
+const ATTEMPTS_TRACKED: usize = 4096;
+
+impl Counted {
+    fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            next_attempt: AtomicUsize::new(0),
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Instant>> {
+        self.attempts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn attempt_ended(&self, AttemptId(id): AttemptId) {
+        if let Some(started) = self.attempts().remove(&id) {
+            metrics::histogram!("errata_cql_round_trip_seconds", "kind" => self.kind)
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+}
 
 impl HistoryListener for Counted {
     fn log_request_start(&self) -> RequestId {
-        metrics::counter!("errata_cql_statements_total", "kind" => self.0).increment(1);
+        metrics::counter!("errata_cql_statements_total", "kind" => self.kind).increment(1);
         RequestId(0)
     }
 
@@ -47,20 +81,30 @@ impl HistoryListener for Counted {
         _: Option<SpeculativeId>,
         _: SocketAddr,
     ) -> AttemptId {
-        metrics::counter!("errata_cql_round_trips_total", "kind" => self.0).increment(1);
-        AttemptId(0)
+        metrics::counter!("errata_cql_round_trips_total", "kind" => self.kind).increment(1);
+        let id = self.next_attempt.fetch_add(1, Ordering::Relaxed);
+        let mut attempts = self.attempts();
+        if attempts.len() >= ATTEMPTS_TRACKED {
+            attempts.clear();
+        }
+        attempts.insert(id, Instant::now());
+        AttemptId(id)
     }
 
-    fn log_attempt_success(&self, _: AttemptId) {}
+    fn log_attempt_success(&self, attempt: AttemptId) {
+        self.attempt_ended(attempt);
+    }
 
-    fn log_attempt_error(&self, _: AttemptId, _: &RequestAttemptError, _: &RetryDecision) {}
+    fn log_attempt_error(&self, attempt: AttemptId, _: &RequestAttemptError, _: &RetryDecision) {
+        self.attempt_ended(attempt);
+    }
 }
 
 /// A batch counted as `kind` (see [`Counted`]).
 pub fn batch(kind: &'static str, batch_type: BatchType, idempotent: bool) -> Batch {
     let mut batch = Batch::new(batch_type);
     batch.set_is_idempotent(idempotent);
-    batch.set_history_listener(Arc::new(Counted(kind)));
+    batch.set_history_listener(Arc::new(Counted::new(kind)));
     batch
 }
 
@@ -76,7 +120,7 @@ pub async fn prepare(
         .await
         .map_err(|e| StoreError::internal(format!("preparing {cql}"), e))?;
     statement.set_is_idempotent(idempotent);
-    statement.set_history_listener(Arc::new(Counted(kind)));
+    statement.set_history_listener(Arc::new(Counted::new(kind)));
     Ok(statement)
 }
 

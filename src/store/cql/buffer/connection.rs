@@ -25,8 +25,9 @@ use crate::store::StoreError;
 use crate::store::policy::REDIS_CONNECT_TIMEOUT as CONNECT_TIMEOUT;
 
 /// A cheap handle (clone it per call) on the one multiplexed connection.
-/// Every round trip it makes is counted in `errata_redis_calls_total`, by
-/// script name (or command, or `pipeline`).
+/// Every round trip it makes is counted in `errata_redis_calls_total`, and
+/// timed in `errata_redis_call_seconds`, by script name (or command, or
+/// `pipeline`).
 #[derive(Clone)]
 pub struct Connection {
     link: Link,
@@ -37,6 +38,21 @@ pub struct Connection {
 enum Link {
     Server(ConnectionManager),
     Cluster(ClusterConnection),
+}
+
+/// `answer`, its round trip's time recorded in
+/// `errata_redis_call_seconds` by `call` (answered or failed alike).
+fn timed<'a, T: Send + 'a>(
+    call: Cow<'static, str>,
+    answer: RedisFuture<'a, T>,
+) -> RedisFuture<'a, T> {
+    let started = std::time::Instant::now();
+    Box::pin(async move {
+        let answered = answer.await;
+        metrics::histogram!("errata_redis_call_seconds", "call" => call)
+            .record(started.elapsed().as_secs_f64());
+        answered
+    })
 }
 
 /// Where one primary of the buffer listens (`None`: the single server).
@@ -91,7 +107,7 @@ impl Connection {
     /// Counts one round trip for `cmd`, labelled with the script's name
     /// (no allocation on the hot path: the scripts' names are static), else
     /// the command's.
-    fn count_call(scripts: &HashMap<String, &'static str>, cmd: &Cmd) {
+    fn count_call(scripts: &HashMap<String, &'static str>, cmd: &Cmd) -> Cow<'static, str> {
         let mut args = cmd.args_iter().filter_map(|arg| match arg {
             Arg::Simple(bytes) => Some(bytes),
             _ => None,
@@ -107,7 +123,8 @@ impl Connection {
             Some(name) => Cow::Borrowed(*name),
             None => Cow::Owned(String::from_utf8_lossy(command).to_ascii_uppercase()),
         };
-        metrics::counter!("errata_redis_calls_total", "call" => call).increment(1);
+        metrics::counter!("errata_redis_calls_total", "call" => call.clone()).increment(1);
+        call
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -151,11 +168,12 @@ impl Connection {
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Self::count_call(&self.scripts, cmd);
-        match &mut self.link {
+        let call = Self::count_call(&self.scripts, cmd);
+        let answer = match &mut self.link {
             Link::Server(conn) => conn.req_packed_command(cmd),
             Link::Cluster(conn) => conn.req_packed_command(cmd),
-        }
+        };
+        timed(call, answer)
     }
 
     fn req_packed_commands<'a>(
@@ -165,10 +183,11 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         metrics::counter!("errata_redis_calls_total", "call" => "pipeline").increment(1);
-        match &mut self.link {
+        let answer = match &mut self.link {
             Link::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
-        }
+        };
+        timed(Cow::Borrowed("pipeline"), answer)
     }
 
     fn get_db(&self) -> i64 {
