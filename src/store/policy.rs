@@ -54,7 +54,11 @@ pub const REDIS_CONNECT_TIMEOUT: Duration = secs(2);
 // ---------------------------------------------------------------------
 
 /// How long a request holds its deduplication lease before a retry may
-/// take it over.
+/// take it over. Counting does not rest on it: an attempt slower than its
+/// lease (a large report is several batches, each up to
+/// [`CQL_REQUEST_TIMEOUT`]; see [`MAX_ATTEMPT`]) may see a retry take over,
+/// rewrite the same event rows and count the request; the slow attempt's
+/// commit then finds the lease another's and counts nothing.
 pub const LEASE: Duration = secs(10);
 /// How long a request waits for another attempt of itself to count or to
 /// let go of its lease before it answers 503.
@@ -98,8 +102,10 @@ pub const READ_POLL: Duration = millis(10);
 pub const ERASURE_LOCK_WAIT: Duration = FLUSH_LOCK.saturating_add(secs(2));
 /// How often an erasure looks again for the flush lock.
 pub const ERASURE_LOCK_POLL: Duration = millis(20);
-/// How long a repair waits for a flusher that holds the learner's lock.
-pub const REPAIR_LOCK_WAIT: Duration = FLUSH_LOCK;
+/// How long a repair waits for a flusher (or an earlier repair) that holds
+/// the learner's lock: longer than the lock lives, so a holder that keeps
+/// it until it expires (its batch got no answer) is waited out.
+pub const REPAIR_LOCK_WAIT: Duration = FLUSH_LOCK.saturating_add(secs(2));
 /// How often a repair looks again for the flush lock.
 pub const REPAIR_LOCK_POLL: Duration = millis(20);
 /// How often a repair renews its lock and fence (both live far longer).
@@ -141,9 +147,10 @@ pub const EVENTS_PER_BATCH: usize = 16;
 /// At most this many bytes of values in a batch that spans two partitions
 /// (a quarter of the servers' 1 MiB limit on such batches).
 pub const BATCH_BYTES: usize = 256 * 1024;
-/// Counter updates per correction batch of a repair (and sentence writes
-/// per refill batch), so that a learner's first repair after an upgrade (a
-/// year of weeks to fill in) stays far below the servers' batch limits.
+/// Sentence writes per refill batch of a repair. (A repair's counter
+/// corrections go in one batch, whatever their number: it touches the
+/// learner's partition alone, which servers apply whole and do not
+/// size-check.)
 pub const CORRECTIONS_PER_BATCH: usize = 128;
 /// How many of a learner's latest events repair searches for the
 /// sentences their labels keep (as many as practice used to search).
@@ -179,6 +186,17 @@ pub const FACT_CACHE_EXPECTED: usize = 200_000;
 // The rules
 // ---------------------------------------------------------------------
 
+/// The longest one attempt of a report acts for its learner once its
+/// owners are checked: the wait for its lease, its batches (one per
+/// [`EVENTS_PER_BATCH`] events of the largest report, and the labels'),
+/// and its Redis calls (lease, commit or abandon).
+pub const MAX_ATTEMPT: Duration = LEASE_WAIT
+    .saturating_add(
+        CQL_REQUEST_TIMEOUT
+            .saturating_mul((crate::domain::MAX_POINTS.div_ceil(EVENTS_PER_BATCH) + 1) as u32),
+    )
+    .saturating_add(REDIS_CALL_TIMEOUT.saturating_mul(3));
+
 const fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -200,14 +218,14 @@ const _: () = assert!(ms(FENCE) < ms(FLUSH_LOCK));
 const _: () = assert!(ms(LEASE) < ms(LEASE_WAIT));
 /// A request is remembered as counted for longer than it can be leased.
 const _: () = assert!(ms(LEASE) < ms(MARKER_TTL));
-/// The erasure's marker outlives a request that passed its checks (its
-/// lease wait and a few CQL calls) and a flusher's batch under its lock.
-const _: () = assert!(
-    ms(LEASE_WAIT) + ms(FLUSH_LOCK) + 8 * ms(CQL_REQUEST_TIMEOUT) + ms(ERASURE_LOCK_WAIT)
-        < ms(ERASURE)
-);
-/// An erasure waits for a lock holder as long as the lock can live.
-const _: () = assert!(ms(FLUSH_LOCK) <= ms(ERASURE_LOCK_WAIT));
+/// The erasure's marker (and its tombstones, stamped that far ahead)
+/// outlives whatever acts for the learner when it starts: an attempt that
+/// passed its checks, and a flusher's batch under its lock, which the
+/// erasure waits for.
+const _: () = assert!(ms(MAX_ATTEMPT) + ms(ERASURE_LOCK_WAIT) + ms(FLUSH_LOCK) < ms(ERASURE));
+/// An erasure and a repair wait out a lock kept until it expires.
+const _: () = assert!(ms(FLUSH_LOCK) < ms(ERASURE_LOCK_WAIT));
+const _: () = assert!(ms(FLUSH_LOCK) < ms(REPAIR_LOCK_WAIT));
 /// Ownership facts read before an erasure stop being trusted long before
 /// its marker goes.
 const _: () = assert!(2 * ms(FACT_TTL) <= ms(ERASURE));

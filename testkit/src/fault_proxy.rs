@@ -12,9 +12,15 @@
 //!   its client gave up on may still be applied; after a cut the listener
 //!   opens again on the same port.
 //!
+//! - [`FaultProxy::hold_next_batch`]: the next CQL `BATCH` request a client
+//!   sends is held, with everything after it, both ways, until
+//!   [`FaultProxy::restore`]: a write (a counter batch) delivered after
+//!   its client gave up on it, while the reads before it went through.
+//!
 //! `hold` then `cut` drops what was held.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +34,8 @@ pub struct FaultProxy {
     upstream: String,
     /// True while held.
     held: watch::Sender<bool>,
+    /// Hold at the next CQL BATCH request (then disarmed).
+    batch_trap: Arc<AtomicBool>,
     /// The accept loop and every connection's task; empty while cut.
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -41,6 +49,7 @@ impl FaultProxy {
             address: listener.local_addr().expect("an address"),
             upstream: upstream.into(),
             held,
+            batch_trap: Arc::new(AtomicBool::new(false)),
             tasks: Arc::new(Mutex::new(Vec::new())),
         };
         proxy.serve(listener);
@@ -51,6 +60,7 @@ impl FaultProxy {
         let tasks = self.tasks.clone();
         let upstream = self.upstream.clone();
         let held = self.held.subscribe();
+        let (hold, trap) = (self.held.clone(), self.batch_trap.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -58,6 +68,11 @@ impl FaultProxy {
                 };
                 let _ = client.set_nodelay(true);
                 let (upstream, held) = (upstream.clone(), held.clone());
+                let requests = Trap {
+                    hold: hold.clone(),
+                    armed: trap.clone(),
+                    frames: FrameScanner::default(),
+                };
                 let connection = tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
@@ -66,8 +81,8 @@ impl FaultProxy {
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     let _ = tokio::join!(
-                        pump(client_read, server_write, held.clone()),
-                        pump(server_read, client_write, held),
+                        pump(client_read, server_write, held.clone(), Some(requests)),
+                        pump(server_read, client_write, held, None),
                     );
                 });
                 let mut tasks = tasks.lock().expect("the task list");
@@ -90,8 +105,20 @@ impl FaultProxy {
         self.held.send_replace(true);
     }
 
+    /// Holds every byte, both ways, from the start of the next CQL `BATCH`
+    /// request any client sends (the requests before it go through).
+    pub fn hold_next_batch(&self) {
+        self.batch_trap.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the proxy holds (after `hold`, or once a trapped batch came).
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
     /// Forwards again (listening again on the same port after a cut).
     pub async fn restore(&self) {
+        self.batch_trap.store(false, Ordering::SeqCst);
         self.held.send_replace(false);
         if !self.tasks.lock().expect("the task list").is_empty() {
             return;
@@ -121,12 +148,72 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The CQL frames of one client's requests (native protocol v4: a 9-byte
+/// header, its opcode in byte 4 and the body's length in bytes 5 to 8).
+#[derive(Default)]
+struct FrameScanner {
+    header: Vec<u8>,
+    /// Where the frame whose header is being read began in this chunk.
+    start: usize,
+    body_left: usize,
+}
+
+const HEADER: usize = 9;
+const BATCH: u8 = 0x0D;
+
+impl FrameScanner {
+    /// Where in `chunk` a `BATCH` request begins (0 when its header began
+    /// in an earlier chunk), if one does.
+    fn batch_in(&mut self, chunk: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        let mut found = None;
+        while at < chunk.len() {
+            if self.body_left > 0 {
+                let skip = self.body_left.min(chunk.len() - at);
+                self.body_left -= skip;
+                at += skip;
+                continue;
+            }
+            if self.header.is_empty() {
+                self.start = at;
+            }
+            self.header.push(chunk[at]);
+            at += 1;
+            if self.header.len() == HEADER {
+                let length = u32::from_be_bytes([
+                    self.header[5],
+                    self.header[6],
+                    self.header[7],
+                    self.header[8],
+                ]);
+                if self.header[4] == BATCH && found.is_none() {
+                    // A header begun in an earlier chunk: from here on.
+                    let here = at >= HEADER && self.start == at - HEADER;
+                    found = Some(if here { self.start } else { 0 });
+                }
+                self.body_left = length as usize;
+                self.header.clear();
+            }
+        }
+        found
+    }
+}
+
+/// Holds the proxy when a client's next `BATCH` request starts.
+struct Trap {
+    hold: watch::Sender<bool>,
+    armed: Arc<AtomicBool>,
+    frames: FrameScanner,
+}
+
 /// Copies one direction, waiting whenever the proxy is held (before reading
-/// and again before writing what was read).
+/// and again before writing what was read); with a `trap`, a client's
+/// requests, holding the proxy where a trapped batch begins.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut held: watch::Receiver<bool>,
+    mut trap: Option<Trap>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -140,8 +227,60 @@ async fn pump(
             }
             Ok(n) => n,
         };
-        if held.wait_for(|h| !*h).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+        let mut from_byte = 0;
+        if let Some(trap) = trap.as_mut() {
+            let batch = trap.frames.batch_in(&buf[..n]);
+            if let Some(start) = batch {
+                if trap.armed.swap(false, Ordering::SeqCst) {
+                    if to.write_all(&buf[..start]).await.is_err() {
+                        return;
+                    }
+                    trap.hold.send_replace(true);
+                    from_byte = start;
+                }
+            }
+        }
+        if held.wait_for(|h| !*h).await.is_err() || to.write_all(&buf[from_byte..n]).await.is_err()
+        {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v4 request frame with `opcode` and a body of `len` bytes.
+    fn frame(opcode: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![0x04, 0, 0, 1, opcode];
+        f.extend_from_slice(&(len as u32).to_be_bytes());
+        f.extend(std::iter::repeat_n(BATCH, len));
+        f
+    }
+
+    #[test]
+    fn a_batch_is_found_where_it_begins_across_chunks() {
+        // A QUERY, an EXECUTE whose body holds the batch opcode's byte,
+        // then a BATCH.
+        let mut stream = frame(0x07, 20);
+        stream.extend(frame(0x0A, 30));
+        let batch_at = stream.len();
+        stream.extend(frame(BATCH, 40));
+        // In one chunk.
+        assert_eq!(FrameScanner::default().batch_in(&stream), Some(batch_at));
+        // Cut inside the batch's header: found in the second chunk, from
+        // its start.
+        let mut scanner = FrameScanner::default();
+        let (first, second) = stream.split_at(batch_at + 3);
+        assert_eq!(scanner.batch_in(first), None);
+        assert_eq!(scanner.batch_in(second), Some(0));
+        // Cut inside an earlier body: found at its place in the second.
+        let mut scanner = FrameScanner::default();
+        let (first, second) = stream.split_at(10);
+        assert_eq!(scanner.batch_in(first), None);
+        assert_eq!(scanner.batch_in(second), Some(batch_at - 10));
+        // No batch, no find.
+        assert_eq!(FrameScanner::default().batch_in(&frame(0x0A, 13)), None);
     }
 }

@@ -66,6 +66,14 @@ impl Accounts {
         self.ownership.forget(user_id);
     }
 
+    /// What a request of a learner whose erasure marker it met answers:
+    /// the learner is gone (an erasure that fails lifts its marker at
+    /// once), and this replica forgets what it knew of them.
+    pub fn being_erased(&self, user_id: Uuid) -> StoreError {
+        self.forget(user_id);
+        StoreError::UserNotFound
+    }
+
     /// Confirms that the report's learner, conversation and utterance exist
     /// and belong together, from what this replica already knows or else
     /// from CQL; returns the utterance's snippet.

@@ -7,7 +7,8 @@
 //!    [`ERASURE`]): from now on no lease, commit or flusher take of
 //!    theirs succeeds;
 //! 2. take their flush lock, waiting for a flusher (or repair) that holds
-//!    it to finish: once the erasure has it, no counter batch of theirs is
+//!    it to finish (an erasure that fails up to here, before it deleted
+//!    anything, lifts its marker again: the learner is served at once): once the erasure has it, no counter batch of theirs is
 //!    in flight, and none can start (step 1), so their counters, once
 //!    deleted, are never written again (a deleted counter cannot safely be
 //!    incremented; user ids are never reused, so nobody else will);
@@ -147,12 +148,29 @@ impl Erasure {
         };
         // Rows written from here on, up to `ERASURE` later, stay hidden.
         let shadow = (Utc::now() + ERASURE).timestamp_micros();
-        self.buffer.mark_erased(user_id).await?;
+        let marker = Uuid::new_v4().to_string();
+        self.buffer.mark_erased(user_id, &marker).await?;
         self.accounts.forget(user_id);
         self.reader.forget(user_id);
-        self.lock_for_erasure(user_id).await?;
-        let requests = self.buffer.requests(user_id).await?;
-        let mut buckets: BTreeSet<i32> = self.reader.buckets(user_id).await?.into_iter().collect();
+        let prepared = async {
+            self.lock_for_erasure(user_id).await?;
+            let requests = self.buffer.requests(user_id).await?;
+            let buckets = self.reader.buckets(user_id).await?;
+            Ok::<_, StoreError>((requests, buckets))
+        };
+        let (requests, buckets) = match prepared.await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                // Nothing is deleted yet and the learner still exists:
+                // lift the marker so their requests are served again now,
+                // not when it expires.
+                if let Err(lift) = self.buffer.unmark_erased(user_id, &marker).await {
+                    tracing::warn!(error = %lift, "a failed erasure could not lift its marker");
+                }
+                return Err(e);
+            }
+        };
+        let mut buckets: BTreeSet<i32> = buckets.into_iter().collect();
         buckets.insert(bucket(Utc::now()));
         buckets.extend(
             requests

@@ -13,8 +13,8 @@ use super::buffer::{Buffer, Take, DIRTY_SHARDS};
 use super::counters::Counters;
 use crate::store::closer::Closer;
 use crate::store::policy::{
-    DRAIN_DEADLINE, DRAIN_POLL, FINISH_MARGIN, FINISH_RETRY, FLUSH_CONCURRENCY, FLUSH_LOCK,
-    LEARNERS_PER_TICK, SWEEP_EVERY,
+    CQL_REQUEST_TIMEOUT, DRAIN_DEADLINE, DRAIN_POLL, FINISH_MARGIN, FINISH_RETRY,
+    FLUSH_CONCURRENCY, FLUSH_LOCK, LEARNERS_PER_TICK, SWEEP_EVERY,
 };
 use crate::store::task::OwnedTask;
 use crate::store::{Backend, StoreError};
@@ -117,11 +117,17 @@ impl Flusher {
                         metrics::histogram!("errata_flush_lag_distribution_seconds")
                             .record(age.as_secs_f64());
                     }
+                    // A flusher that stalled since its take (a pause of the
+                    // process) may have lost the lock to a repair or an
+                    // erasure: it sends no batch that could land after the
+                    // lock is gone, and leaves the deltas to the next holder.
+                    if !lock_outlives_batch(locked_at) {
+                        tracing::warn!(%user, "flusher: stalled past its lock; not applying");
+                        return Ok(Flushed::Busy);
+                    }
                     if let Err(e) = self.counters.apply(user, &deltas, &weeks).await {
                         metrics::counter!("errata_flush_failures_total").increment(1);
-                        if let Err(release) = self.buffer.release(user, &token).await {
-                            tracing::warn!(error = %release, "could not release a flush lock");
-                        }
+                        self.after_failed_batch(user, &token, &e).await;
                         return Err(e);
                     }
                     metrics::counter!("errata_flush_batches_total").increment(1);
@@ -136,6 +142,23 @@ impl Flusher {
                     flushed = Flushed::Yes;
                 }
             }
+        }
+    }
+
+    /// After a counter batch failed: a batch refused by the server is
+    /// not applied, so the learner is let go for a retry; one whose
+    /// answer did not come (a timeout, a broken connection) may still be
+    /// applied later, so the lock is kept (renewed) until it expires, and
+    /// no repair or erasure acts on the learner before the batch could
+    /// land.
+    async fn after_failed_batch(&self, user: Uuid, token: &str, error: &StoreError) {
+        let outcome = if matches!(error, StoreError::Unavailable { .. }) {
+            self.buffer.renew(user, token).await.map(|_| ())
+        } else {
+            self.buffer.release(user, token).await
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, %user, "flusher: could not keep or release a flush lock");
         }
     }
 
@@ -210,4 +233,11 @@ impl Flusher {
             }
         }
     }
+}
+
+/// Whether a counter batch sent now, under a lock taken at `locked_at`,
+/// ends (or is given up by the driver) before the lock could lapse, with
+/// the margin a flusher keeps to finish.
+fn lock_outlives_batch(locked_at: Instant) -> bool {
+    locked_at.elapsed() + CQL_REQUEST_TIMEOUT + FINISH_MARGIN < FLUSH_LOCK
 }

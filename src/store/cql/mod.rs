@@ -109,8 +109,14 @@ impl CqlStore {
         let flusher = Arc::new(Flusher::new(buffer.clone(), counters.clone()));
         let store = Self {
             recorder: Recorder::new(session.clone(), buffer.clone(), accounts.clone()).await?,
-            repairer: Repairer::new(session.clone(), buffer.clone(), reader.clone(), counters)
-                .await?,
+            repairer: Repairer::new(
+                session.clone(),
+                buffer.clone(),
+                reader.clone(),
+                counters,
+                accounts.clone(),
+            )
+            .await?,
             erasure: Erasure::new(
                 session.clone(),
                 buffer.clone(),

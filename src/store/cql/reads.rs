@@ -115,6 +115,9 @@ impl Reader {
             // the merge would be a guess: read again once it is over.
             // (Weekly in-flight deltas are moved and deleted with the
             // all-time ones.)
+            if buffered.erased {
+                return Err(inner.accounts.being_erased(user_id));
+            }
             let settled = !buffered.locked || buffered.inflight.is_empty();
             if !settled {
                 return Ok(Poll::Pending);

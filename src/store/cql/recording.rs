@@ -97,10 +97,7 @@ impl Recorder {
             Ok(match lease {
                 Lease::Acquired { at_ms } => Poll::Ready(Some(at_ms)),
                 Lease::Done => Poll::Ready(None),
-                Lease::Erased => {
-                    inner.accounts.forget(report.user_id);
-                    return Err(StoreError::UserNotFound);
-                }
+                Lease::Erased => return Err(inner.accounts.being_erased(report.user_id)),
                 Lease::Busy => Poll::Pending,
             })
         })
@@ -162,8 +159,7 @@ impl Recorder {
             // The events just written are hidden by the erasure's
             // tombstones.
             Ok(Some(Commit::Erased)) => {
-                self.accounts.forget(report.user_id);
-                return Err(StoreError::UserNotFound);
+                return Err(self.accounts.being_erased(report.user_id));
             }
             Ok(Some(Commit::Lost)) => {
                 return Err(StoreError::busy(

@@ -2,6 +2,8 @@
 //! source of truth, and corrects the counters by the difference, exactly,
 //! even while the learner's requests keep coming:
 //!
+//! 0. leave the learner alone if they are gone or being erased (a repair
+//!    must not write anything of theirs again);
 //! 1. take the learner's flush lock (renewed while repair works): no
 //!    flusher moves deltas from the buffer into the counters;
 //! 2. raise the learner's fence: from now on no request of theirs is
@@ -11,10 +13,17 @@
 //! 4. read, at one instant, the requests leased or abandoned but not
 //!    counted, and the pending and in-flight deltas, and lift the fence.
 //!    The open requests' events, if any landed, are left out: they are
-//!    counted when their request is;
+//!    counted when their request is. In-flight deltas left by a flusher
+//!    that lost its lock become the repair's batch: whether or not that
+//!    flusher's counter batch was applied, they are counted as buffered,
+//!    the next flusher applies them once, and the late flusher's DONE
+//!    deletes nothing;
 //! 5. read the counters (still under the lock, so the in-flight deltas
 //!    read in 4 are not in them yet), and add to each the difference
-//!    between the log and counters + buffer.
+//!    between the log and counters + buffer, in one counter batch. A batch
+//!    that gets no answer may still land: the repair then keeps the lock
+//!    until it expires, so nothing (a repair run again, an erasure) reads
+//!    the counters before it could.
 //!
 //! Afterwards counters + buffer = the counted requests' events, and every
 //! later commit adds to both sides alike.
@@ -22,13 +31,15 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::NaiveDate;
 use scylla::client::session::Session;
 use scylla::statement::batch::BatchType;
 use uuid::Uuid;
 
-use super::buffer::{Buffer, Snapshot};
+use super::accounts::Accounts;
+use super::buffer::{Buffer, Claim, Snapshot};
 use super::counters::Counters;
 use super::reads::Reader;
 use super::rows::{event_id, sentence_slot, EventKeyRow, SentenceCell, SentenceWrite};
@@ -36,7 +47,8 @@ use super::session::{cql_error, for_each_row, from_timestamp, StoreResult};
 use super::statements::{self, statements, IDEMPOTENT};
 use crate::domain::{week_start, ErrorKey, WeekCount, MAX_POINTS};
 use crate::store::policy::{
-    CORRECTIONS_PER_BATCH, REFILL_EVENTS, REPAIR_LOCK_POLL, REPAIR_LOCK_WAIT, REPAIR_RENEW_EVERY,
+    CORRECTIONS_PER_BATCH, CQL_REQUEST_TIMEOUT, FINISH_MARGIN, FLUSH_LOCK, REFILL_EVENTS,
+    REPAIR_LOCK_POLL, REPAIR_LOCK_WAIT, REPAIR_RENEW_EVERY,
 };
 use crate::store::retry::{retry_until, Poll};
 use crate::store::{Backend, StoreError};
@@ -68,6 +80,7 @@ pub struct Repairer {
     buffer: Arc<Buffer>,
     reader: Arc<Reader>,
     counters: Arc<Counters>,
+    accounts: Arc<Accounts>,
 }
 
 /// An error in one week: what a weekly counter counts.
@@ -123,6 +136,14 @@ impl EventLog {
     }
 }
 
+/// How a repair under the learner's lock ended.
+enum Corrected {
+    /// This many counts were corrected (none: they were right).
+    Counts(usize),
+    /// The correction batch got no answer: it may still be applied.
+    InDoubt(StoreError),
+}
+
 fn lost(user: Uuid) -> StoreError {
     StoreError::busy(
         Backend::Redis,
@@ -136,6 +157,7 @@ impl Repairer {
         buffer: Arc<Buffer>,
         reader: Arc<Reader>,
         counters: Arc<Counters>,
+        accounts: Arc<Accounts>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             statements: RepairStatements::prepare(&session).await?,
@@ -143,6 +165,7 @@ impl Repairer {
             buffer,
             reader,
             counters,
+            accounts,
         })
     }
 
@@ -187,32 +210,59 @@ impl Repairer {
     /// Recomputes one learner's counts from the event log and corrects the
     /// counters by the difference. Returns how many counts changed.
     pub async fn repair_learner(&self, user: Uuid) -> Result<usize, StoreError> {
+        // A learner erased since the list was made is left alone: a
+        // repair must not write anything of theirs again.
+        if !self.accounts.user_exists(user).await? {
+            return Ok(0);
+        }
         let token = Uuid::new_v4().to_string();
         let token_ref = token.as_str();
         let locked = retry_until(REPAIR_LOCK_WAIT, REPAIR_LOCK_POLL, || async move {
-            let taken = self.buffer.lock(user, token_ref).await?;
-            Ok(if taken {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
+            Ok(match self.buffer.claim(user, token_ref).await? {
+                Claim::Taken => Poll::Ready(true),
+                Claim::Erased => Poll::Ready(false),
+                Claim::Busy => Poll::Pending,
             })
         })
         .await?;
-        if locked.is_none() {
-            return Err(StoreError::busy(
-                Backend::Redis,
-                format!("learner {user} stayed locked by a flusher"),
-            ));
+        match locked {
+            Some(true) => {}
+            Some(false) => {
+                tracing::info!(%user, "repair: the learner is being erased; left alone");
+                return Ok(0);
+            }
+            None => {
+                return Err(StoreError::busy(
+                    Backend::Redis,
+                    format!("learner {user} stayed locked by a flusher"),
+                ))
+            }
         }
         let result = self
             .renewing(user, &token, self.repair_locked(user, &token))
             .await;
-        // Lifts the fence too, should the repair have failed before its
-        // snapshot.
-        if let Err(e) = self.buffer.release(user, &token).await {
-            tracing::warn!(error = %e, "could not release a repair lock");
-        }
-        let corrected = result?;
+        let corrected = match result {
+            Ok(Corrected::InDoubt(e)) => {
+                // The correction may still land: the lock is kept until
+                // it expires, so a repair run again meanwhile cannot read
+                // the counters without it and correct them twice.
+                if let Err(renew) = self.buffer.renew(user, &token).await {
+                    tracing::warn!(error = %renew, %user, "repair: could not keep its lock");
+                }
+                return Err(e);
+            }
+            result => {
+                // Lifts the fence too, should the repair have failed
+                // before its snapshot.
+                if let Err(e) = self.buffer.release(user, &token).await {
+                    tracing::warn!(error = %e, "could not release a repair lock");
+                }
+                match result? {
+                    Corrected::Counts(n) => n,
+                    Corrected::InDoubt(e) => return Err(e),
+                }
+            }
+        };
         // The counts are right by now; a refill that fails is reported,
         // not taken for a failed repair (the next repair refills again).
         match self.refill_sentences(user).await {
@@ -301,7 +351,7 @@ impl Repairer {
         }
     }
 
-    async fn repair_locked(&self, user: Uuid, token: &str) -> Result<usize, StoreError> {
+    async fn repair_locked(&self, user: Uuid, token: &str) -> Result<Corrected, StoreError> {
         if !self.buffer.fence(user, token).await? {
             return Err(lost(user));
         }
@@ -333,10 +383,11 @@ impl Repairer {
             &by_week(durable_weeks),
         );
         if corrections.is_empty() && weekly.is_empty() {
-            return Ok(0);
+            return Ok(Corrected::Counts(0));
         }
         // Still ours, so no flusher moved the in-flight deltas into the
         // counters between the snapshot and the read of the counters.
+        let renewed = Instant::now();
         if !self.buffer.renew(user, token).await? {
             return Err(lost(user));
         }
@@ -350,14 +401,20 @@ impl Repairer {
                 count,
             })
             .collect();
-        let mut chunks = weekly.chunks(CORRECTIONS_PER_BATCH);
-        self.counters
-            .apply(user, &corrections, chunks.next().unwrap_or_default())
-            .await?;
-        for chunk in chunks {
-            self.counters.apply(user, &[], chunk).await?;
+        // One counter batch, whatever its size: it touches the learner's
+        // partition alone, so it is applied whole or not at all, and a
+        // repair run again after a failure never finds half a correction.
+        // Not sent by a repair that stalled past its lock.
+        if renewed.elapsed() + CQL_REQUEST_TIMEOUT + FINISH_MARGIN >= FLUSH_LOCK {
+            return Err(lost(user));
         }
-        Ok(corrections.len() + weekly.len())
+        match self.counters.apply(user, &corrections, &weekly).await {
+            Ok(()) => Ok(Corrected::Counts(corrections.len() + weekly.len())),
+            // No answer (a timeout, a broken connection): it may be
+            // applied yet.
+            Err(e @ StoreError::Unavailable { .. }) => Ok(Corrected::InDoubt(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every weekly counter of a learner (paged).

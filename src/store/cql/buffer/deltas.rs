@@ -9,8 +9,8 @@ use chrono::NaiveDate;
 use uuid::Uuid;
 
 use super::keys::{
-    dirty_key, dirty_shard, epoch_key, inflight_key, inflight_weeks_key, learner_of, lock_key,
-    pending_key, pending_weeks_key, version_key, DIRTY_SHARDS,
+    dirty_key, dirty_shard, epoch_key, erased_key, inflight_key, inflight_weeks_key, learner_of,
+    lock_key, pending_key, pending_weeks_key, version_key, DIRTY_SHARDS,
 };
 use super::scripts::{self, LuaScript};
 use super::{bounded, Buffer};
@@ -43,6 +43,8 @@ pub struct Buffered {
     pub version: Option<String>,
     /// A flusher owns the learner now (its batch may be half way).
     pub locked: bool,
+    /// The learner is being (or was just) erased.
+    pub erased: bool,
 }
 
 /// What a read finds once it has read CQL: the flush epoch and the read
@@ -118,7 +120,8 @@ pub(super) fn to_map(raw: HashMap<String, i64>) -> HashMap<ErrorKey, i64> {
 }
 
 impl Buffer {
-    /// Pending and in-flight deltas, the epoch and the lock, atomically.
+    /// Pending and in-flight deltas, the epoch, the lock and the erasure
+    /// marker, atomically.
     pub async fn buffered(&self, user: Uuid) -> Result<Buffered, StoreError> {
         let mut conn = self.conn();
         type Answer = (
@@ -129,8 +132,9 @@ impl Buffer {
             Option<i64>,
             Option<String>,
             i64,
+            i64,
         );
-        let (pending, inflight, pending_weeks, inflight_weeks, epoch, version, locked): Answer =
+        let (pending, inflight, pending_weeks, inflight_weeks, epoch, version, locked, erased): Answer =
             bounded(
                 redis::pipe()
                     .atomic()
@@ -141,6 +145,7 @@ impl Buffer {
                     .get(epoch_key(user))
                     .get(version_key(user))
                     .exists(lock_key(user))
+                    .exists(erased_key(user))
                     .query_async(&mut conn),
             )
             .await?;
@@ -153,6 +158,7 @@ impl Buffer {
             epoch: epoch.unwrap_or(0),
             version,
             locked: locked == 1,
+            erased: erased == 1,
         })
     }
 

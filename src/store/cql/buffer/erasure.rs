@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::keys::{
     counted_key, dirty_key, dirty_shard, erased_key, learner_state_keys, open_key, request_key,
 };
+use super::scripts::{self, LuaScript};
 use super::{bounded, Buffer};
 use crate::store::policy::ERASURE;
 use crate::store::StoreError;
@@ -24,12 +25,14 @@ pub struct Requests {
 impl Buffer {
     /// From now on (for `ERASURE`) no lease, commit or flush of the
     /// learner succeeds.
-    pub async fn mark_erased(&self, user: Uuid) -> Result<(), StoreError> {
+    /// The marker holds `token`, the erasure's own, so that only it may
+    /// lift it again ([`Buffer::unmark_erased`]).
+    pub async fn mark_erased(&self, user: Uuid, token: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         bounded(
             ::redis::cmd("SET")
                 .arg(erased_key(user))
-                .arg(1)
+                .arg(token)
                 .arg("PX")
                 .arg(ERASURE.as_millis() as u64)
                 .query_async::<()>(&mut conn),
@@ -39,6 +42,16 @@ impl Buffer {
 
     /// The learner's requests that have markers (read after the marker is
     /// set, so no new one appears).
+    /// An erasure that failed before it deleted anything lifts its marker:
+    /// the learner still exists and is served again at once.
+    pub async fn unmark_erased(&self, user: Uuid, token: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        scripts::Unmark { user, token }
+            .invoke::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     pub async fn requests(&self, user: Uuid) -> Result<Requests, StoreError> {
         let mut conn = self.conn();
         let (open, counted): (Vec<String>, Vec<String>) = bounded(

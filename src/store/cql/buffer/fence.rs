@@ -27,7 +27,35 @@ pub struct Snapshot {
     pub weeks: Vec<WeekCount>,
 }
 
+/// What a repair's attempt at the flush lock found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Taken,
+    /// Another holder has it.
+    Busy,
+    /// The learner is being erased: a repair leaves them alone.
+    Erased,
+}
+
 impl Buffer {
+    /// A repair takes the learner's flush lock, unless the learner is
+    /// being erased.
+    pub async fn claim(&self, user: Uuid, token: &str) -> Result<Claim, StoreError> {
+        let mut conn = self.conn();
+        let claimed: i64 = scripts::Claim {
+            user,
+            token,
+            lock_ms: FLUSH_LOCK.as_millis() as u64,
+        }
+        .invoke(&mut conn)
+        .await?;
+        Ok(match claimed {
+            1 => Claim::Taken,
+            0 => Claim::Busy,
+            _ => Claim::Erased,
+        })
+    }
+
     /// Takes the flush lock for work that must not run beside a flush
     /// (repair). Returns false when a flusher owns the learner.
     pub async fn lock(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {

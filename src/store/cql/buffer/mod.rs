@@ -45,7 +45,7 @@ pub use self::connection::Connection;
 pub use self::dedup::{Commit, Lease};
 pub use self::deltas::{decode_week_field, week_field, Buffered, Closing, Take};
 pub use self::erasure::Requests;
-pub use self::fence::Snapshot;
+pub use self::fence::{Claim, Snapshot};
 pub use self::keys::*;
 
 use uuid::Uuid;

@@ -277,6 +277,7 @@ script! {
         lock: lock_key(s.user),
         epoch: epoch_key(s.user),
         fence: fence_key(s.user),
+        erased: erased_key(s.user),
     }
     args(s) {
         token: s.token,
@@ -340,10 +341,46 @@ script! {
         inflight: inflight_key(s.user),
         pending_weeks: pending_weeks_key(s.user),
         inflight_weeks: inflight_weeks_key(s.user),
+        batch: batch_key(s.user),
     }
     args(s) {
         token: s.token,
         marker_ttl_ms: s.marker_ttl_ms,
+    }
+}
+
+/// A repair takes the learner's flush lock, unless they are being erased.
+pub(super) struct Claim<'a> {
+    pub user: Uuid,
+    pub token: &'a str,
+    pub lock_ms: u64,
+}
+
+script! {
+    Claim<'_> = "claim";
+    keys(s) {
+        lock: lock_key(s.user),
+        erased: erased_key(s.user),
+    }
+    args(s) {
+        token: s.token,
+        lock_ms: s.lock_ms,
+    }
+}
+
+/// A failed erasure lifts its own marker.
+pub(super) struct Unmark<'a> {
+    pub user: Uuid,
+    pub token: &'a str,
+}
+
+script! {
+    Unmark<'_> = "unmark";
+    keys(s) {
+        erased: erased_key(s.user),
+    }
+    args(s) {
+        token: s.token,
     }
 }
 
@@ -366,7 +403,7 @@ fn named<S: LuaScript>() -> (&'static Script, &'static str) {
 }
 
 /// Every script with its name, for the call counter.
-pub(super) fn named_scripts() -> [(&'static Script, &'static str); 10] {
+pub(super) fn named_scripts() -> [(&'static Script, &'static str); 12] {
     [
         named::<Lease>(),
         named::<Commit>(),
@@ -378,6 +415,8 @@ pub(super) fn named_scripts() -> [(&'static Script, &'static str); 10] {
         named::<Fence>(),
         named::<Snapshot>(),
         named::<Round>(),
+        named::<Claim>(),
+        named::<Unmark>(),
     ]
 }
 
@@ -573,6 +612,15 @@ mod tests {
                 user,
             ),
             check(&Round { user }, user),
+            check(
+                &Claim {
+                    user,
+                    token,
+                    lock_ms: 1,
+                },
+                user,
+            ),
+            check(&Unmark { user, token }, user),
         ];
         let wrong: Vec<_> = checked.iter().filter(|(_, p)| !p.is_empty()).collect();
         assert!(
