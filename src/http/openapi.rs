@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
     paths(
         super::users::create_user,
         super::users::get_user,
+        super::users::update_user,
         super::erasure::delete_user,
         super::export::export_user,
         super::conversations::create_conversation,
@@ -53,6 +54,10 @@ pub fn router() -> Router<AppState> {
         super::error_points::recent_errors,
         super::progress::progress,
         super::exercises::generate_exercise,
+        super::answers::record_answer,
+        super::answers::list_answers,
+        super::answers::undo_answer,
+        super::answers::schedule,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics_text,
