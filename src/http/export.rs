@@ -252,7 +252,7 @@ fn export_body(
                                 tokio::try_join!(store.frequencies(user_id), store.memory(user_id));
                             let chunk = match read {
                                 Ok((table, mut memory)) => {
-                                    memory.sort_by(|a, b| a.state.due.cmp(&b.state.due));
+                                    memory.sort_by_key(|m| m.state.due);
                                     let now = crate::store::now();
                                     Ok(writer.tail(
                                         table.ranked().iter().map(FrequencyBody::from).collect(),

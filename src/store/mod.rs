@@ -150,6 +150,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Rewrites memory states from the review log; `None` repairs every
+    /// learner. Returns how many states it rewrote. (The embedded store
+    /// rewrites them in the transaction of every change: nothing to do.)
+    async fn repair_memory(&self, _user_id: Option<Uuid>) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     /// The background workers this store runs beside the requests, by name
     /// (all stopped by one signal and joined by `shutdown` or `close`).
     fn workers(&self) -> Vec<&'static str> {

@@ -277,8 +277,11 @@ impl Store for CqlStore {
     }
 
     async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
-        let counts = self.repairer.repair(user_id).await?;
-        Ok(counts + self.memory.repair(user_id).await?)
+        self.repairer.repair(user_id).await
+    }
+
+    async fn repair_memory(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
+        self.memory.repair(user_id).await
     }
 
     fn workers(&self) -> Vec<&'static str> {
