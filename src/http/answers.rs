@@ -56,9 +56,12 @@ pub struct AnswerRequest {
     /// The grade, for exercises graded by the client.
     #[serde(default)]
     pub grade: Option<Grade>,
-    /// When the learner answered (default: now). The same exercise
-    /// answered at the same time is the same answer.
+    /// When the learner answered, RFC 3339 (default: now). The same
+    /// exercise answered at the same time is the same answer.
     #[serde(default)]
+    #[schema(
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    )]
     pub answered_at: Option<DateTime<Utc>>,
 }
 
