@@ -87,6 +87,14 @@ async fn main() -> anyhow::Result<()> {
                 users.into_iter().map(Some).collect()
             };
             let mut repaired = Ok(0);
+            let mut rewritten = Ok(0);
+            for target in targets.iter().copied() {
+                match (store.repair_memory(target).await, &mut rewritten) {
+                    (Ok(n), Ok(total)) => *total += n,
+                    (Err(e), _) => rewritten = Err(e),
+                    (Ok(_), Err(_)) => {}
+                }
+            }
             for target in targets {
                 // One learner that cannot be repaired now stops no other.
                 match (store.repair(target).await, &mut repaired) {
@@ -107,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
             closed?;
             let corrected = repaired?;
             println!("repair done: {corrected} counts corrected");
+            println!(
+                "memory states rewritten from the review log: {}",
+                rewritten?
+            );
             Ok(())
         }
         Command::Flush => {

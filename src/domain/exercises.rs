@@ -194,6 +194,20 @@ impl ExerciseBank {
             .map(|&index| self.groups[index].as_slice())
     }
 
+    /// The answer key of the bank exercise `exercise_id` when it is asked
+    /// for the error `error` (a fallback item names the error in its
+    /// answer); `None` when the bank has no such exercise.
+    pub fn answer_key(&self, exercise_id: &str, error: &ErrorFrequency) -> Option<String> {
+        if let Some(item) = self.fallback.iter().find(|i| i.id == exercise_id) {
+            return Some(bank_exercise(item, error, Some(error)).answer);
+        }
+        self.groups
+            .iter()
+            .flatten()
+            .find(|i| i.id == exercise_id)
+            .map(|item| item.answer.clone())
+    }
+
     /// `per_error` exercises for one of the learner's errors. The candidates
     /// alternate between the learner's own sentences and bank items; `round`
     /// (one per call, per learner) moves the window along them so that
@@ -275,6 +289,18 @@ fn bank_exercise(
     }
 }
 
+/// The id of the exercise built from a sentence for one of its errors.
+/// One sentence can carry several errors: the id names both, so it is
+/// unique within a response and stable across calls.
+pub fn own_exercise_id(utterance_id: Uuid, key: &ErrorKey) -> String {
+    format!(
+        "utterance-{utterance_id}-{}",
+        &Uuid::new_v5(&utterance_id, key.encode().as_bytes())
+            .simple()
+            .to_string()[..8]
+    )
+}
+
 fn own_exercise(sentence: &OwnSentence, error: &ErrorFrequency) -> Exercise {
     let text = sentence
         .text
@@ -287,15 +313,7 @@ fn own_exercise(sentence: &OwnSentence, error: &ErrorFrequency) -> Exercise {
         text
     };
     Exercise {
-        // One sentence can carry several errors: the id names both, so it is
-        // unique within a response and stable across calls.
-        exercise_id: format!(
-            "utterance-{}-{}",
-            sentence.utterance_id,
-            &Uuid::new_v5(&sentence.utterance_id, error.key.encode().as_bytes())
-                .simple()
-                .to_string()[..8]
-        ),
+        exercise_id: own_exercise_id(sentence.utterance_id, &error.key),
         error_category: error.category.clone(),
         error_sub_category: error.subcategory.clone(),
         kind: ExerciseKind::CorrectTheSentence,

@@ -11,8 +11,10 @@ use super::error::{ApiError, Detail, ValidationDetail};
 use super::extract::{in_range, QueryParams};
 use super::AppState;
 use crate::domain::weeks::MAX_HALF_LIFE_DAYS;
-use crate::domain::{week_start, Decay, ErrorFrequency, Exercise};
-use crate::store::{PracticeQuery, Rank};
+use std::sync::Arc;
+
+use crate::domain::{rank_due, week_start, Decay, ErrorFrequency, Exercise, ScoredError};
+use crate::store::{PracticeInputs, PracticeQuery, Rank};
 
 /// How many of the latest error events are searched for the learner's own
 /// sentences.
@@ -51,6 +53,9 @@ pub enum RankParam {
     Frequency,
     /// By weekly counts decayed by age: Σ count × 2^(−age_days / half_life_days).
     Recent,
+    /// By the memory model's current retrievability, lowest (most likely
+    /// forgotten) first; ties by the `recent` order.
+    Due,
 }
 
 /// One of the learner's top errors.
@@ -63,7 +68,8 @@ pub struct TopErrorBody {
     /// The all-time count, whatever the ranking.
     #[serde(rename = "errorFrequency")]
     pub error_frequency: i64,
-    /// The decayed score the error was ranked by (only for `rank=recent`).
+    /// The score the error was ranked by: the decayed count for
+    /// `rank=recent`, the retrievability (0 to 1) for `rank=due`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
 }
@@ -111,14 +117,25 @@ pub async fn generate_exercise(
         1,
         i64::from(MAX_HALF_LIFE_DAYS),
     )?;
-    let rank = match query.rank.unwrap_or_default() {
-        RankParam::Frequency => Rank::Frequency,
-        RankParam::Recent => Rank::Recent {
-            decay: Decay::new(half_life as u32),
-            current_week: week_start(state.clock.now()),
-        },
+    let now = state.clock.now();
+    let recent = Rank::Recent {
+        decay: Decay::new(half_life as u32),
+        current_week: week_start(now),
     };
     let user_id = query.user_id;
+    let rank = match query.rank.unwrap_or_default() {
+        RankParam::Frequency => Rank::Frequency,
+        RankParam::Recent => recent,
+        RankParam::Due => {
+            return practice(
+                &state,
+                due_inputs(&state, user_id, recent, top_n).await?,
+                user_id,
+                per_error,
+            )
+            .await
+        }
+    };
 
     let query = PracticeQuery {
         top_n,
@@ -127,6 +144,48 @@ pub async fn generate_exercise(
         rank,
     };
     let inputs = state.store.practice_inputs(user_id, query).await?;
+    practice(&state, inputs, user_id, per_error).await
+}
+
+/// The practice inputs of `rank=due`: every error ranked by `recent`,
+/// reordered by the memory model, and the learner's own sentences for
+/// the top ones.
+async fn due_inputs(
+    state: &AppState,
+    user_id: Uuid,
+    recent: Rank,
+    top_n: usize,
+) -> Result<Arc<PracticeInputs>, ApiError> {
+    let since = recent
+        .since()
+        .unwrap_or_else(|| week_start(state.clock.now()));
+    let (history, memory, latest) = tokio::try_join!(
+        state.store.weekly_history(user_id, since),
+        state.store.memory(user_id),
+        state.store.recent_errors(user_id, RECENT_WINDOW),
+    )?;
+    let (top, scores) = history.top(recent, usize::MAX);
+    let by_recency = top
+        .into_iter()
+        .zip(scores)
+        .map(|(error, score)| ScoredError { error, score })
+        .collect();
+    let states = memory.into_iter().map(|m| (m.key, m.state)).collect();
+    let ranked = rank_due(by_recency, &states, state.clock.now(), top_n);
+    let (top, scores): (Vec<_>, Vec<_>) = ranked.into_iter().map(|s| (s.error, s.score)).unzip();
+    let mut inputs = PracticeInputs::from_recent(top, &latest, OWN_SENTENCES_PER_ERROR);
+    inputs.scores = scores;
+    Ok(Arc::new(inputs))
+}
+
+/// The response for the ranked errors: exercises for each, moving the
+/// learner's rotation along.
+async fn practice(
+    state: &AppState,
+    inputs: Arc<PracticeInputs>,
+    user_id: Uuid,
+    per_error: usize,
+) -> Result<Json<PracticeBody>, ApiError> {
     if inputs.top.is_empty() {
         return Err(ApiError::NotFound(
             "No errors found for the given user".into(),

@@ -15,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::answers::ScheduleItemBody;
 use super::conversations::ConversationBody;
 use super::error::{ApiError, Detail, ValidationDetail};
 use super::error_points::FrequencyBody;
@@ -22,7 +23,8 @@ use super::extract::path_uuid;
 use super::users::UserBody;
 use super::utterances::UtteranceBody;
 use super::AppState;
-use crate::store::{ExportPage, ExportPages, Store, StoreError, StoredEvent};
+use crate::domain::{Grade, ReviewKind};
+use crate::store::{ExportPage, ExportPages, Store, StoreError, StoredEvent, StoredReview};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/users/{user_id}/export", get(export_user))
@@ -74,8 +76,44 @@ pub struct ExportBody {
     pub conversations: Vec<ConversationBody>,
     pub utterances: Vec<UtteranceBody>,
     pub error_events: Vec<ExportedEventBody>,
+    /// The memory model's reviews: answers and lapses.
+    pub answers: Vec<ExportedReviewBody>,
     /// Most frequent first.
     pub frequencies: Vec<FrequencyBody>,
+    /// Each error's memory state, soonest due first.
+    pub memory: Vec<ScheduleItemBody>,
+}
+
+/// One review of the memory model: an answer, or a day the learner's
+/// speech showed the error (a lapse).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportedReviewBody {
+    pub answer_id: Uuid,
+    pub kind: ReviewKind,
+    /// The exercise answered (null for a lapse).
+    pub exercise_id: Option<String>,
+    #[serde(rename = "errorCategory")]
+    pub error_category: String,
+    #[serde(rename = "errorSubCategory")]
+    pub error_sub_category: String,
+    pub grade: Grade,
+    pub correct: Option<bool>,
+    pub answered_at: DateTime<Utc>,
+}
+
+impl From<StoredReview> for ExportedReviewBody {
+    fn from(r: StoredReview) -> Self {
+        Self {
+            answer_id: r.review_id,
+            kind: r.kind,
+            exercise_id: r.exercise_id,
+            error_category: r.category,
+            error_sub_category: r.subcategory,
+            grade: r.grade,
+            correct: r.correct,
+            answered_at: r.at,
+        }
+    }
 }
 
 /// Everything stored about the learner as one JSON document, streamed:
@@ -107,7 +145,7 @@ pub async fn export_user(
 }
 
 /// The sections of the document after `user`, in the order written.
-const SECTIONS: [&str; 3] = ["conversations", "utterances", "error_events"];
+const SECTIONS: [&str; 4] = ["conversations", "utterances", "error_events", "answers"];
 
 /// Writes the document as its pages come: opens and closes each section's
 /// array, separates its items.
@@ -165,15 +203,21 @@ impl DocumentWriter {
                 self.open(2, &mut out);
                 self.items(page.into_iter().map(ExportedEventBody::from), &mut out);
             }
+            ExportPage::Reviews(page) => {
+                self.open(3, &mut out);
+                self.items(page.into_iter().map(ExportedReviewBody::from), &mut out);
+            }
         }
         Bytes::from(out)
     }
 
-    fn tail(&mut self, frequencies: Vec<FrequencyBody>) -> Bytes {
+    fn tail(&mut self, frequencies: Vec<FrequencyBody>, memory: Vec<ScheduleItemBody>) -> Bytes {
         let mut out = Vec::new();
         self.open(SECTIONS.len() - 1, &mut out);
         out.extend_from_slice(b"],\"frequencies\":");
         let _ = serde_json::to_writer(&mut out, &frequencies);
+        out.extend_from_slice(b",\"memory\":");
+        let _ = serde_json::to_writer(&mut out, &memory);
         out.push(b'}');
         Bytes::from(out)
     }
@@ -204,10 +248,20 @@ fn export_body(
                         }
                         Some(Err(e)) => Some((Err(cut_short(e)), (writer, pages, Phase::Done))),
                         None => {
-                            let chunk = match store.frequencies(user_id).await {
-                                Ok(table) => Ok(writer.tail(
-                                    table.ranked().iter().map(FrequencyBody::from).collect(),
-                                )),
+                            let read =
+                                tokio::try_join!(store.frequencies(user_id), store.memory(user_id));
+                            let chunk = match read {
+                                Ok((table, mut memory)) => {
+                                    memory.sort_by_key(|m| m.state.due);
+                                    let now = crate::store::now();
+                                    Ok(writer.tail(
+                                        table.ranked().iter().map(FrequencyBody::from).collect(),
+                                        memory
+                                            .into_iter()
+                                            .map(|m| ScheduleItemBody::new(m, now))
+                                            .collect(),
+                                    ))
+                                }
                                 Err(e) => Err(cut_short(e)),
                             };
                             Some((chunk, (writer, pages, Phase::Done)))

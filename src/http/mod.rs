@@ -11,6 +11,7 @@
 //! | `error_points` | recording error points; frequencies and latest errors |
 //! | `progress` | a learner's errors week by week |
 //! | `exercises` | personalised practice |
+//! | `answers` | answers to exercises, their undo, the memory schedule |
 //! | `ops` | liveness, readiness, metrics |
 //! | `openapi` | the API document: its registry of paths, what it adds, its page |
 //! | `extract` | extractors answering malformed input with 422s and 413s |
@@ -20,6 +21,7 @@
 //! resources it shows; `openapi` depends on every handler it documents, and
 //! nothing depends on it but this router.
 
+pub mod answers;
 pub mod conversations;
 pub mod erasure;
 pub mod error;
@@ -70,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(utterances::router())
         .merge(error_points::router())
         .merge(exercises::router())
+        .merge(answers::router())
         .merge(export::router())
         .merge(progress::router())
         .merge(ops::router())

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
     paths(
         super::users::create_user,
         super::users::get_user,
+        super::users::update_user,
         super::erasure::delete_user,
         super::export::export_user,
         super::conversations::create_conversation,
@@ -53,6 +54,10 @@ pub fn router() -> Router<AppState> {
         super::error_points::recent_errors,
         super::progress::progress,
         super::exercises::generate_exercise,
+        super::answers::record_answer,
+        super::answers::list_answers,
+        super::answers::undo_answer,
+        super::answers::schedule,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics_text,
@@ -62,7 +67,7 @@ pub fn router() -> Router<AppState> {
         super::error::LocItem,
         super::exercises::RankParam
     )),
-    modifiers(&BearerAuth, &Rules, &SharedResponses, &Links),
+    modifiers(&BearerAuth, &Rules, &AnswerRules, &SharedResponses, &Links),
 )]
 pub struct ApiDoc;
 
@@ -129,6 +134,8 @@ impl Modify for Rules {
             ("CreateUser", "email", patterns::EMAIL),
             ("ErrorPointBody", "errorCategory", patterns::ERROR_NAME),
             ("ErrorPointBody", "errorSubCategory", patterns::ERROR_NAME),
+            ("AnswerRequest", "errorCategory", patterns::ERROR_NAME),
+            ("AnswerRequest", "errorSubCategory", patterns::ERROR_NAME),
         ] {
             let target = openapi
                 .components
@@ -142,6 +149,52 @@ impl Modify for Rules {
             if let Some(RefOr::T(Schema::Object(field))) = target {
                 field.pattern = Some(pattern.to_owned());
             }
+        }
+    }
+}
+
+/// The rules of the memory model's bodies that are more than a field's
+/// type: a time zone is one of the IANA names this build knows, and an
+/// answer has exactly one of `response` and `grade` (two alternatives,
+/// each requiring one; a body with both matches both, so neither).
+struct AnswerRules;
+
+impl Modify for AnswerRules {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::schema::OneOf;
+        let Some(schemas) = openapi.components.as_mut().map(|c| &mut c.schemas) else {
+            return;
+        };
+        if let Some(RefOr::T(Schema::Object(zone))) = schemas.get_mut("TimezoneName") {
+            let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+            zone.enum_values = Some(names.map(serde_json::Value::from).collect());
+        }
+        if let Some(RefOr::T(Schema::Object(answer))) = schemas.get("AnswerRequest").cloned() {
+            let null: RefOr<Schema> =
+                serde_json::from_value(json!({"type": "null"})).expect("a null schema is a schema");
+            let response: RefOr<Schema> =
+                serde_json::from_value(json!({"type": "string", "maxLength": 10000}))
+                    .expect("a string schema is a schema");
+            let grade = RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Grade"));
+            // One alternative requires `response` and leaves `grade` null
+            // or out; the other the reverse.
+            let requiring = |field: &str| {
+                let mut alternative = answer.clone();
+                alternative.required.push(field.to_owned());
+                let (given, other, other_name) = if field == "response" {
+                    (response.clone(), null.clone(), "grade")
+                } else {
+                    (grade.clone(), null.clone(), "response")
+                };
+                alternative.properties.insert(field.to_owned(), given);
+                alternative.properties.insert(other_name.to_owned(), other);
+                alternative
+            };
+            let one_of = OneOf::builder()
+                .item(requiring("response"))
+                .item(requiring("grade"))
+                .build();
+            schemas.insert("AnswerRequest".into(), RefOr::T(Schema::OneOf(one_of)));
         }
     }
 }
@@ -250,6 +303,10 @@ impl Modify for Links {
             ("GenerateExercise", by_user("generate_exercise")),
             ("ExportUser", by_user("export_user")),
             ("DeleteUser", by_user("delete_user")),
+            ("UpdateUser", by_user("update_user")),
+            ("RecordAnswer", by_user("record_answer")),
+            ("ListAnswers", by_user("list_answers")),
+            ("Schedule", by_user("schedule")),
             (
                 "CreateConversation",
                 link("create_conversation")

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::error::{ApiError, Detail, FieldError, ValidationDetail};
 use super::extract::{path_uuid, JsonBody};
 use super::AppState;
-use crate::domain::{Email, Username};
+use crate::domain::{Email, Timezone, Username};
 use crate::store::{NewUser, User};
 
 pub fn router() -> Router<AppState> {
@@ -22,7 +22,9 @@ pub fn router() -> Router<AppState> {
         .route("/users", post(create_user))
         .route(
             "/users/{user_id}",
-            get(get_user).delete(super::erasure::delete_user),
+            get(get_user)
+                .patch(update_user)
+                .delete(super::erasure::delete_user),
         )
 }
 
@@ -37,6 +39,29 @@ pub struct CreateUser {
     /// case-insensitively.
     #[schema(example = "ana@example.com")]
     pub email: String,
+    /// The IANA time zone the learner's days are counted in (default UTC).
+    #[serde(default)]
+    #[schema(value_type = Option<TimezoneName>)]
+    pub timezone: Option<String>,
+}
+
+/// An IANA time zone name.
+#[derive(ToSchema)]
+#[schema(example = "Europe/Paris")]
+pub struct TimezoneName(#[allow(dead_code)] String);
+
+/// A learner's settings to change.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateUser {
+    /// The IANA time zone the learner's days are counted in: where one
+    /// day's lapses count once and due dates begin.
+    #[schema(value_type = TimezoneName)]
+    pub timezone: String,
+}
+
+fn parse_timezone(raw: &str) -> Result<Timezone, FieldError> {
+    Timezone::parse(raw)
+        .map_err(|e| FieldError::new(["body", "timezone"], format!("timezone {e}"), "value_error"))
 }
 
 impl TryFrom<CreateUser> for NewUser {
@@ -45,9 +70,14 @@ impl TryFrom<CreateUser> for NewUser {
     fn try_from(body: CreateUser) -> Result<Self, ApiError> {
         let username = Username::parse(&body.username);
         let email = Email::parse(&body.email);
-        match (username, email) {
-            (Ok(username), Ok(email)) => Ok(NewUser { username, email }),
-            (username, email) => {
+        let timezone = body.timezone.as_deref().map(parse_timezone).transpose();
+        match (username, email, timezone) {
+            (Ok(username), Ok(email), Ok(timezone)) => Ok(NewUser {
+                username,
+                email,
+                timezone,
+            }),
+            (username, email, timezone) => {
                 let mut errors = Vec::new();
                 if let Err(e) = username {
                     let msg = e.to_string();
@@ -56,6 +86,9 @@ impl TryFrom<CreateUser> for NewUser {
                 if let Err(e) = email {
                     let msg = e.to_string();
                     errors.push(FieldError::new(["body", "email"], msg, "value_error"));
+                }
+                if let Err(e) = timezone {
+                    errors.push(e);
                 }
                 Err(ApiError::Validation(errors))
             }
@@ -69,11 +102,15 @@ pub struct UserBody {
     pub username: String,
     pub email: String,
     pub created_at: DateTime<Utc>,
+    /// The IANA time zone the learner's days are counted in.
+    #[schema(example = "UTC")]
+    pub timezone: String,
 }
 
 impl From<User> for UserBody {
     fn from(user: User) -> Self {
         Self {
+            timezone: user.tz().name().to_owned(),
             user_id: user.user_id,
             username: user.username,
             email: user.email,
@@ -115,4 +152,21 @@ pub async fn get_user(
         Some(user) => Ok(Json(user.into())),
         None => Err(ApiError::NotFound("User not found".into())),
     }
+}
+
+/// Changes the learner's settings: their time zone. Their memory states
+/// are refolded in it (days between reviews, one lapse per day, due dates).
+#[utoipa::path(patch, path = "/users/{user_id}", tag = "users", request_body = UpdateUser,
+    params(("user_id" = Uuid, Path)),
+    responses((status = 200, body = UserBody), (status = 404, body = Detail), (status = 422, body = ValidationDetail)))]
+#[tracing::instrument(name = "update_user", skip(state, body))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    JsonBody(body): JsonBody<UpdateUser>,
+) -> Result<Json<UserBody>, ApiError> {
+    let user_id = path_uuid("user_id", &user_id)?;
+    let tz = parse_timezone(&body.timezone).map_err(|e| ApiError::Validation(vec![e]))?;
+    let user = state.store.set_timezone(user_id, tz).await?;
+    Ok(Json(user.into()))
 }

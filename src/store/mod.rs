@@ -14,6 +14,7 @@
 //! | [`sqlite`] | the embedded backend |
 //! | [`cql`] | the Cassandra/ScyllaDB backend with its Redis buffer |
 
+mod answers;
 pub mod closer;
 pub mod cql;
 mod error;
@@ -32,8 +33,9 @@ use chrono::NaiveDate;
 use uuid::Uuid;
 
 use crate::config::{Config, StoreKind};
-use crate::domain::FrequencyTable;
+use crate::domain::{ErrorKey, FrequencyTable, Timezone};
 
+pub use self::answers::{fold_items, AnswerOutcome, ItemMemory, NewAnswer, StoredReview};
 pub use self::error::{Backend, BoxError, StoreError};
 pub use self::policy::DEDUP_WINDOW;
 pub use self::practice::{PracticeInputs, PracticeQuery};
@@ -99,6 +101,36 @@ pub trait Store: Send + Sync + 'static {
     /// learner). Their frequencies are read with [`Store::frequencies`].
     async fn export(&self, user_id: Uuid) -> Result<Option<(User, ExportPages)>, StoreError>;
 
+    /// Sets the learner's time zone and refolds their memory states in
+    /// it. Fails with `UserNotFound` for an unknown learner.
+    async fn set_timezone(&self, user_id: Uuid, tz: Timezone) -> Result<User, StoreError>;
+
+    /// The AI's correction of the learner's sentence `utterance_id` for
+    /// the error `key` (what an exercise built from it is graded by).
+    async fn own_correction(
+        &self,
+        user_id: Uuid,
+        utterance_id: Uuid,
+        key: &ErrorKey,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Stores a graded answer (once, however often it is retried) and
+    /// refolds its error's memory. Fails with `UserNotFound` for an
+    /// unknown learner.
+    async fn record_answer(&self, answer: NewAnswer) -> Result<AnswerOutcome, StoreError>;
+
+    /// Removes an answer: the memory is as if it had never been given.
+    /// `false` when the learner has no such answer; `UserNotFound` for an
+    /// unknown learner.
+    async fn undo_answer(&self, user_id: Uuid, answer_id: Uuid) -> Result<bool, StoreError>;
+
+    /// The learner's answers (not their lapses), newest first.
+    async fn answers(&self, user_id: Uuid, limit: usize) -> Result<Vec<StoredReview>, StoreError>;
+
+    /// Every error's memory state, folded from the review log. Fails with
+    /// `UserNotFound` for an unknown learner.
+    async fn memory(&self, user_id: Uuid) -> Result<Vec<ItemMemory>, StoreError>;
+
     /// A number that grows with each call for the learner: it moves the
     /// exercise rotation along.
     async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError>;
@@ -115,6 +147,13 @@ pub trait Store: Send + Sync + 'static {
     /// Recomputes frequencies from the event log and corrects the counts;
     /// `None` repairs every learner. Returns how many counts it corrected.
     async fn repair(&self, _user_id: Option<Uuid>) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    /// Rewrites memory states from the review log; `None` repairs every
+    /// learner. Returns how many states it rewrote. (The embedded store
+    /// rewrites them in the transaction of every change: nothing to do.)
+    async fn repair_memory(&self, _user_id: Option<Uuid>) -> Result<usize, StoreError> {
         Ok(0)
     }
 

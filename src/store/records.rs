@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{Correction, Email, ErrorKey, ErrorPoint, Username};
+use crate::domain::{Correction, Email, ErrorKey, ErrorPoint, Timezone, Username};
 
 /// The current time at the precision every backend keeps (milliseconds, as
 /// CQL timestamps), so a value reads back exactly as it was answered.
@@ -20,12 +20,15 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub created_at: DateTime<Utc>,
+    /// The IANA time zone the learner's days are counted in (`None`: UTC).
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub username: Username,
     pub email: Email,
+    pub timezone: Option<Timezone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +107,13 @@ impl User {
             username: new.username.as_str().to_owned(),
             email: new.email.as_str().to_owned(),
             created_at: now(),
+            timezone: new.timezone.map(|tz| tz.name().to_owned()),
         }
+    }
+
+    /// The time zone the learner's days are counted in.
+    pub fn tz(&self) -> Timezone {
+        Timezone::from_stored(self.timezone.as_deref())
     }
 
     /// Whether `attempt`, refused for this account's e-mail, is a retry of
@@ -199,12 +208,14 @@ pub struct StoredEvent {
 }
 
 /// A page of a learner's export. Pages come section by section:
-/// conversations, then utterances, then error events.
+/// conversations, then utterances, then error events, then reviews.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportPage {
     Conversations(Vec<Conversation>),
     Utterances(Vec<Utterance>),
     ErrorEvents(Vec<StoredEvent>),
+    /// Answers and lapses, the memory model's reviews.
+    Reviews(Vec<crate::store::StoredReview>),
 }
 
 /// A learner's records, read page by page as the stream is polled, so an

@@ -5,6 +5,7 @@ mod concurrency;
 mod exercises;
 mod lifecycle;
 mod limits;
+mod memory;
 mod ops;
 mod practice;
 mod progress;

@@ -18,7 +18,8 @@ statements! {
     /// The statements of accounts.
     pub struct AccountStatements {
         insert_user: IDEMPOTENT =>
-            "INSERT INTO users (user_id, username, email, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO users (user_id, username, email, created_at, timezone) \
+             VALUES (?, ?, ?, ?, ?)",
         /// A retried LWT could report its own earlier success as a
         /// conflict, so it is not retried by the driver.
         claim_email: ONCE =>
@@ -26,7 +27,7 @@ statements! {
         delete_user: IDEMPOTENT =>
             "DELETE FROM users WHERE user_id = ?",
         select_user: IDEMPOTENT =>
-            "SELECT user_id, username, email, created_at FROM users WHERE user_id = ?",
+            "SELECT user_id, username, email, created_at, timezone FROM users WHERE user_id = ?",
         insert_conversation: IDEMPOTENT =>
             "INSERT INTO conversations (user_id, conversation_id, started_at) \
              VALUES (?, ?, ?)",

@@ -15,6 +15,7 @@
 //! | [`flusher`] | `Flusher`: buffered deltas into the counters, in a background task when serving |
 //! | [`repair`] | `Repairer`: counters recomputed from the event log |
 //! | [`erasure`] | `Erasure`: a learner erased everywhere |
+//! | [`memory`] | `Memory`: answers and lapses (the review log), memory states folded from it |
 //! | [`export`] | `Exporter`: a learner's records, page by page |
 //! | [`rows`] | one named type per table row; the layout rules (bucket, event id, sentence slot) |
 //! | [`ownership`] | the ownership facts a replica remembers (held by `Accounts`) |
@@ -33,6 +34,7 @@ mod counters;
 mod erasure;
 mod export;
 mod flusher;
+mod memory;
 mod ownership;
 mod read_cache;
 mod reads;
@@ -47,6 +49,7 @@ mod statements;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use uuid::Uuid;
@@ -57,18 +60,23 @@ use self::counters::Counters;
 use self::erasure::Erasure;
 use self::export::Exporter;
 use self::flusher::Flusher;
+use self::memory::Memory;
 use self::reads::Reader;
 use self::recording::Recorder;
 use self::repair::Repairer;
 pub use self::rows::bucket;
 use super::task::OwnedTask;
 use super::{
-    Backend, Background, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance,
-    PracticeInputs, PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance,
-    WeeklyHistory,
+    AnswerOutcome, Backend, Background, Conversation, ErrorReport, ExportPages, ItemMemory,
+    NewAnswer, NewUser, NewUtterance, PracticeInputs, PracticeQuery, RecentError, RecordOutcome,
+    Store, StoreError, StoredReview, User, Utterance, WeeklyHistory,
 };
 use crate::config::Config;
-use crate::domain::FrequencyTable;
+use crate::domain::{ErrorKey, FrequencyTable, Timezone};
+
+/// How many of a learner's latest error events are searched for the
+/// sentence an own-sentence exercise was built from.
+const OWN_SENTENCE_SEARCH: usize = 1000;
 
 /// The cql store: its components, and the flusher's task when it serves.
 pub struct CqlStore {
@@ -83,6 +91,7 @@ pub struct CqlStore {
     repairer: Repairer,
     erasure: Erasure,
     exporter: Arc<Exporter>,
+    memory: Arc<Memory>,
     /// The flusher's task while the store serves; stopped by `shutdown`,
     /// `close` or drop.
     flusher_task: Option<OwnedTask>,
@@ -125,6 +134,7 @@ impl CqlStore {
             )
             .await?,
             exporter: Arc::new(Exporter::new(session.clone(), reader.clone()).await?),
+            memory: Arc::new(Memory::new(session.clone(), accounts.clone()).await?),
             flusher_task: (background == Background::Serve)
                 .then(|| flusher.clone().start(config.flush_interval())),
             session,
@@ -163,7 +173,11 @@ impl Store for CqlStore {
     }
 
     async fn record_errors(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
-        self.recorder.record(report).await
+        let outcome = self.recorder.record(report.clone()).await?;
+        // A retry writes its lapses again (the same rows): one whose first
+        // attempt failed here is not left without them.
+        self.memory.record_lapses(&report).await?;
+        Ok(outcome)
     }
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {
@@ -198,6 +212,10 @@ impl Store for CqlStore {
     }
 
     async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError> {
+        if !self.accounts.user_exists(user_id).await? {
+            return Err(StoreError::UserNotFound);
+        }
+        self.memory.erase(user_id).await?;
         self.erasure.erase_user(user_id).await
     }
 
@@ -205,10 +223,45 @@ impl Store for CqlStore {
         let Some(user) = self.accounts.user(user_id).await? else {
             return Ok(None);
         };
-        Ok(Some((
-            user,
-            export::export_pages(self.exporter.clone(), user_id),
-        )))
+        let pages = export::export_pages(self.exporter.clone(), user_id)
+            .chain(self.memory.clone().export_pages(user_id));
+        Ok(Some((user, pages.boxed())))
+    }
+
+    async fn set_timezone(&self, user_id: Uuid, tz: Timezone) -> Result<User, StoreError> {
+        self.memory.set_timezone(user_id, tz).await
+    }
+
+    async fn own_correction(
+        &self,
+        user_id: Uuid,
+        utterance_id: Uuid,
+        key: &ErrorKey,
+    ) -> Result<Option<String>, StoreError> {
+        let recent = self
+            .reader
+            .recent_errors(user_id, OWN_SENTENCE_SEARCH)
+            .await?;
+        Ok(recent
+            .into_iter()
+            .filter(|e| e.utterance_id == utterance_id && &e.key == key)
+            .find_map(|e| e.correction.text))
+    }
+
+    async fn record_answer(&self, answer: NewAnswer) -> Result<AnswerOutcome, StoreError> {
+        self.memory.record_answer(answer).await
+    }
+
+    async fn undo_answer(&self, user_id: Uuid, answer_id: Uuid) -> Result<bool, StoreError> {
+        self.memory.undo_answer(user_id, answer_id).await
+    }
+
+    async fn answers(&self, user_id: Uuid, limit: usize) -> Result<Vec<StoredReview>, StoreError> {
+        self.memory.answers(user_id, limit).await
+    }
+
+    async fn memory(&self, user_id: Uuid) -> Result<Vec<ItemMemory>, StoreError> {
+        self.memory.memory(user_id).await
     }
 
     async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError> {
@@ -231,6 +284,10 @@ impl Store for CqlStore {
 
     async fn repair(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
         self.repairer.repair(user_id).await
+    }
+
+    async fn repair_memory(&self, user_id: Option<Uuid>) -> Result<usize, StoreError> {
+        self.memory.repair(user_id).await
     }
 
     fn workers(&self) -> Vec<&'static str> {

@@ -8,6 +8,7 @@
 //! or by position where a marker has no column name (`USING TIMESTAMP ?`,
 //! `sentences[?] = ?`).
 
+mod memory;
 mod sentence;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use scylla::value::{Counter, CqlDate, CqlTimestamp};
 use scylla::{DeserializeRow, SerializeRow};
 use uuid::Uuid;
 
+pub use self::memory::{MemoryRow, ReviewRow};
 pub use self::sentence::SentenceCell;
 use super::session::{from_date, from_timestamp, timestamp};
 use crate::domain::{Correction, ErrorKey, ErrorPoint, WeekCount};
@@ -86,6 +88,8 @@ pub struct UserRow {
     #[scylla(default_when_null)]
     pub email: String,
     pub created_at: Option<CqlTimestamp>,
+    /// The learner's IANA time zone (null: UTC).
+    pub timezone: Option<String>,
 }
 
 impl From<&User> for UserRow {
@@ -95,6 +99,7 @@ impl From<&User> for UserRow {
             username: user.username.clone(),
             email: user.email.clone(),
             created_at: Some(timestamp(user.created_at)),
+            timezone: user.timezone.clone(),
         }
     }
 }
@@ -106,6 +111,7 @@ impl From<UserRow> for User {
             username: row.username,
             email: row.email,
             created_at: row.created_at.map(from_timestamp).unwrap_or_default(),
+            timezone: row.timezone,
         }
     }
 }

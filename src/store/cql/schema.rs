@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::store::{Backend, StoreError};
 
 /// The schema files, in the order they are applied.
-const FILES: [(&str, &str); 4] = [
+const FILES: [(&str, &str); 5] = [
     (
         "001_keyspace.cql",
         include_str!("../../../cql/001_keyspace.cql"),
@@ -23,6 +23,10 @@ const FILES: [(&str, &str); 4] = [
     (
         "004_sentences.cql",
         include_str!("../../../cql/004_sentences.cql"),
+    ),
+    (
+        "005_memory.cql",
+        include_str!("../../../cql/005_memory.cql"),
     ),
 ];
 

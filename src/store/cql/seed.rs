@@ -62,6 +62,7 @@ pub async fn seed(
                     username: format!("learner{i}"),
                     email: email.clone(),
                     created_at: Some(at),
+                    timezone: None,
                 }),
                 Box::new(ConversationRow {
                     user_id: user,

@@ -12,6 +12,8 @@ use crate::store::StoreError;
 /// erasure deletes from each (a new table of learner data is one line
 /// here). `users` is last, as its row is what says the learner exists.
 const LEARNER_TABLES: &[&str] = &[
+    "answers",
+    "memory",
     "error_events",
     "error_counts",
     "error_counts_by_week",

@@ -20,6 +20,7 @@ enum Cursor {
     Conversations(String),
     Utterances(String),
     ErrorEvents(i64),
+    Reviews(String),
     Done,
 }
 
@@ -68,6 +69,12 @@ fn next_page(
                 let next = page.last().and_then(|e| e.event_id.parse().ok());
                 (next.map(Cursor::ErrorEvents), ExportPage::ErrorEvents(page))
             }),
+            Cursor::Reviews(after) => {
+                super::memory::reviews_page(conn, user_id, after, EXPORT_PAGE).map(|page| {
+                    let next = page.last().map(|r| r.review_id.to_string());
+                    (next.map(Cursor::Reviews), ExportPage::Reviews(page))
+                })
+            }
             Cursor::Done => return None,
         };
         match read {
@@ -78,6 +85,7 @@ fn next_page(
                 cursor = match cursor {
                     Cursor::Conversations(_) => Cursor::Utterances(String::new()),
                     Cursor::Utterances(_) => Cursor::ErrorEvents(0),
+                    Cursor::ErrorEvents(_) => Cursor::Reviews(String::new()),
                     _ => Cursor::Done,
                 }
             }

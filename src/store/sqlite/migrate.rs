@@ -12,9 +12,10 @@ const SCHEMA: &str = include_str!("schema.sql");
 const UPGRADE: &str = include_str!("upgrade.sql");
 
 /// Columns added after the first release: (table, column, type).
-const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ("error_events", "correction", "TEXT"),
     ("error_events", "explanation", "TEXT"),
+    ("users", "timezone", "TEXT"),
 ];
 
 /// The weekly counts of every event already logged. The week starts on

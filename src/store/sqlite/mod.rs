@@ -18,6 +18,8 @@
 //! | `connection` | the data-directory lock, connection set-up, WAL limits |
 //! | `columns` | how values are kept in columns (ids, times, weeks) |
 //! | `rows` | one row type per table: its columns and its mapping from a row |
+//! | `memory_rows` | the same for the memory model's tables |
+//! | `memory` | answers, lapses and memory states: writes in the writer's transaction, reads |
 //! | `migrate` | bringing an older database's schema up to date |
 //! | `queue` | the typed write requests and the writer's queue |
 //! | `writer` | the group commit |
@@ -39,6 +41,8 @@ mod erasure;
 mod expirer;
 mod export;
 mod lookups;
+mod memory;
+mod memory_rows;
 mod migrate;
 mod practice_cache;
 mod queue;
@@ -74,10 +78,11 @@ use writes::Expiry;
 
 use super::closer::Closer;
 use super::{
-    Backend, Conversation, ErrorReport, ExportPages, NewUser, NewUtterance, PracticeInputs,
-    PracticeQuery, RecentError, RecordOutcome, Store, StoreError, User, Utterance, WeeklyHistory,
+    AnswerOutcome, Backend, Conversation, ErrorReport, ExportPages, ItemMemory, NewAnswer, NewUser,
+    NewUtterance, PracticeInputs, PracticeQuery, RecentError, RecordOutcome, Store, StoreError,
+    StoredReview, User, Utterance, WeeklyHistory,
 };
-use crate::domain::FrequencyTable;
+use crate::domain::{ErrorKey, FrequencyTable, Timezone};
 
 /// The fewest reader connections the pool may open (it opens them as reads
 /// need them, up to at least one per runtime worker).
@@ -294,6 +299,41 @@ impl Store for SqliteStore {
             user,
             export::export_pages(self.readers.clone(), user_id),
         )))
+    }
+
+    async fn set_timezone(&self, user_id: Uuid, tz: Timezone) -> Result<User, StoreError> {
+        self.writer
+            .send(|reply| WriteRequest::SetTimezone(user_id, tz, reply))
+            .await
+    }
+
+    async fn own_correction(
+        &self,
+        user_id: Uuid,
+        utterance_id: Uuid,
+        key: &ErrorKey,
+    ) -> Result<Option<String>, StoreError> {
+        self.read(|conn| memory::own_correction(conn, user_id, utterance_id, key))
+    }
+
+    async fn record_answer(&self, answer: NewAnswer) -> Result<AnswerOutcome, StoreError> {
+        self.writer
+            .send(|reply| WriteRequest::RecordAnswer(answer, reply))
+            .await
+    }
+
+    async fn undo_answer(&self, user_id: Uuid, answer_id: Uuid) -> Result<bool, StoreError> {
+        self.writer
+            .send(|reply| WriteRequest::UndoAnswer(user_id, answer_id, reply))
+            .await
+    }
+
+    async fn answers(&self, user_id: Uuid, limit: usize) -> Result<Vec<StoredReview>, StoreError> {
+        self.read(|conn| memory::answers(conn, user_id, limit))
+    }
+
+    async fn memory(&self, user_id: Uuid) -> Result<Vec<ItemMemory>, StoreError> {
+        self.read(|conn| memory::memory(conn, user_id))
     }
 
     async fn next_exercise_round(&self, user_id: Uuid) -> Result<u64, StoreError> {

@@ -9,8 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::writes::{ExpiredChunk, Expiry};
+use crate::domain::Timezone;
 use crate::store::{
-    Conversation, ErrorReport, NewUser, NewUtterance, RecordOutcome, StoreError, User, Utterance,
+    AnswerOutcome, Conversation, ErrorReport, NewAnswer, NewUser, NewUtterance, RecordOutcome,
+    StoreError, User, Utterance,
 };
 
 /// Queued write requests before callers wait (back-pressure, bounded memory).
@@ -24,6 +26,10 @@ pub(super) enum WriteRequest {
     CreateConversation(Uuid, Reply<Conversation>),
     CreateUtterance(NewUtterance, Reply<Utterance>),
     Record(ErrorReport, Reply<RecordOutcome>),
+    RecordAnswer(NewAnswer, Reply<AnswerOutcome>),
+    /// Removes a learner's answer (learner, answer).
+    UndoAnswer(Uuid, Uuid, Reply<bool>),
+    SetTimezone(Uuid, Timezone, Reply<User>),
     /// Erases a learner and everything of theirs.
     Erase(Uuid, Reply<()>),
     /// One chunk of a pass that forgets old request fingerprints.

@@ -21,7 +21,7 @@ use crate::store::{Conversation, RecentError, StoredEvent, User, Utterance};
 /// The columns of `users`, in [`UserRow`]'s order.
 macro_rules! user_columns {
     () => {
-        "user_id, username, email, created_at"
+        "user_id, username, email, created_at, timezone"
     };
 }
 pub(super) use user_columns;
@@ -34,6 +34,7 @@ pub(super) struct UserRow {
     pub username: String,
     pub email: String,
     pub created_at: DateTime<Utc>,
+    pub timezone: Option<String>,
 }
 
 impl UserRow {
@@ -43,6 +44,7 @@ impl UserRow {
             username: r.get(1)?,
             email: r.get(2)?,
             created_at: from_micros(r.get(3)?),
+            timezone: r.get(4)?,
         })
     }
 }
@@ -54,6 +56,7 @@ impl From<UserRow> for User {
             username: row.username,
             email: row.email,
             created_at: row.created_at,
+            timezone: row.timezone,
         }
     }
 }

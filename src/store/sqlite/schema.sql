@@ -7,7 +7,9 @@ CREATE TABLE IF NOT EXISTS users (
     username    TEXT NOT NULL,
     email       TEXT NOT NULL,
     email_key   TEXT NOT NULL UNIQUE,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    -- The IANA time zone the learner's days are counted in (NULL: UTC).
+    timezone    TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS conversations (
@@ -82,3 +84,42 @@ CREATE TABLE IF NOT EXISTS ingest_requests (
 -- A learner's conversations and utterances, for their export and erasure.
 CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (user_id, conversation_id);
 CREATE INDEX IF NOT EXISTS utterances_by_user ON utterances (user_id, utterance_id);
+
+-- The memory model's review log, its source of truth: every graded answer
+-- (kind 'answer') and every day the learner's speech showed an error
+-- (kind 'lapse', one row per error and day: its id says which, and the row
+-- keeps the earliest time). grade is FSRS's rating, 1 (again) to 4 (easy).
+CREATE TABLE IF NOT EXISTS answers (
+    answer_id       TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    exercise_id     TEXT,
+    category_key    TEXT NOT NULL,
+    subcategory_key TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    subcategory     TEXT NOT NULL,
+    grade           INTEGER NOT NULL,
+    correct         INTEGER,
+    answered_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+-- One error's reviews, for its fold; a learner's answers, newest first.
+CREATE INDEX IF NOT EXISTS answers_by_item ON answers
+    (user_id, category_key, subcategory_key, answered_at);
+CREATE INDEX IF NOT EXISTS answers_by_time ON answers (user_id, answered_at);
+
+-- Each error's memory state: the fold of its reviews, rewritten in the
+-- same transaction as every change to them.
+CREATE TABLE IF NOT EXISTS memory (
+    user_id         TEXT NOT NULL,
+    category_key    TEXT NOT NULL,
+    subcategory_key TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    subcategory     TEXT NOT NULL,
+    stability       REAL NOT NULL,
+    difficulty      REAL NOT NULL,
+    last_review     INTEGER NOT NULL,
+    due             INTEGER NOT NULL,
+    reviews         INTEGER NOT NULL,
+    lapses          INTEGER NOT NULL,
+    PRIMARY KEY (user_id, category_key, subcategory_key)
+) WITHOUT ROWID;

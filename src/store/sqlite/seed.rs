@@ -35,7 +35,7 @@ pub fn seed(
             .prepare(concat!(
                 "INSERT INTO users (",
                 user_columns!(),
-                ", email_key) VALUES (?1, ?2, ?3, ?4, ?3)"
+                ", email_key) VALUES (?1, ?2, ?3, ?4, NULL, ?3)"
             ))
             .map_err(internal)?;
         let mut conversation = tx

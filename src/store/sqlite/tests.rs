@@ -43,6 +43,7 @@ async fn learner(store: &SqliteStore, name: &str) -> (Uuid, Uuid) {
         .create_user(NewUser {
             username: Username::parse(name).unwrap(),
             email: Email::parse(&format!("{name}@example.com")).unwrap(),
+            timezone: None,
         })
         .await
         .unwrap();

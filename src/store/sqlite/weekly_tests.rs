@@ -31,6 +31,7 @@ async fn weeks_follow_the_request_time_and_recency_in_one_read_matches_the_gener
         .create_user(NewUser {
             username: Username::parse("ada").unwrap(),
             email: Email::parse("ada@example.com").unwrap(),
+            timezone: None,
         })
         .await
         .unwrap()

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::erasure;
+use super::memory;
 use super::practice_cache::PracticeCache;
 use super::queue::{Reply, WriteRequest};
 use super::wal::restart_wal;
@@ -115,6 +116,17 @@ fn apply(request: WriteRequest, group: &mut Group<'_>) -> Box<dyn Answer> {
         WriteRequest::Record(report, reply) => {
             pending(reply, group.apply(|tx| writes::record(tx, report)))
         }
+        WriteRequest::RecordAnswer(answer, reply) => {
+            pending(reply, group.apply(|tx| memory::record_answer(tx, answer)))
+        }
+        WriteRequest::UndoAnswer(user_id, answer_id, reply) => pending(
+            reply,
+            group.apply(|tx| memory::undo_answer(tx, user_id, answer_id)),
+        ),
+        WriteRequest::SetTimezone(user_id, tz, reply) => pending(
+            reply,
+            group.apply(|tx| memory::set_timezone(tx, user_id, tz)),
+        ),
         WriteRequest::Erase(user_id, reply) => {
             pending(reply, group.apply(|tx| erasure::erase(tx, user_id)))
         }

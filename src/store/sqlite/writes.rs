@@ -50,7 +50,7 @@ pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreEr
         .prepare_cached(concat!(
             "INSERT INTO users (",
             user_columns!(),
-            ", email_key) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email_key) DO NOTHING"
+            ", email_key) VALUES (?1, ?2, ?3, ?4, ?6, ?5) ON CONFLICT (email_key) DO NOTHING"
         ))
         .and_then(|mut s| {
             s.execute(params![
@@ -58,7 +58,8 @@ pub(super) fn insert_user(tx: &Connection, new: NewUser) -> Result<User, StoreEr
                 user.username,
                 user.email,
                 micros(user.created_at),
-                email_key
+                email_key,
+                user.timezone
             ])
         })
         .map_err(internal)?;
@@ -158,6 +159,7 @@ pub(super) fn record(tx: &Connection, report: ErrorReport) -> Result<RecordOutco
     }
     let shown = count_points(tx, &user_id, &report, at)?;
     insert_events(tx, &user_id, &report, at, &shown)?;
+    super::memory::record_lapses(tx, &report)?;
     Ok(RecordOutcome {
         recorded: report.points.len(),
         duplicate: false,
