@@ -20,24 +20,20 @@ use scylla::statement::batch::BatchType;
 use uuid::Uuid;
 
 use super::accounts::Accounts;
-use super::rows::{bucket, MemoryRow, ReviewRow};
+use super::rows::{bucket, MemoryRow, ReviewRow, INSERT_REVIEW};
 use super::session::{cql_error, for_each_row, from_timestamp, select, timestamp};
 use super::statements::{self, statements};
-use crate::domain::{lapse_id, ErrorKey, Grade, ReviewKind, Timezone};
+use crate::domain::{ErrorKey, ReviewKind, Timezone};
 use crate::store::policy::ERASURE;
 use crate::store::{
-    fold_items, AnswerOutcome, ErrorReport, ExportPage, ExportPages, ItemMemory, NewAnswer,
-    StoreError, StoredReview, User, EXPORT_PAGE,
+    fold_items, AnswerOutcome, ExportPage, ExportPages, ItemMemory, NewAnswer, StoreError,
+    StoredReview, User, EXPORT_PAGE,
 };
 
 statements! {
     /// The statements of the memory model.
     pub struct MemoryStatements {
-        insert_review: IDEMPOTENT =>
-            "INSERT INTO answers (user_id, bucket, answered_at, answer_id, kind, exercise_id, \
-             category_key, subcategory_key, category, subcategory, grade, correct) \
-             VALUES (:user_id, :bucket, :answered_at, :answer_id, :kind, :exercise_id, \
-             :category_key, :subcategory_key, :category, :subcategory, :grade, :correct)",
+        insert_review: IDEMPOTENT => INSERT_REVIEW,
         insert_bucket: IDEMPOTENT =>
             "INSERT INTO answer_buckets (user_id, bucket) VALUES (?, ?)",
         insert_answer_id: IDEMPOTENT =>
@@ -212,47 +208,6 @@ impl Memory {
         self.run(&s.delete_answer_id, (user_id, answer_id)).await?;
         self.memory_of(user_id, learner.tz()).await?;
         Ok(true)
-    }
-
-    /// One lapse per distinct error of a recorded report, on the learner's
-    /// day it was received (its id says which day: a second report that
-    /// day folds as the same lapse).
-    pub async fn record_lapses(&self, report: &ErrorReport) -> Result<(), StoreError> {
-        let Some(learner) = self.accounts.user(report.user_id).await? else {
-            return Ok(());
-        };
-        let day = learner.tz().day_of(report.received_at);
-        let s = &self.statements;
-        let mut batch = statements::batch("lapse_batch", BatchType::Unlogged, true);
-        let mut values = Vec::new();
-        for tally in report.tally() {
-            let lapse = StoredReview {
-                review_id: lapse_id(report.user_id, &tally.key, day),
-                kind: ReviewKind::Lapse,
-                exercise_id: None,
-                category: tally.first.category.as_str().to_owned(),
-                subcategory: tally.first.subcategory.as_str().to_owned(),
-                key: tally.key,
-                grade: Grade::Again,
-                correct: None,
-                at: report.received_at,
-            };
-            batch.append_statement(s.insert_review.clone());
-            values.push(ReviewRow::new(report.user_id, &lapse));
-        }
-        // The lapses share one partition (the learner's month): one
-        // round trip; the bucket is registered first, so a reader that
-        // sees a lapse knows its bucket.
-        self.run(
-            &s.insert_bucket,
-            (report.user_id, bucket(report.received_at)),
-        )
-        .await?;
-        self.session
-            .batch(&batch, values)
-            .await
-            .map_err(cql_error)?;
-        Ok(())
     }
 
     /// Sets the learner's time zone; their states are refolded in it.

@@ -173,11 +173,7 @@ impl Store for CqlStore {
     }
 
     async fn record_errors(&self, report: ErrorReport) -> Result<RecordOutcome, StoreError> {
-        let outcome = self.recorder.record(report.clone()).await?;
-        // A retry writes its lapses again (the same rows): one whose first
-        // attempt failed here is not left without them.
-        self.memory.record_lapses(&report).await?;
-        Ok(outcome)
+        self.recorder.record(report).await
     }
 
     async fn frequencies(&self, user_id: Uuid) -> Result<FrequencyTable, StoreError> {

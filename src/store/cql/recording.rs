@@ -16,15 +16,15 @@ use uuid::Uuid;
 use super::accounts::Accounts;
 use super::buffer::{Buffer, Commit, Lease};
 use super::rows::{
-    bucket, sentence_slot, spelling_write_time, EventRow, SeenSentenceWrite, SeenWrite,
-    SentenceCell, SpellingWrite, INSERT_EVENT,
+    bucket, sentence_slot, spelling_write_time, EventRow, ReviewRow, SeenSentenceWrite, SeenWrite,
+    SentenceCell, SpellingWrite, INSERT_EVENT, INSERT_REVIEW,
 };
 use super::session::{cql_error, timestamp};
 use super::statements::{self, statements, IDEMPOTENT};
-use crate::domain::{ErrorKey, ErrorPoint};
+use crate::domain::{ErrorKey, ErrorPoint, Grade, ReviewKind};
 use crate::store::policy::{BATCH_BYTES, EVENTS_PER_BATCH, FENCE_WAIT, LEASE_WAIT, POLL};
 use crate::store::retry::{retry_until, Poll};
-use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError};
+use crate::store::{Backend, ErrorReport, PointTally, RecordOutcome, StoreError, StoredReview};
 
 /// The values of a batch's statements.
 type Rows = Vec<Box<dyn SerializeRow + Send + Sync>>;
@@ -49,6 +49,11 @@ statements! {
              USING TIMESTAMP ? \
              SET last_seen = ? \
              WHERE user_id = ? AND category_key = ? AND subcategory_key = ?",
+        /// Each error of the report is a lapse of the learner's memory of
+        /// it, in the review log (the fold keeps one per local day).
+        insert_lapse: IDEMPOTENT => INSERT_REVIEW,
+        insert_answer_bucket: IDEMPOTENT =>
+            "INSERT INTO answer_buckets (user_id, bucket) VALUES (?, ?)",
         /// `label_seen` for a point whose sentence and correction are known:
         /// the sentence goes in its slot, with the same write timestamp.
         label_seen_sentence: IDEMPOTENT =>
@@ -215,12 +220,15 @@ impl Recorder {
     ) -> Vec<Write> {
         let s = &self.statements;
         let (user, at_micros) = (report.user_id, at.timestamp_micros());
-        let mut writes = vec![Write::new(
-            Partition::Learner,
-            &s.insert_bucket,
-            (user, bucket(at)),
-            0,
-        )];
+        let mut writes = vec![
+            Write::new(Partition::Learner, &s.insert_bucket, (user, bucket(at)), 0),
+            Write::new(
+                Partition::Learner,
+                &s.insert_answer_bucket,
+                (user, bucket(at)),
+                0,
+            ),
+        ];
         let mut seen = Vec::new();
         let slot = sentence_slot(report.utterance_id);
         for PointTally {
@@ -309,7 +317,29 @@ impl Recorder {
         snippet: Option<&str>,
     ) -> Vec<Write> {
         let snippet = snippet.map(str::to_owned);
-        report
+        // The lapses share the month's partition key with the events (one
+        // mutation); their id follows from the request, so a retry
+        // rewrites them, at the same time.
+        let lapses = report.tally().into_iter().map(|tally| {
+            let lapse = StoredReview {
+                review_id: Uuid::new_v5(
+                    &report.fingerprint,
+                    format!("lapse/{}", tally.key.encode()).as_bytes(),
+                ),
+                kind: ReviewKind::Lapse,
+                exercise_id: None,
+                category: tally.first.category.as_str().to_owned(),
+                subcategory: tally.first.subcategory.as_str().to_owned(),
+                key: tally.key,
+                grade: Grade::Again,
+                correct: None,
+                at,
+            };
+            let row = ReviewRow::new(report.user_id, &lapse);
+            let bytes = 2 * (row.category_key.len() + row.subcategory_key.len());
+            Write::new(Partition::Events, &self.statements.insert_lapse, row, bytes)
+        });
+        let events: Vec<Write> = report
             .points
             .iter()
             .zip(keys)
@@ -319,7 +349,8 @@ impl Recorder {
                 let bytes = row.text_bytes();
                 Write::new(Partition::Events, &self.statements.insert_event, row, bytes)
             })
-            .collect()
+            .collect();
+        events.into_iter().chain(lapses).collect()
     }
 }
 

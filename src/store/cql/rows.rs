@@ -19,7 +19,7 @@ use scylla::value::{Counter, CqlDate, CqlTimestamp};
 use scylla::{DeserializeRow, SerializeRow};
 use uuid::Uuid;
 
-pub use self::memory::{MemoryRow, ReviewRow};
+pub use self::memory::{MemoryRow, ReviewRow, INSERT_REVIEW};
 pub use self::sentence::SentenceCell;
 use super::session::{from_date, from_timestamp, timestamp};
 use crate::domain::{Correction, ErrorKey, ErrorPoint, WeekCount};

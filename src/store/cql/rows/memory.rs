@@ -10,6 +10,13 @@ use crate::domain::{ErrorKey, Grade, ReviewKind};
 use crate::store::cql::session::{from_timestamp, timestamp};
 use crate::store::{ItemMemory, StoredReview};
 
+/// Writes one review (an answer, or a lapse).
+pub const INSERT_REVIEW: &str =
+    "INSERT INTO answers (user_id, bucket, answered_at, answer_id, kind, \
+     exercise_id, category_key, subcategory_key, category, subcategory, grade, correct) \
+     VALUES (:user_id, :bucket, :answered_at, :answer_id, :kind, :exercise_id, \
+     :category_key, :subcategory_key, :category, :subcategory, :grade, :correct)";
+
 /// A row of `answers`: one review.
 #[derive(Debug, Clone, SerializeRow, DeserializeRow)]
 pub struct ReviewRow {
