@@ -12,7 +12,9 @@
 //!   its client gave up on may still be applied; after a cut the listener
 //!   opens again on the same port.
 //!
-//! `hold` then `cut` drops what was held.
+//! `hold` then `cut` drops what was held. [`FaultProxy::redirect`] points
+//! it at another server, as a failover's virtual address moves to the new
+//! master.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,8 @@ use tokio::task::JoinHandle;
 
 pub struct FaultProxy {
     pub address: SocketAddr,
-    upstream: String,
+    /// Where new connections go.
+    upstream: Arc<Mutex<String>>,
     /// True while held.
     held: watch::Sender<bool>,
     /// The accept loop and every connection's task; empty while cut.
@@ -39,7 +42,7 @@ impl FaultProxy {
         let (held, _) = watch::channel(false);
         let proxy = Self {
             address: listener.local_addr().expect("an address"),
-            upstream: upstream.into(),
+            upstream: Arc::new(Mutex::new(upstream.into())),
             held,
             tasks: Arc::new(Mutex::new(Vec::new())),
         };
@@ -57,7 +60,8 @@ impl FaultProxy {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
-                let (upstream, held) = (upstream.clone(), held.clone());
+                let upstream = upstream.lock().expect("the upstream").clone();
+                let held = held.clone();
                 let connection = tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
@@ -83,6 +87,14 @@ impl FaultProxy {
         for task in self.tasks.lock().expect("the task list").drain(..) {
             task.abort();
         }
+    }
+
+    /// From now on forwards to `upstream`: every connection to the old one
+    /// drops (its clients connect again, to the new one).
+    pub async fn redirect(&self, upstream: impl Into<String>) {
+        *self.upstream.lock().expect("the upstream") = upstream.into();
+        self.cut();
+        self.restore().await;
     }
 
     /// Stops every byte, both ways, on every connection, old and new.
