@@ -107,6 +107,19 @@ pub struct Config {
     )]
     pub redis_url: String,
 
+    /// Cql mode: how many Redis replicas must have a write before errata
+    /// acknowledges what it records (Redis `WAIT` after each commit, on the
+    /// learner's master); fewer within 1 s and the request answers 503.
+    /// 0: no wait, and a failover to a lagging replica may lose
+    /// acknowledged counts and deduplication markers.
+    #[arg(
+        long,
+        env = "ERRATA_REDIS_MIN_REPLICAS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub redis_min_replicas: u32,
+
     /// Cql mode: how often the flusher drains Redis, in milliseconds.
     #[arg(
         long,
@@ -142,6 +155,7 @@ impl Default for Config {
             cql_consistency: "LOCAL_QUORUM".into(),
             cql_local_dc: None,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_min_replicas: 0,
             flush_interval_ms: FLUSH_INTERVAL_MS,
             api_tokens: Vec::new(),
         }

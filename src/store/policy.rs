@@ -48,6 +48,12 @@ pub const CQL_CONNECTION_TIMEOUT: Duration = secs(5);
 pub const REDIS_CALL_TIMEOUT: Duration = secs(3);
 /// How long connecting to Redis may take.
 pub const REDIS_CONNECT_TIMEOUT: Duration = secs(2);
+/// How long a write that acknowledges something waits for
+/// `ERRATA_REDIS_MIN_REPLICAS` replicas to have it (Redis `WAIT`, sent in
+/// the same call) before the request fails with 503. A replica on the
+/// same network acknowledges in about a millisecond; waiting longer only
+/// holds requests while a replica is away.
+pub const REDIS_REPLICA_WAIT: Duration = secs(1);
 
 // ---------------------------------------------------------------------
 // cql mode: the Redis buffer's leases, locks and markers
@@ -204,6 +210,13 @@ const fn ms(d: Duration) -> u128 {
 /// A Redis call ends (or times out) well within a lease, so a request that
 /// waited for a fence still holds its lease when it commits.
 const _: () = assert!(ms(FENCE_WAIT) + ms(REDIS_CALL_TIMEOUT) < ms(LEASE));
+/// A write and its wait for replicas are one Redis call: the wait leaves
+/// the call at least as much time again for its round trip and script.
+const _: () = assert!(2 * ms(REDIS_REPLICA_WAIT) <= ms(REDIS_CALL_TIMEOUT));
+/// The waits for replicas do not eat an attempt's lease: the lease's own
+/// wait, then a fence wait and the commit's call (its wait included) end
+/// well before the lease lapses.
+const _: () = assert!(ms(REDIS_REPLICA_WAIT) + ms(FENCE_WAIT) + ms(REDIS_CALL_TIMEOUT) < ms(LEASE));
 /// A counter batch sent right after the take ends (or is given up by the
 /// driver) before the lock could lapse, with the margin a flusher keeps to
 /// finish.

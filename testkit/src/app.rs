@@ -80,18 +80,36 @@ impl TestApp {
         Self::start(redis, adjust, Background::Serve).await
     }
 
+    /// errata in cql mode on a Redis the test holds itself (its servers,
+    /// or a proxy in front of them) at `redis_url`.
+    pub async fn spawn_on_redis(redis_url: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(None, Some(redis_url.to_owned()), adjust, Background::Serve).await
+    }
+
     async fn start(
         redis: Option<TestRedis>,
         adjust: impl FnOnce(&mut Config),
         background: Background,
     ) -> Self {
+        let url = redis.as_ref().map(TestRedis::url);
+        Self::start_on(redis, url, adjust, background).await
+    }
+
+    /// In cql mode when there is a Redis `url` (this app's `redis`, or the
+    /// test's).
+    async fn start_on(
+        redis: Option<TestRedis>,
+        url: Option<String>,
+        adjust: impl FnOnce(&mut Config),
+        background: Background,
+    ) -> Self {
         let data = tempfile::tempdir().expect("a temporary data folder");
-        let (redis, keyspace, mut config) = match redis {
-            None => (None, None, test_config(data.path())),
-            Some(redis) => {
-                let (mut config, slot) = cql_config(&redis.url()).await;
+        let (keyspace, mut config) = match url {
+            None => (None, test_config(data.path())),
+            Some(url) => {
+                let (mut config, slot) = cql_config(&url).await;
                 config.data_dir = data.path().to_owned();
-                (Some(redis), Some(slot), config)
+                (Some(slot), config)
             }
         };
         adjust(&mut config);

@@ -17,7 +17,9 @@
 //!   [`FaultProxy::restore`]: a write (a counter batch) delivered after
 //!   its client gave up on it, while the reads before it went through.
 //!
-//! `hold` then `cut` drops what was held.
+//! `hold` then `cut` drops what was held. [`FaultProxy::redirect`] points
+//! it at another server, as a failover's virtual address moves to the new
+//! master.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +33,8 @@ use tokio::task::JoinHandle;
 
 pub struct FaultProxy {
     pub address: SocketAddr,
-    upstream: String,
+    /// Where new connections go.
+    upstream: Arc<Mutex<String>>,
     /// True while held.
     held: watch::Sender<bool>,
     /// Hold at the next CQL BATCH request (then disarmed).
@@ -47,7 +50,7 @@ impl FaultProxy {
         let (held, _) = watch::channel(false);
         let proxy = Self {
             address: listener.local_addr().expect("an address"),
-            upstream: upstream.into(),
+            upstream: Arc::new(Mutex::new(upstream.into())),
             held,
             batch_trap: Arc::new(AtomicBool::new(false)),
             tasks: Arc::new(Mutex::new(Vec::new())),
@@ -67,7 +70,8 @@ impl FaultProxy {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
-                let (upstream, held) = (upstream.clone(), held.clone());
+                let upstream = upstream.lock().expect("the upstream").clone();
+                let held = held.clone();
                 let requests = Trap {
                     hold: hold.clone(),
                     armed: trap.clone(),
@@ -98,6 +102,14 @@ impl FaultProxy {
         for task in self.tasks.lock().expect("the task list").drain(..) {
             task.abort();
         }
+    }
+
+    /// From now on forwards to `upstream`: every connection to the old one
+    /// drops (its clients connect again, to the new one).
+    pub async fn redirect(&self, upstream: impl Into<String>) {
+        *self.upstream.lock().expect("the upstream") = upstream.into();
+        self.cut();
+        self.restore().await;
     }
 
     /// Stops every byte, both ways, on every connection, old and new.

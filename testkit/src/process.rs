@@ -116,6 +116,10 @@ pub fn errata_env(config: &Config) -> Vec<(&'static str, String)> {
             ("ERRATA_CQL_CONSISTENCY", config.cql_consistency.clone()),
             ("ERRATA_REDIS_URL", config.redis_url.clone()),
             (
+                "ERRATA_REDIS_MIN_REPLICAS",
+                config.redis_min_replicas.to_string(),
+            ),
+            (
                 "ERRATA_FLUSH_INTERVAL_MS",
                 config.flush_interval_ms.to_string(),
             ),

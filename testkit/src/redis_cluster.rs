@@ -31,10 +31,27 @@ impl RedisCluster {
     /// Three masters, no replicas, every slot assigned; returns once every
     /// node reports the cluster ok.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+        Self::start_with(0)
+    }
+
+    /// Three masters with one replica each; returns once every node reports
+    /// the cluster ok and every master has its replica online.
+    pub fn start_with_replicas() -> Self {
+        let cluster = Self::start_with(1);
+        for master in cluster.masters() {
+            cluster.nodes[master].wait_for_replicas(1);
+        }
+        cluster
+    }
+
+    fn start_with(replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
+            .map(|_| RedisServer::start_cluster_node())
+            .collect();
         let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
         args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        args.extend(["--cluster-replicas".to_owned(), replicas.to_string()]);
+        args.push("--cluster-yes".to_owned());
         redis_cli(&args);
         let mut cluster = Self {
             nodes,
@@ -64,13 +81,15 @@ impl RedisCluster {
         redis_cli(&all)
     }
 
-    /// Until every node agrees the cluster is ok and knows all three.
+    /// Until every running node agrees the cluster is ok and knows them
+    /// all.
     pub fn wait_ok(&self) {
         let started = Instant::now();
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         loop {
-            let ok = (0..self.nodes.len()).all(|node| {
+            let ok = self.running().all(|node| {
                 let info = self.cli(node, &["cluster", "info"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                info.contains("cluster_state:ok") && info.contains(&known)
             });
             if ok {
                 return;
@@ -87,9 +106,79 @@ impl RedisCluster {
         &self.ids[node]
     }
 
+    /// The nodes whose process runs.
+    fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&node| self.nodes[node].is_running())
+    }
+
+    /// `CLUSTER NODES` as the first running node sees it.
+    fn table(&self) -> String {
+        let node = self.running().next().expect("a running node");
+        self.cli(node, &["cluster", "nodes"])
+    }
+
+    /// The masters that serve slots now (indexes into `nodes`).
+    pub fn masters(&self) -> Vec<usize> {
+        self.table()
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let master = fields.get(2)?.split(',').any(|f| f == "master");
+                let serves = fields.len() > 8;
+                let failed = fields.get(2)?.contains("fail");
+                (master && serves && !failed)
+                    .then(|| self.ids.iter().position(|id| id == fields[0]))?
+            })
+            .collect()
+    }
+
+    /// The replica (index into `nodes`) of `master`.
+    pub fn replica_of(&self, master: usize) -> usize {
+        let id = self.node_id(master);
+        self.table()
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let replica = fields.get(2)?.split(',').any(|f| f == "slave");
+                (replica && fields.get(3) == Some(&id))
+                    .then(|| self.ids.iter().position(|i| i == fields[0]))?
+            })
+            .unwrap_or_else(|| panic!("master {master} has no replica"))
+    }
+
+    /// A failover: master `master` is SIGKILLed and its replica takes its
+    /// slots over (`CLUSTER FAILOVER TAKEOVER`, as an operator forces it,
+    /// without the other masters' vote); returns the new master once every
+    /// running node sees the cluster ok again.
+    pub fn fail_over(&mut self, master: usize) -> usize {
+        let replica = self.replica_of(master);
+        self.nodes[master].kill();
+        let answer = self.cli(replica, &["cluster", "failover", "takeover"]);
+        assert_eq!(answer.trim(), "OK", "CLUSTER FAILOVER TAKEOVER");
+        let started = Instant::now();
+        while !self.masters().contains(&replica) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "replica {replica} did not take over"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_ok();
+        replica
+    }
+
+    /// Starts a killed node again: it finds its slots taken over and
+    /// rejoins as a replica of `master`; returns once `master` has it
+    /// online.
+    pub fn rejoin(&mut self, node: usize, master: usize) {
+        self.nodes[node].restart();
+        self.nodes[master].wait_for_replicas(1);
+        self.wait_ok();
+    }
+
     /// The master (index into `nodes`) that serves `slot` now.
     pub fn owner(&self, slot: u16) -> usize {
-        let table = self.cli(0, &["cluster", "nodes"]);
+        let table = self.table();
         for line in table.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let serves = fields.iter().skip(8).any(|range| {

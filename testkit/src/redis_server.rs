@@ -18,6 +18,8 @@ pub struct RedisServer {
     fsync: Option<&'static str>,
     /// A node of a Redis Cluster (see [`crate::redis_cluster`]).
     cluster: bool,
+    /// The port of the master this server replicates (`--replicaof`).
+    replica_of: Option<u16>,
 }
 
 fn free_port() -> u16 {
@@ -64,6 +66,28 @@ impl RedisServer {
         Self::launch_as(None, true)
     }
 
+    /// A fresh replica of `master` (`--replicaof`), persisted as it is;
+    /// returns once the master counts it among its synchronised replicas.
+    pub fn start_replica_of(master: &RedisServer) -> Self {
+        Self::start_replica_via(master, master.port)
+    }
+
+    /// The same, replicating from `port` (a proxy in front of `master`, to
+    /// hold its replication link).
+    pub fn start_replica_via(master: &RedisServer, port: u16) -> Self {
+        let mut replica = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temp dir"),
+            fsync: master.fsync,
+            cluster: false,
+            replica_of: Some(port),
+        };
+        replica.spawn(true);
+        master.wait_for_replicas(1);
+        replica
+    }
+
     fn launch(fsync: Option<&'static str>) -> Self {
         Self::launch_as(fsync, false)
     }
@@ -75,6 +99,7 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("a temp dir"),
             fsync,
             cluster,
+            replica_of: None,
         };
         server.spawn(true);
         server
@@ -132,6 +157,11 @@ impl RedisServer {
         } else {
             command.args(["--appendonly", "no"]);
         }
+        if let Some(master) = self.replica_of {
+            command
+                .args(["--replicaof", "127.0.0.1"])
+                .arg(master.to_string());
+        }
         if self.cluster {
             command
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
@@ -144,6 +174,11 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         url(self.port)
+    }
+
+    /// Whether its process runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL: no chance to write anything more.
@@ -162,6 +197,73 @@ impl RedisServer {
 
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
         client(self.port).await
+    }
+
+    /// A blocking command to this server (for a test's own steps).
+    pub fn command_sync<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).expect("a redis url");
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connecting to the test redis");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        cmd.query(&mut conn)
+            .unwrap_or_else(|e| panic!("redis on port {}: {e}", self.port))
+    }
+
+    /// What `INFO replication` says about `field`.
+    pub fn replication<T: redis::FromRedisValue>(&self, field: &str) -> Option<T> {
+        let info: redis::InfoDict = self.command_sync(redis::cmd("INFO").arg("replication"));
+        info.get(field)
+    }
+
+    /// The replication offset this server has reached (a master's: what it
+    /// has written; a replica's: what it has received).
+    pub fn replication_offset(&self) -> u64 {
+        self.replication(if self.replica_of.is_some() {
+            "slave_repl_offset"
+        } else {
+            "master_repl_offset"
+        })
+        .unwrap_or(0)
+    }
+
+    /// Until at least `n` replicas are connected and online (10 s at most).
+    pub fn wait_for_replicas(&self, n: usize) {
+        let started = Instant::now();
+        loop {
+            let info: redis::InfoDict = self.command_sync(redis::cmd("INFO").arg("replication"));
+            let online = (0..16)
+                .filter_map(|i| info.get::<String>(&format!("slave{i}")))
+                .filter(|slave| slave.contains("state=online"))
+                .count();
+            if online >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis on port {}: {online} of {n} replicas online",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A replica becomes a master (`REPLICAOF NO ONE`), as a failover
+    /// promotes it; it keeps whatever it had received.
+    pub fn promote(&mut self) {
+        let _: () = self.command_sync(redis::cmd("REPLICAOF").arg("NO").arg("ONE"));
+        self.replica_of = None;
+    }
+
+    /// Starts this (killed) server again as a replica of `master`, as a
+    /// failed master rejoins after a failover; returns once `master` has
+    /// it online.
+    pub fn rejoin_as_replica_of(&mut self, master: &RedisServer) {
+        self.kill();
+        self.replica_of = Some(master.port);
+        self.spawn(false);
+        master.wait_for_replicas(1);
     }
 }
 
@@ -281,6 +383,7 @@ mod tests {
             dir: tempfile::tempdir().expect("a temp dir"),
             fsync: None,
             cluster: false,
+            replica_of: None,
         };
         second.spawn(true);
         assert_ne!(second.port, first.port, "both would share one Redis");

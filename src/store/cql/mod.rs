@@ -110,7 +110,9 @@ impl CqlStore {
             statements::IDEMPOTENT,
         )
         .await?;
-        let buffer = Arc::new(Buffer::connect(&config.redis_url).await?);
+        let buffer = Arc::new(
+            Buffer::connect_requiring(&config.redis_url, config.redis_min_replicas).await?,
+        );
         let accounts = Arc::new(Accounts::new(session.clone()).await?);
         let reader =
             Arc::new(Reader::new(session.clone(), buffer.clone(), accounts.clone()).await?);

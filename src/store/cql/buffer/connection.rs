@@ -6,6 +6,12 @@
 //! buffer touches the keys of one slot only, so the cluster connection
 //! routes each by its first key and follows the cluster's redirections
 //! (`MOVED`, `ASK`, `TRYAGAIN` while a slot migrates) by itself.
+//!
+//! With `ERRATA_REDIS_MIN_REPLICAS` set, a write that acknowledges something
+//! is followed by `WAIT` in the same pipeline ([`Connection::waited`]): one
+//! round trip, on the connection that sent the write, to the master that
+//! ran it. (Sent alone, `WAIT` has no key, and a cluster would send it to
+//! every master; in a pipeline it goes where the pipeline's keys go.)
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,11 +22,15 @@ use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use ::redis::{Arg, Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value};
+use ::redis::{
+    Arg, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, Script, ScriptInvocation,
+    ServerErrorKind, Value,
+};
 
 use super::{bounded, unavailable};
 use crate::store::policy::REDIS_CALL_TIMEOUT as CALL_TIMEOUT;
-use crate::store::StoreError;
+use crate::store::policy::REDIS_REPLICA_WAIT;
+use crate::store::{Backend, StoreError};
 
 use crate::store::policy::REDIS_CONNECT_TIMEOUT as CONNECT_TIMEOUT;
 
@@ -32,7 +42,15 @@ use crate::store::policy::REDIS_CONNECT_TIMEOUT as CONNECT_TIMEOUT;
 pub struct Connection {
     link: Link,
     scripts: Arc<HashMap<String, &'static str>>,
+    /// How many replicas must acknowledge a write that acknowledges
+    /// something (`ERRATA_REDIS_MIN_REPLICAS`); 0: none, no `WAIT`.
+    min_replicas: u32,
 }
+
+/// How many replicas acknowledged a write within [`REDIS_REPLICA_WAIT`]
+/// (`None`: none were required, and no `WAIT` was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledged(Option<u32>);
 
 #[derive(Clone)]
 enum Link {
@@ -88,7 +106,103 @@ impl Connection {
         Self {
             link,
             scripts: Arc::default(),
+            min_replicas: 0,
         }
+    }
+
+    /// Writes that acknowledge something wait for `n` replicas from now on.
+    pub fn require_replicas(&mut self, n: u32) {
+        self.min_replicas = n;
+    }
+
+    /// How many replicas a write that acknowledges something waits for.
+    pub fn min_replicas(&self) -> u32 {
+        self.min_replicas
+    }
+
+    /// Sends `pipe` (whose keys are all in one slot: the learner's), then,
+    /// when replicas are required, `WAIT` for them in the same round trip;
+    /// returns the pipeline's answers and how many replicas acknowledged.
+    /// `scripts` are loaded and the pipeline sent again when the server
+    /// did not know one of them (nothing of it ran then).
+    ///
+    /// `WAIT` counts the replicas that have everything this connection
+    /// wrote before it, so the pipeline's writes and every earlier one.
+    /// A pipeline whose answer shows it wrote nothing must not rely on the
+    /// count ([`Connection::replicated`] is for writes only).
+    pub async fn waited<T: FromRedisValue>(
+        &mut self,
+        mut pipe: Pipeline,
+        scripts: &[&ScriptInvocation<'_>],
+    ) -> Result<(T, Acknowledged), StoreError> {
+        let waits = self.min_replicas > 0;
+        if waits {
+            pipe.cmd("WAIT")
+                .arg(self.min_replicas)
+                .arg(REDIS_REPLICA_WAIT.as_millis() as u64);
+        }
+        let mut loaded = false;
+        let mut answers = loop {
+            match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<Vec<Value>>(self)).await {
+                Ok(Ok(answers)) => break answers,
+                Ok(Err(e))
+                    if !loaded
+                        && !scripts.is_empty()
+                        && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
+                    for script in scripts {
+                        bounded(script.load_async(self)).await?;
+                    }
+                    loaded = true;
+                }
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => return Err(StoreError::busy(Backend::Redis, "a call timed out")),
+            }
+        };
+        let acknowledged = if waits {
+            let count = answers
+                .pop()
+                .and_then(|n| ::redis::from_redis_value::<u32>(n).ok())
+                .ok_or_else(|| StoreError::bug("redis: WAIT answered no count"))?;
+            Acknowledged(Some(count))
+        } else {
+            Acknowledged(None)
+        };
+        let answer = ::redis::from_redis_value(Value::Array(answers))
+            .map_err(|e| StoreError::internal("redis: an unexpected answer", e))?;
+        Ok((answer, acknowledged))
+    }
+
+    /// A write (`call`: its script or command) is acknowledged only when
+    /// enough replicas have it: counts the wait in
+    /// `errata_redis_replica_waits_total{call,outcome}` and answers 503
+    /// when fewer replicas acknowledged than required.
+    pub fn replicated(
+        &self,
+        call: &'static str,
+        acknowledged: Acknowledged,
+    ) -> Result<(), StoreError> {
+        let Acknowledged(Some(count)) = acknowledged else {
+            return Ok(());
+        };
+        let enough = count >= self.min_replicas;
+        let outcome = if enough { "replicated" } else { "short" };
+        metrics::counter!(
+            "errata_redis_replica_waits_total",
+            "call" => call,
+            "outcome" => outcome
+        )
+        .increment(1);
+        if enough {
+            return Ok(());
+        }
+        Err(StoreError::busy(
+            Backend::Redis,
+            format!(
+                "{count} of the {} Redis replicas required acknowledged the write in time",
+                self.min_replicas
+            ),
+        ))
     }
 
     /// Names the scripts (by SHA1) for the call counter.

@@ -4,7 +4,7 @@
 use ::redis::{AsyncCommands, ErrorKind, ScriptInvocation, ServerErrorKind};
 use uuid::Uuid;
 
-use super::keys::{dirty_key, dirty_shard};
+use super::keys::{dirty_key, dirty_shard, request_key};
 use super::scripts::{self, LuaScript};
 use super::{bounded, unavailable, Buffer, Connection};
 use crate::domain::ErrorKey;
@@ -40,6 +40,12 @@ pub enum Commit {
 }
 
 impl Buffer {
+    /// Takes (or keeps) the request's lease. With replicas required, an
+    /// acquired lease is on them before the request writes its events
+    /// (their time is the lease's: a failover must not hand a retry a new
+    /// one, which would write the events again beside the first), and a
+    /// "done" marker before the request is answered as a duplicate (the
+    /// commit that wrote it may have failed its own wait).
     pub async fn lease(
         &self,
         user: Uuid,
@@ -48,25 +54,45 @@ impl Buffer {
         token: &str,
     ) -> Result<Lease, StoreError> {
         let mut conn = self.conn();
-        let answer: Vec<String> = scripts::Lease {
+        let call = scripts::Lease {
             user,
             fingerprint,
             proposed_ms,
             lease_ms: LEASE.as_millis() as u64,
             marker_ttl_ms: MARKER_TTL.as_millis() as u64,
             token,
-        }
-        .invoke(&mut conn)
-        .await?;
+        };
+        let (answer, acknowledged) = if conn.min_replicas() == 0 {
+            (call.invoke::<Vec<String>>(&mut conn).await?, None)
+        } else {
+            let invocation = call.invocation();
+            let mut pipe = ::redis::pipe();
+            pipe.invoke_script(&invocation);
+            let ((answer,), acknowledged): ((Vec<String>,), _) =
+                conn.waited(pipe, &[&invocation]).await?;
+            (answer, Some(acknowledged))
+        };
         match answer.first().map(String::as_str) {
             Some("acquired") => {
                 let at_ms = answer
                     .get(1)
                     .and_then(|at| at.parse().ok())
                     .ok_or_else(|| StoreError::bug("redis: malformed lease"))?;
+                if let Some(acknowledged) = acknowledged {
+                    if let Err(e) = conn.replicated(scripts::Lease::NAME, acknowledged) {
+                        // Let the retry go ahead at once, with this time.
+                        self.abandon(user, fingerprint, token).await;
+                        return Err(e);
+                    }
+                }
                 Ok(Lease::Acquired { at_ms })
             }
-            Some("done") => Ok(Lease::Done),
+            Some("done") => {
+                if acknowledged.is_some() {
+                    done_on_replicas(&mut conn, user, fingerprint).await?;
+                }
+                Ok(Lease::Done)
+            }
             Some("erased") => Ok(Lease::Erased),
             _ => Ok(Lease::Busy),
         }
@@ -80,6 +106,12 @@ impl Buffer {
     /// (the server runs them in order). In a Redis Cluster the dirty set
     /// lives in another slot than the learner's keys, so they are three
     /// calls, one after the other.
+    ///
+    /// With replicas required, `WAIT` follows the script in its call, and
+    /// a counted request is acknowledged only once enough replicas have
+    /// it; otherwise 503, and the retry finds the "done" marker (see
+    /// [`Buffer::lease`]): nothing is counted twice. The dirty marks are
+    /// not waited for: a lost one is found again by the flusher's sweep.
     pub async fn commit(
         &self,
         user: Uuid,
@@ -100,6 +132,11 @@ impl Buffer {
             deltas,
         }
         .invocation();
+        if conn.min_replicas() > 0 {
+            return self
+                .commit_waited(&mut conn, &shard, user, &invocation, marks)
+                .await;
+        }
         if !conn.is_cluster() {
             let committed = pipelined(&mut conn, &shard, user, &invocation, marks).await?;
             return forget_if_erased(&mut conn, &shard, user, commit_outcome(committed), marks)
@@ -129,6 +166,49 @@ impl Buffer {
         Ok(Commit::Counted)
     }
 
+    /// The commit when replicas are required: as above, with `WAIT` in the
+    /// script's call.
+    async fn commit_waited(
+        &self,
+        conn: &mut Connection,
+        shard: &str,
+        user: Uuid,
+        invocation: &ScriptInvocation<'_>,
+        marks: bool,
+    ) -> Result<Commit, StoreError> {
+        let mark = |pipe: &mut ::redis::Pipeline| {
+            if marks {
+                pipe.sadd(shard, user.to_string()).ignore();
+            }
+        };
+        let mut pipe = ::redis::pipe();
+        let cluster = conn.is_cluster();
+        if cluster {
+            if marks {
+                bounded(conn.sadd::<_, _, i64>(shard, user.to_string())).await?;
+            }
+        } else {
+            mark(&mut pipe);
+        }
+        pipe.invoke_script(invocation);
+        if !cluster {
+            mark(&mut pipe);
+        }
+        let ((committed,), acknowledged): ((i64,), _) = conn.waited(pipe, &[invocation]).await?;
+        let outcome = commit_outcome(committed);
+        if outcome != Commit::Counted {
+            return forget_if_erased(conn, shard, user, outcome, marks).await;
+        }
+        conn.replicated(scripts::Commit::NAME, acknowledged)?;
+        if cluster && marks {
+            // As in `commit`: the second mark, after the deltas.
+            if let Err(e) = bounded(conn.sadd::<_, _, i64>(shard, user.to_string())).await {
+                tracing::warn!(error = %e, %user, "could not mark a learner dirty after counting");
+            }
+        }
+        Ok(Commit::Counted)
+    }
+
     pub async fn abandon(&self, user: Uuid, fingerprint: Uuid, token: &str) {
         let mut conn = self.conn();
         let abandon = scripts::Abandon {
@@ -142,6 +222,28 @@ impl Buffer {
             tracing::warn!(error = %e, "could not release a request lease");
         }
     }
+}
+
+/// A request found counted is answered as a duplicate only once enough
+/// replicas have its "done" marker (and so its deltas, written by the same
+/// script): the marker is written again as it is (`XX`: not if it has
+/// gone; `KEEPTTL`: its life unchanged), which puts a write of this
+/// connection after the commit's for `WAIT` to wait for, wherever that
+/// commit was sent from.
+async fn done_on_replicas(
+    conn: &mut Connection,
+    user: Uuid,
+    fingerprint: Uuid,
+) -> Result<(), StoreError> {
+    let mut pipe = ::redis::pipe();
+    pipe.cmd("SET")
+        .arg(request_key(user, fingerprint))
+        .arg("D")
+        .arg("XX")
+        .arg("KEEPTTL")
+        .ignore();
+    let ((), acknowledged) = conn.waited(pipe, &[]).await?;
+    conn.replicated("duplicate", acknowledged)
 }
 
 fn commit_outcome(committed: i64) -> Commit {

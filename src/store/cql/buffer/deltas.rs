@@ -195,19 +195,35 @@ impl Buffer {
         Ok(())
     }
 
+    /// Takes the learner's deltas as this flusher's batch. With replicas
+    /// required, a batch is applied only once they have the take: a
+    /// failover that lost it would hand the same deltas, still pending, to
+    /// the next flusher (counted twice). Fewer replicas in time: an error,
+    /// and the batch waits under its lock for the next flusher's replay.
     pub async fn take(&self, user: Uuid, token: &str) -> Result<Take, StoreError> {
         let mut conn = self.conn();
-        let answer: Vec<String> = scripts::Take {
+        let call = scripts::Take {
             user,
             token,
             lock_ms: FLUSH_LOCK.as_millis() as u64,
-        }
-        .invoke(&mut conn)
-        .await?;
+        };
+        let (answer, acknowledged) = if conn.min_replicas() == 0 {
+            (call.invoke::<Vec<String>>(&mut conn).await?, None)
+        } else {
+            let invocation = call.invocation();
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&invocation);
+            let ((answer,), acknowledged): ((Vec<String>,), _) =
+                conn.waited(pipe, &[&invocation]).await?;
+            (answer, Some(acknowledged))
+        };
         match answer.first().map(String::as_str) {
             Some("busy") => Ok(Take::Busy),
             Some("empty") => Ok(Take::Empty),
             Some(state) => {
+                if let Some(acknowledged) = acknowledged {
+                    conn.replicated(scripts::Take::NAME, acknowledged)?;
+                }
                 let number = |i: usize| answer.get(i).and_then(|a| a.parse::<u64>().ok());
                 let rest = answer.get(3..).unwrap_or_default();
                 let fields = 2 * number(2).unwrap_or(0) as usize;
@@ -223,9 +239,25 @@ impl Buffer {
         }
     }
 
+    /// Deletes the batch's in-flight deltas once applied. With replicas
+    /// required, a DONE that deleted them counts only once they have it
+    /// (a failover that lost it would bring the batch back, to be applied
+    /// again); otherwise an error, and the flusher's retry finds the batch
+    /// gone (false) or, on a new master that lost it, deletes it again.
     pub async fn done(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let done: i64 = scripts::Done { user, token }.invoke(&mut conn).await?;
+        let call = scripts::Done { user, token };
+        if conn.min_replicas() == 0 {
+            let done: i64 = call.invoke(&mut conn).await?;
+            return Ok(done == 1);
+        }
+        let invocation = call.invocation();
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation);
+        let ((done,), acknowledged): ((i64,), _) = conn.waited(pipe, &[&invocation]).await?;
+        if done == 1 {
+            conn.replicated(scripts::Done::NAME, acknowledged)?;
+        }
         Ok(done == 1)
     }
 

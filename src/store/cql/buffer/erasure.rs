@@ -24,20 +24,24 @@ pub struct Requests {
 
 impl Buffer {
     /// From now on (for `ERASURE`) no lease, commit or flush of the
-    /// learner succeeds.
-    /// The marker holds `token`, the erasure's own, so that only it may
-    /// lift it again ([`Buffer::unmark_erased`]).
+    /// learner succeeds (with replicas required, once they have the
+    /// marker: a failover must not lift it). The marker holds `token`, the
+    /// erasure's own, so that only it may lift it again
+    /// ([`Buffer::unmark_erased`]).
     pub async fn mark_erased(&self, user: Uuid, token: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        bounded(
-            ::redis::cmd("SET")
-                .arg(erased_key(user))
-                .arg(token)
-                .arg("PX")
-                .arg(ERASURE.as_millis() as u64)
-                .query_async::<()>(&mut conn),
-        )
-        .await
+        let mut set = ::redis::cmd("SET");
+        set.arg(erased_key(user))
+            .arg(token)
+            .arg("PX")
+            .arg(ERASURE.as_millis() as u64);
+        if conn.min_replicas() == 0 {
+            return bounded(set.query_async::<()>(&mut conn)).await;
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(set).ignore();
+        let ((), acknowledged) = conn.waited(pipe, &[]).await?;
+        conn.replicated("erase", acknowledged)
     }
 
     /// The learner's requests that have markers (read after the marker is
@@ -85,14 +89,27 @@ impl Buffer {
     }
 
     /// Deletes every key of the learner but the erasure marker (which
-    /// expires by itself), and their place in the dirty set.
+    /// expires by itself), and their place in the dirty set. With replicas
+    /// required, the erasure is acknowledged only once they have the
+    /// deletes (a failover must not bring back deltas to flush into the
+    /// erased learner's counters).
     pub async fn forget(&self, user: Uuid, requests: &Requests) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let mut keys = learner_state_keys(user);
         keys.extend(requests.fingerprints.iter().map(|f| request_key(user, *f)));
-        // One slot (the hash tag), in chunks to keep each command short.
-        for chunk in keys.chunks(500) {
-            bounded(conn.del::<_, i64>(chunk)).await?;
+        // One slot (the hash tag), in chunks to keep each command short;
+        // the wait goes with the last.
+        let chunks: Vec<&[String]> = keys.chunks(500).collect();
+        let waits = conn.min_replicas() > 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            if waits && i + 1 == chunks.len() {
+                let mut pipe = ::redis::pipe();
+                pipe.del(*chunk).ignore();
+                let ((), acknowledged) = conn.waited(pipe, &[]).await?;
+                conn.replicated("forget", acknowledged)?;
+            } else {
+                bounded(conn.del::<_, i64>(*chunk)).await?;
+            }
         }
         let shard = dirty_key(dirty_shard(user));
         bounded(conn.srem::<_, _, i64>(shard, user.to_string())).await?;

@@ -41,7 +41,7 @@ mod fence;
 pub mod keys;
 mod scripts;
 
-pub use self::connection::Connection;
+pub use self::connection::{Acknowledged, Connection};
 pub use self::dedup::{Commit, Lease};
 pub use self::deltas::{decode_week_field, week_field, Buffered, Closing, Take};
 pub use self::erasure::Requests;
@@ -77,9 +77,18 @@ pub(super) async fn bounded<T>(
 }
 
 impl Buffer {
+    /// The buffer on `url`, waiting for no replica.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_requiring(url, 0).await
+    }
+
+    /// The buffer on `url`; with `min_replicas` above 0, every write that
+    /// acknowledges something waits for that many replicas (see
+    /// [`Connection::waited`]).
+    pub async fn connect_requiring(url: &str, min_replicas: u32) -> Result<Self, StoreError> {
         let mut conn = Connection::open(url).await?;
         conn.name_scripts(scripts::named_scripts());
+        conn.require_replicas(min_replicas);
         Ok(Self { conn })
     }
 
