@@ -44,8 +44,6 @@ impl Buffer {
         conn.replicated("erase", acknowledged)
     }
 
-    /// The learner's requests that have markers (read after the marker is
-    /// set, so no new one appears).
     /// An erasure that failed before it deleted anything lifts its marker:
     /// the learner still exists and is served again at once.
     pub async fn unmark_erased(&self, user: Uuid, token: &str) -> Result<(), StoreError> {
@@ -56,6 +54,8 @@ impl Buffer {
         Ok(())
     }
 
+    /// The learner's requests that have markers (read after the marker is
+    /// set, so no new one appears).
     pub async fn requests(&self, user: Uuid) -> Result<Requests, StoreError> {
         let mut conn = self.conn();
         let (open, counted): (Vec<String>, Vec<String>) = bounded(
