@@ -196,12 +196,12 @@ pub const FACT_CACHE_EXPECTED: usize = 200_000;
 /// owners are checked: the wait for its lease, its batches (one per
 /// [`EVENTS_PER_BATCH`] events and lapses of the largest report, and the
 /// labels'), and its Redis calls (lease, commit or abandon).
-pub const MAX_ATTEMPT: Duration = LEASE_WAIT
-    .saturating_add(
-        CQL_REQUEST_TIMEOUT
-            .saturating_mul(((2 * crate::domain::MAX_POINTS).div_ceil(EVENTS_PER_BATCH) + 1) as u32),
-    )
-    .saturating_add(REDIS_CALL_TIMEOUT.saturating_mul(3));
+pub const MAX_ATTEMPT: Duration =
+    LEASE_WAIT
+        .saturating_add(CQL_REQUEST_TIMEOUT.saturating_mul(
+            ((2 * crate::domain::MAX_POINTS).div_ceil(EVENTS_PER_BATCH) + 1) as u32,
+        ))
+        .saturating_add(REDIS_CALL_TIMEOUT.saturating_mul(3));
 
 const fn ms(d: Duration) -> u128 {
     d.as_millis()
