@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use super::accounts::Accounts;
 use super::buffer::Buffer;
+use super::memory::Memory;
 use super::reads::Reader;
 use super::rows::bucket;
 use super::session::cql_error;
@@ -124,6 +125,8 @@ pub struct Erasure {
     buffer: Arc<Buffer>,
     accounts: Arc<Accounts>,
     reader: Arc<Reader>,
+    /// The learner's answers, lapses and memory states go with the rest.
+    memory: Arc<Memory>,
 }
 
 impl Erasure {
@@ -132,6 +135,7 @@ impl Erasure {
         buffer: Arc<Buffer>,
         accounts: Arc<Accounts>,
         reader: Arc<Reader>,
+        memory: Arc<Memory>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             statements: EraseStatements::prepare(&session).await?,
@@ -139,6 +143,7 @@ impl Erasure {
             buffer,
             accounts,
             reader,
+            memory,
         })
     }
 
@@ -179,6 +184,7 @@ impl Erasure {
                 .filter_map(|ms| DateTime::from_timestamp_millis(*ms))
                 .map(bucket),
         );
+        self.memory.erase(user_id).await?;
         let s = &self.statements;
         for bucket in buckets {
             self.run(&s.events, (shadow, user_id, bucket)).await?;

@@ -118,6 +118,7 @@ impl CqlStore {
             Arc::new(Reader::new(session.clone(), buffer.clone(), accounts.clone()).await?);
         let counters = Arc::new(Counters::new(session.clone()).await?);
         let flusher = Arc::new(Flusher::new(buffer.clone(), counters.clone()));
+        let memory = Arc::new(Memory::new(session.clone(), accounts.clone()).await?);
         let store = Self {
             recorder: Recorder::new(session.clone(), buffer.clone(), accounts.clone()).await?,
             repairer: Repairer::new(
@@ -133,10 +134,11 @@ impl CqlStore {
                 buffer.clone(),
                 accounts.clone(),
                 reader.clone(),
+                memory.clone(),
             )
             .await?,
             exporter: Arc::new(Exporter::new(session.clone(), reader.clone()).await?),
-            memory: Arc::new(Memory::new(session.clone(), accounts.clone()).await?),
+            memory,
             flusher_task: (background == Background::Serve)
                 .then(|| flusher.clone().start(config.flush_interval())),
             session,
@@ -210,10 +212,6 @@ impl Store for CqlStore {
     }
 
     async fn erase_user(&self, user_id: Uuid) -> Result<(), StoreError> {
-        if !self.accounts.user_exists(user_id).await? {
-            return Err(StoreError::UserNotFound);
-        }
-        self.memory.erase(user_id).await?;
         self.erasure.erase_user(user_id).await
     }
 
