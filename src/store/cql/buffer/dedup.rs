@@ -62,16 +62,7 @@ impl Buffer {
             marker_ttl_ms: MARKER_TTL.as_millis() as u64,
             token,
         };
-        let (answer, acknowledged) = if conn.min_replicas() == 0 {
-            (call.invoke::<Vec<String>>(&mut conn).await?, None)
-        } else {
-            let invocation = call.invocation();
-            let mut pipe = ::redis::pipe();
-            pipe.invoke_script(&invocation);
-            let ((answer,), acknowledged): ((Vec<String>,), _) =
-                conn.waited(pipe, &[&invocation]).await?;
-            (answer, Some(acknowledged))
-        };
+        let (answer, acknowledged) = call.invoke_waited::<Vec<String>>(&mut conn).await?;
         match answer.first().map(String::as_str) {
             Some("acquired") => {
                 let at_ms = answer

@@ -207,16 +207,7 @@ impl Buffer {
             token,
             lock_ms: FLUSH_LOCK.as_millis() as u64,
         };
-        let (answer, acknowledged) = if conn.min_replicas() == 0 {
-            (call.invoke::<Vec<String>>(&mut conn).await?, None)
-        } else {
-            let invocation = call.invocation();
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&invocation);
-            let ((answer,), acknowledged): ((Vec<String>,), _) =
-                conn.waited(pipe, &[&invocation]).await?;
-            (answer, Some(acknowledged))
-        };
+        let (answer, acknowledged) = call.invoke_waited::<Vec<String>>(&mut conn).await?;
         match answer.first().map(String::as_str) {
             Some("busy") => Ok(Take::Busy),
             Some("empty") => Ok(Take::Empty),
@@ -246,16 +237,10 @@ impl Buffer {
     /// gone (false) or, on a new master that lost it, deletes it again.
     pub async fn done(&self, user: Uuid, token: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let call = scripts::Done { user, token };
-        if conn.min_replicas() == 0 {
-            let done: i64 = call.invoke(&mut conn).await?;
-            return Ok(done == 1);
-        }
-        let invocation = call.invocation();
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&invocation);
-        let ((done,), acknowledged): ((i64,), _) = conn.waited(pipe, &[&invocation]).await?;
-        if done == 1 {
+        let (done, acknowledged) = scripts::Done { user, token }
+            .invoke_waited::<i64>(&mut conn)
+            .await?;
+        if let (1, Some(acknowledged)) = (done, acknowledged) {
             conn.replicated(scripts::Done::NAME, acknowledged)?;
         }
         Ok(done == 1)

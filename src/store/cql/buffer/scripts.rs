@@ -16,6 +16,7 @@ use std::sync::LazyLock;
 use ::redis::{FromRedisValue, Script, ScriptInvocation, ToRedisArgs, ToSingleRedisArg};
 use uuid::Uuid;
 
+use super::connection::Acknowledged;
 use super::keys::{
     batch_key, counted_key, epoch_key, erased_key, fence_key, inflight_key, inflight_weeks_key,
     lock_key, open_key, pending_key, pending_weeks_key, request_key, round_key, since_key,
@@ -69,6 +70,24 @@ pub(super) trait LuaScript {
     /// the server does not know it yet).
     async fn invoke<T: FromRedisValue>(&self, conn: &mut Connection) -> Result<T, StoreError> {
         bounded(self.invocation().invoke_async(conn)).await
+    }
+
+    /// Runs the call; with replicas required, `WAIT` follows it in the
+    /// same round trip and the answer comes with how many replicas
+    /// acknowledged (`None` when none are required: the call is sent
+    /// alone, as [`LuaScript::invoke`] sends it).
+    async fn invoke_waited<T: FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+    ) -> Result<(T, Option<Acknowledged>), StoreError> {
+        if conn.min_replicas() == 0 {
+            return Ok((self.invoke(conn).await?, None));
+        }
+        let invocation = self.invocation();
+        let mut pipe = ::redis::pipe();
+        pipe.invoke_script(&invocation);
+        let ((answer,), acknowledged): ((T,), _) = conn.waited(pipe, &[&invocation]).await?;
+        Ok((answer, Some(acknowledged)))
     }
 }
 
