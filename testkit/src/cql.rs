@@ -194,3 +194,59 @@ pub async fn event_counts(keyspace: &str, user_id: Uuid) -> Stored {
     }
     counts
 }
+
+/// Every row the learner still has, as (table, rows), over every table of
+/// `keyspace` whose partition key holds `user_id` (found in the schema, so
+/// a table added later is covered) and the e-mail claim `email_key`. A
+/// partition key with more parts (a month bucket) is searched with
+/// `ALLOW FILTERING`: a test keyspace is small. Empty once the learner is
+/// erased.
+pub async fn learner_rows(
+    session: &Session,
+    keyspace: &str,
+    user_id: Uuid,
+    email_key: &str,
+) -> Vec<(String, usize)> {
+    let columns: Vec<(String, String, String)> = rows(
+        session,
+        "SELECT table_name, column_name, kind FROM system_schema.columns \
+         WHERE keyspace_name = ?",
+        (keyspace,),
+    )
+    .await;
+    let mut partition_parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (table, column, kind) in columns {
+        if kind == "partition_key" {
+            partition_parts.entry(table).or_default().push(column);
+        }
+    }
+    let mut left = Vec::new();
+    for (table, parts) in &partition_parts {
+        if !parts.iter().any(|c| c == "user_id") {
+            continue;
+        }
+        let filtering = if parts.len() > 1 {
+            " ALLOW FILTERING"
+        } else {
+            ""
+        };
+        let mut statement = scylla::statement::Statement::new(format!(
+            "SELECT user_id FROM {keyspace}.{table} WHERE user_id = ?{filtering}"
+        ));
+        statement.set_consistency(scylla::statement::Consistency::All);
+        let found: Vec<(Uuid,)> = rows(session, statement, (user_id,)).await;
+        if !found.is_empty() {
+            left.push((table.clone(), found.len()));
+        }
+    }
+    let claims: Vec<(Uuid,)> = rows(
+        session,
+        format!("SELECT user_id FROM {keyspace}.users_by_email WHERE email_key = ?"),
+        (email_key,),
+    )
+    .await;
+    if !claims.is_empty() {
+        left.push(("users_by_email".to_owned(), claims.len()));
+    }
+    left
+}

@@ -32,7 +32,8 @@ pub mod rng;
 pub use app::{spawn_app, spawn_app_with, TestApp};
 pub use config::{cql_config, cql_config_on, test_config};
 pub use cql::{
-    cql_node, cql_session, durable_counts, durable_counts_in, event_counts, KeyspaceSlot,
+    cql_node, cql_session, durable_counts, durable_counts_in, event_counts, learner_rows,
+    KeyspaceSlot,
 };
 pub use fault_proxy::FaultProxy;
 pub use http::{
@@ -41,5 +42,5 @@ pub use http::{
 };
 pub use process::{Errata, ServeProcess};
 pub use redis_cluster::RedisCluster;
-pub use redis_server::{key_slot, redis_keys, RedisServer, TestRedis};
-pub use rng::{seed, Rng};
+pub use redis_server::{key_slot, learner_keys, redis_keys, RedisServer, TestRedis};
+pub use rng::{seed, seed_or, Rng};

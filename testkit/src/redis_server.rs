@@ -368,6 +368,30 @@ pub fn key_slot(key: &str) -> u16 {
     crc % 16384
 }
 
+/// What Redis still holds of a learner: every key naming them, and the
+/// dirty sets (`errata:dirty:{N}`) that still list them. After an erasure
+/// the only key left is the erasure marker, until it expires.
+pub async fn learner_keys(
+    conn: &mut redis::aio::MultiplexedConnection,
+    user: uuid::Uuid,
+) -> Vec<String> {
+    use errata::store::cql::buffer::{dirty_key, DIRTY_SHARDS};
+    use redis::AsyncCommands;
+    let mut left: Vec<String> = conn.keys(format!("*{user}*")).await.expect("KEYS");
+    for shard in 0..DIRTY_SHARDS {
+        let key = dirty_key(shard);
+        let member: bool = conn
+            .sismember(&key, user.to_string())
+            .await
+            .expect("SISMEMBER");
+        if member {
+            left.push(format!("{key} (member)"));
+        }
+    }
+    left.sort();
+    left
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,9 +45,25 @@ impl Rng {
 pub fn seed() -> u64 {
     match std::env::var("ERRATA_TEST_SEED") {
         Ok(seed) => seed.trim().parse().expect("ERRATA_TEST_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("a clock")
-            .as_nanos() as u64,
+        Err(_) => clock_seed(),
     }
+}
+
+/// The seed of a test that runs a fixed seed unless told otherwise:
+/// `ERRATA_TEST_SEED=N` runs seed N, `ERRATA_TEST_SEED=random` one from
+/// the clock, and without it the test's own `fixed` seed (so CI repeats
+/// the same fault and request sequences).
+pub fn seed_or(fixed: u64) -> u64 {
+    match std::env::var("ERRATA_TEST_SEED") {
+        Ok(seed) if seed.trim() == "random" => clock_seed(),
+        Ok(seed) => seed.trim().parse().expect("ERRATA_TEST_SEED is a number"),
+        Err(_) => fixed,
+    }
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock")
+        .as_nanos() as u64
 }
