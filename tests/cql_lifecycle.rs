@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use errata::domain::ErrorKey;
 use errata::store::cql::buffer::{erased_key, Buffer, Commit, Lease, Take};
 use errata_testkit::{
-    cql_session, durable_counts, redis_keys, Errata, Learner, TestApp, TestRedis,
+    cql_session, durable_counts, learner_rows, redis_keys, Errata, Learner, TestApp, TestRedis,
 };
 use redis::AsyncCommands;
 use reqwest::StatusCode;
-use scylla::client::session::Session;
 use scylla::value::Counter;
 use uuid::Uuid;
 
@@ -40,58 +39,9 @@ async fn recorded_learner(app: &TestApp) -> Learner {
     learner
 }
 
-/// How many rows `cql` (with `?` for the learner) finds.
-async fn rows(session: &Session, cql: String, user: Uuid) -> usize {
-    session
-        .query_unpaged(cql, (user,))
-        .await
-        .expect("a CQL read")
-        .into_rows_result()
-        .expect("rows")
-        .rows_num()
-}
-
-/// Every row of the learner in every table, by table (empty: all gone).
+/// Every row the learner still has, in any table (see `learner_rows`).
 async fn left_in_cql(keyspace: &str, user: Uuid, email_key: &str) -> Vec<(String, usize)> {
-    let session = cql_session().await;
-    let bucket = errata::store::cql::bucket(chrono::Utc::now());
-    let mut left = Vec::new();
-    for table in [
-        "users",
-        "conversations",
-        "utterances",
-        "error_buckets",
-        "error_labels",
-        "error_counts",
-    ] {
-        let n = rows(
-            &session,
-            format!("SELECT * FROM {keyspace}.{table} WHERE user_id = ?"),
-            user,
-        )
-        .await;
-        left.push((table.to_owned(), n));
-    }
-    let events = rows(
-        &session,
-        format!("SELECT * FROM {keyspace}.error_events WHERE user_id = ? AND bucket = {bucket}"),
-        user,
-    )
-    .await;
-    left.push(("error_events".into(), events));
-    let claims = session
-        .query_unpaged(
-            format!("SELECT user_id FROM {keyspace}.users_by_email WHERE email_key = ?"),
-            (email_key,),
-        )
-        .await
-        .expect("a CQL read")
-        .into_rows_result()
-        .expect("rows")
-        .rows_num();
-    left.push(("users_by_email".into(), claims));
-    left.retain(|(_, n)| *n > 0);
-    left
+    learner_rows(&cql_session().await, keyspace, user, email_key).await
 }
 
 /// The learner's Redis keys, and whether a dirty set still holds them.
@@ -140,6 +90,23 @@ async fn an_erasure_waits_for_a_flush_in_flight_and_nothing_comes_back() {
         assert_eq!(status, StatusCode::OK);
     }
     let email_key = email_key_of(&client, &app.base, user).await;
+    let before: Vec<String> = left_in_cql(&app.config.cql_keyspace, user, &email_key)
+        .await
+        .into_iter()
+        .map(|(table, _)| table)
+        .collect();
+    for table in [
+        "users",
+        "users_by_email",
+        "utterances",
+        "error_events",
+        "error_labels",
+    ] {
+        assert!(
+            before.iter().any(|t| t == table),
+            "the learner's rows in {table} are not seen: {before:?}"
+        );
+    }
 
     // A flusher has taken the learner's deltas; its counter batch is on its
     // way to Cassandra.
