@@ -2,24 +2,40 @@
 //! `errata serve` replicas, Redis as deployed (append-only file, fsynced
 //! before each answer), each replica reaching CQL through a fault proxy of
 //! its own, and clients that retry every request (with its `Idempotency-Key`, or the
-//! same sign-up) until it is acknowledged. Meanwhile a fault loop SIGKILLs
-//! and SIGTERMs replicas (and starts them again) and SIGKILLs Redis (and
-//! restarts it from its append-only file), and another cuts and black-holes
-//! the replicas' CQL connections.
+//! same sign-up) until it is acknowledged. Meanwhile three fault loops run:
+//! - processes: a replica SIGKILLed or SIGTERMed (and started again), Redis
+//!   SIGKILLed (and restarted from its append-only file), or a replica
+//!   **stalled**: SIGSTOPped for longer than the flush lock, with
+//!   `errata repair` running meanwhile, then SIGCONTed (what it was doing
+//!   goes on, late, and the answers its clients gave up on arrive late);
+//! - the network: a replica's CQL connections cut, black-holed, black-holed
+//!   then cut, or held past the driver's request timeout and then
+//!   **delivered late** (6–12 s: a counter batch its sender gave up on
+//!   still applies);
+//! - **erasure**: a learner erased mid-load (a new one signs up in its
+//!   place); requests for them may then be answered 404.
+//!
+//! Each fault is injected at least once per run: each loop first deals its
+//! kinds in a seeded order, then draws at random; the load lasts until every
+//! kind has happened.
 //!
 //! Afterwards, with every fault lifted:
 //! - after `errata flush` no count is below what was acknowledged;
 //! - `error_events` holds exactly the acknowledged points;
 //! - after `errata repair` and a flush every count equals what was
 //!   acknowledged (or, in the second test, where repair runs all through
-//!   the load, after the final flush alone).
+//!   the load, after the final flush alone);
+//! - every erased learner is 404 on every read, has no row in any table
+//!   (read in CQL) and no Redis key but its erasure marker.
 //!
-//! Seeded: the seed is printed first; `ERRATA_TEST_SEED=N` repeats the same
-//! fault and request sequence (the timing between them is the machine's).
+//! Seeded: the seed is printed first. Each test runs a fixed seed of its
+//! own (so CI repeats the same fault and request sequences);
+//! `ERRATA_TEST_SEED=N` runs seed N and `ERRATA_TEST_SEED=random` one from
+//! the clock (the timing between events is the machine's).
 //! `ERRATA_TEST_SOAK_SECS=N` runs the load for N seconds instead of the
 //! CI-sized default.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -27,15 +43,16 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use errata::config::Config;
-use errata::store::cql::buffer::{learner_of, lock_key};
-use errata::store::policy::FLUSH_LOCK;
+use errata::store::cql::buffer::{erased_key, learner_of, lock_key};
+use errata::store::policy::{CQL_REQUEST_TIMEOUT, FLUSH_LOCK};
 use errata_testkit as support;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::{
-    case_folded, counts_in, cql_config, cql_node, cql_session, durable_counts, event_counts, seed,
-    Api, Counts, Errata, FaultProxy, KeyspaceSlot, Learner, RedisServer, Rng, ServeProcess,
+    case_folded, counts_in, cql_config, cql_node, cql_session, durable_counts, event_counts,
+    learner_keys, learner_rows, seed_or, Api, Counts, Errata, FaultProxy, KeyspaceSlot, Learner,
+    RedisServer, Rng, ServeProcess,
 };
 use uuid::Uuid;
 
@@ -56,6 +73,46 @@ const TAXONOMY: [(&str, &str); 4] = [
 const DEFAULT_LOAD: Duration = Duration::from_secs(30);
 /// No request may stay unacknowledged longer than this, faults or not.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+/// How much longer than asked the load may last for every fault to happen.
+const COVERAGE_DEADLINE: Duration = Duration::from_secs(240);
+/// The fixed seeds of the two tests (see the module's documentation).
+const SEED_REPAIR_AFTER: u64 = 20_261_207;
+const SEED_REPAIR_DURING: u64 = 20_261_208;
+
+/// The process faults, dealt once in a seeded order before random draws.
+#[derive(Clone, Copy, Debug)]
+enum ProcessFault {
+    ReplicaKill,
+    ReplicaTerm,
+    RedisKill,
+    Stall,
+}
+
+/// The network faults, dealt the same way.
+#[derive(Clone, Copy, Debug)]
+enum NetworkFault {
+    Cut,
+    Hold,
+    LateDelivery,
+    HoldThenCut,
+}
+
+/// Sends `signal` to a replica's process.
+fn signal(replica: &ServeProcess, signal: libc::c_int) {
+    let pid = replica.child.id() as libc::pid_t;
+    // SAFETY: a plain kill(2) of our own child, which has not been reaped.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "signal {signal} to replica {pid}");
+}
+
+/// A seeded shuffle (Fisher–Yates).
+fn deal<T: Copy>(rng: &mut Rng, kinds: &[T]) -> Vec<T> {
+    let mut deck = kinds.to_vec();
+    for i in (1..deck.len()).rev() {
+        deck.swap(i, rng.below(i + 1));
+    }
+    deck
+}
 
 fn load_duration() -> Duration {
     match std::env::var("ERRATA_TEST_SOAK_SECS") {
@@ -74,6 +131,11 @@ struct Tally {
     cql_holds: AtomicU64,
     cql_long_holds: AtomicU64,
     cql_hold_then_cut: AtomicU64,
+    stalls: AtomicU64,
+    stall_repairs: AtomicU64,
+    erasures: AtomicU64,
+    erasure_attempts: AtomicU64,
+    refused_for_erased: AtomicU64,
     failed_starts: AtomicU64,
     requests: AtomicU64,
     points: AtomicU64,
@@ -101,7 +163,11 @@ struct Cluster {
     /// The replicas' addresses; `None` while one is down.
     bases: RwLock<Vec<Option<String>>>,
     client: reqwest::Client,
+    /// The learners clients pick from: those not being erased.
     learners: RwLock<Vec<Learner>>,
+    /// Learners whose erasure was sent (and then answered 204).
+    erasing: RwLock<HashSet<Uuid>>,
+    erased: Mutex<Vec<Uuid>>,
     /// Every sign-up's e-mail and the account it was answered with.
     accounts: Mutex<Vec<(String, Uuid)>>,
     /// Acknowledged points: learner → (category_key, subcategory_key) → n.
@@ -133,6 +199,8 @@ impl Cluster {
                 .build()
                 .expect("a client"),
             learners: RwLock::new(Vec::new()),
+            erasing: RwLock::new(HashSet::new()),
+            erased: Mutex::new(Vec::new()),
             accounts: Mutex::new(Vec::new()),
             acked: Mutex::new(HashMap::new()),
             tally: Tally::default(),
@@ -211,22 +279,31 @@ impl Cluster {
     /// Sends the request `request` builds for a replica's base until a
     /// replica answers `want` with a complete JSON body (a 503, a broken
     /// connection or a cut-off answer is retried, the same request again);
-    /// returns that body. Any other answer fails the test.
+    /// returns that body. A 404 while `learner` is being erased ends it
+    /// with `None` (the request was refused, not acknowledged). Any other
+    /// answer fails the test.
     async fn until_answered(
         &self,
         rng: &mut Rng,
         what: &str,
         want: StatusCode,
+        learner: Option<Uuid>,
         request: impl Fn(&str) -> reqwest::RequestBuilder,
-    ) -> Value {
+    ) -> Option<Value> {
         let started = Instant::now();
         loop {
             if let Some(base) = self.any_base(rng) {
                 if let Ok(response) = request(&base).send().await {
                     let status = response.status();
+                    if status == StatusCode::NOT_FOUND
+                        && learner.is_some_and(|l| self.is_erasing(l))
+                    {
+                        self.tally.refused_for_erased.fetch_add(1, Ordering::SeqCst);
+                        return None;
+                    }
                     // Only a complete answer is an acknowledgement.
                     match response.json::<Value>().await {
-                        Ok(answer) if status == want => return answer,
+                        Ok(answer) if status == want => return Some(answer),
                         Ok(answer) if status != StatusCode::SERVICE_UNAVAILABLE => {
                             panic!("seed {}: {what} answered {status} {answer}", self.seed)
                         }
@@ -244,15 +321,20 @@ impl Cluster {
         }
     }
 
+    fn is_erasing(&self, user: Uuid) -> bool {
+        self.erasing.read().expect("erasing").contains(&user)
+    }
+
     /// Posts `body` to `path` until a replica answers 201 (the same body
     /// each time); returns the id `field` of the answer.
     async fn create(&self, rng: &mut Rng, path: &str, body: &Value, field: &str) -> Uuid {
         let what = format!("POST {path} {body}");
         let answer = self
-            .until_answered(rng, &what, StatusCode::CREATED, |base| {
+            .until_answered(rng, &what, StatusCode::CREATED, None, |base| {
                 self.client.post(format!("{base}{path}")).json(body)
             })
-            .await;
+            .await
+            .expect("no erasure of a learner being signed up");
         support::id(&answer, field)
     }
 
@@ -293,18 +375,28 @@ impl Cluster {
         }
     }
 
-    /// Records one report, retried with its key until acknowledged.
+    /// Records one report, retried with its key until acknowledged (or
+    /// refused because its learner is being erased).
     async fn record(&self, rng: &mut Rng, learner: Learner, errors: &[(&str, &str)]) {
         let key = rng.uuid().to_string();
         let body = support::report(&learner, errors);
-        let answer = self
-            .until_answered(rng, "a report", StatusCode::OK, |base| {
-                self.client
-                    .post(format!("{base}/simulate-and-generate"))
-                    .header("Idempotency-Key", &key)
-                    .json(&body)
-            })
-            .await;
+        let Some(answer) = self
+            .until_answered(
+                rng,
+                "a report",
+                StatusCode::OK,
+                Some(learner.user_id),
+                |base| {
+                    self.client
+                        .post(format!("{base}/simulate-and-generate"))
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                },
+            )
+            .await
+        else {
+            return;
+        };
         if answer["duplicate"] == true {
             self.tally.duplicates.fetch_add(1, Ordering::SeqCst);
         }
@@ -342,8 +434,15 @@ impl Cluster {
         else {
             return;
         };
-        if response.status() != StatusCode::OK {
-            return;
+        let status = response.status();
+        match status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => return,
+            StatusCode::NOT_FOUND if self.is_erasing(learner.user_id) => return,
+            _ => panic!(
+                "seed {}: learner {}'s frequencies answered {status}",
+                self.seed, learner.user_id
+            ),
         }
         let Ok(body) = response.json::<Value>().await else {
             return;
@@ -388,97 +487,240 @@ impl Cluster {
         }
     }
 
-    /// Kills and stops replicas and Redis, one fault at a time, each
-    /// repaired before the next; everything is up when it returns.
+    /// Kills, stops and stalls replicas and kills Redis, one fault at a
+    /// time, each repaired before the next; everything is up when it
+    /// returns.
     async fn process_faults(self: Arc<Self>, mut rng: Rng) {
+        use ProcessFault::*;
+        let mut deck = deal(&mut rng, &[ReplicaKill, ReplicaTerm, RedisKill, Stall]);
         while self.faults_on.load(Ordering::SeqCst) {
             tokio::time::sleep(rng.millis(1_000, 3_000)).await;
             if !self.faults_on.load(Ordering::SeqCst) {
                 break;
             }
-            let dice = rng.below(100);
+            let fault = deck.pop().unwrap_or_else(|| match rng.below(100) {
+                0..35 => ReplicaKill,
+                35..60 => ReplicaTerm,
+                60..85 => RedisKill,
+                _ => Stall,
+            });
             let r = rng.below(REPLICAS);
-            if dice < 40 {
-                // SIGKILL: whatever it was doing is cut off.
-                drop(self.take_replica(r));
-                self.tally.replica_kills.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(rng.millis(200, 1_500)).await;
-                self.start_replica(r).await;
-            } else if dice < 70 {
-                // SIGTERM: stops taking requests, drains the buffer.
-                if let Some(mut replica) = self.take_replica(r) {
-                    self.tally.replica_terms.fetch_add(1, Ordering::SeqCst);
-                    let seed = self.seed;
+            match fault {
+                ReplicaKill => {
+                    // SIGKILL: whatever it was doing is cut off.
+                    drop(self.take_replica(r));
+                    self.tally.replica_kills.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(rng.millis(200, 1_500)).await;
+                    self.start_replica(r).await;
+                }
+                ReplicaTerm => {
+                    // SIGTERM: stops taking requests, drains the buffer.
+                    if let Some(replica) = self.take_replica(r) {
+                        self.tally.replica_terms.fetch_add(1, Ordering::SeqCst);
+                        self.stop_gracefully(replica).await;
+                    }
+                    self.start_replica(r).await;
+                }
+                RedisKill => {
+                    // Redis SIGKILLed, restarted from its append-only file.
+                    let cluster = self.clone();
                     tokio::task::spawn_blocking(move || {
-                        let pid = replica.child.id() as libc::pid_t;
-                        // SAFETY: a plain kill(2) of our own child.
-                        unsafe { libc::kill(pid, libc::SIGTERM) };
-                        let deadline = Instant::now() + Duration::from_secs(90);
-                        while replica.child.try_wait().expect("waiting").is_none() {
-                            assert!(
-                                Instant::now() < deadline,
-                                "seed {seed}: a replica did not stop after SIGTERM"
-                            );
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
+                        cluster.redis.lock().expect("redis").kill()
                     })
                     .await
-                    .expect("stopping a replica");
-                }
-                self.start_replica(r).await;
-            } else {
-                // Redis SIGKILLed, restarted from its append-only file.
-                let cluster = self.clone();
-                tokio::task::spawn_blocking(move || cluster.redis.lock().expect("redis").kill())
-                    .await
                     .expect("killing Redis");
-                self.tally.redis_kills.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(rng.millis(300, 2_000)).await;
-                let cluster = self.clone();
-                tokio::task::spawn_blocking(move || cluster.redis.lock().expect("redis").restart())
+                    self.tally.redis_kills.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(rng.millis(300, 2_000)).await;
+                    let cluster = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        cluster.redis.lock().expect("redis").restart()
+                    })
                     .await
                     .expect("restarting Redis");
+                }
+                Stall => self.stall(&mut rng, r).await,
             }
         }
     }
 
-    /// Cuts and black-holes the replicas' CQL connections, one at a time;
-    /// every proxy forwards when it returns.
+    /// SIGTERM, then waits for the replica to drain and exit.
+    async fn stop_gracefully(&self, mut replica: ServeProcess) {
+        let seed = self.seed;
+        tokio::task::spawn_blocking(move || {
+            signal(&replica, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while replica.child.try_wait().expect("waiting").is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "seed {seed}: a replica did not stop after SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .expect("stopping a replica");
+    }
+
+    /// Replica `r` frozen (SIGSTOP) for longer than the flush lock, as a
+    /// long pause would: its flushes, requests and leases stop where they
+    /// are, their locks lapse, and `errata repair` (run again and again
+    /// meanwhile) takes its learners over. Then it goes on (SIGCONT) from
+    /// where it stopped, late; its clients gave up on it long before.
+    async fn stall(self: &Arc<Self>, rng: &mut Rng, r: usize) {
+        let base = self.bases.write().expect("bases")[r].take();
+        let stopped = {
+            let replica = self.replicas[r].lock().expect("replicas");
+            replica
+                .as_ref()
+                .map(|replica| signal(replica, libc::SIGSTOP))
+        };
+        if stopped.is_none() {
+            return;
+        }
+        self.tally.stalls.fetch_add(1, Ordering::SeqCst);
+        let until = Instant::now() + FLUSH_LOCK + rng.millis(1_000, 6_000);
+        let repairs = {
+            let cluster = self.clone();
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    if cluster.repair().await.is_ok() {
+                        cluster.tally.stall_repairs.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        tokio::time::sleep_until(until.into()).await;
+        if let Some(replica) = self.replicas[r].lock().expect("replicas").as_ref() {
+            signal(replica, libc::SIGCONT);
+        }
+        repairs.await.expect("the repairs during a stall");
+        self.bases.write().expect("bases")[r] = base;
+    }
+
+    /// Cuts, black-holes and delays the replicas' CQL connections, one at a
+    /// time; every proxy forwards when it returns.
     async fn network_faults(self: Arc<Self>, mut rng: Rng) {
+        use NetworkFault::*;
+        let mut deck = deal(&mut rng, &[Cut, Hold, LateDelivery, HoldThenCut]);
         while self.faults_on.load(Ordering::SeqCst) {
             tokio::time::sleep(rng.millis(500, 2_500)).await;
             if !self.faults_on.load(Ordering::SeqCst) {
                 break;
             }
             let proxy = &self.proxies[rng.below(REPLICAS)];
-            let dice = rng.below(100);
-            if dice < 35 {
-                proxy.cut();
-                self.tally.cql_cuts.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(rng.millis(300, 2_000)).await;
-            } else if dice < 60 {
-                proxy.hold();
-                self.tally.cql_holds.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(rng.millis(300, 2_500)).await;
-            } else if dice < 85 {
-                // Longer than a CQL request may take (5 s): what was sent
-                // meanwhile failed for its sender and is applied all the
-                // same when the path comes back (a counter batch, too).
-                proxy.hold();
-                self.tally.cql_long_holds.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(rng.millis(5_500, 8_000)).await;
-            } else {
-                proxy.hold();
-                self.tally.cql_hold_then_cut.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(rng.millis(300, 2_000)).await;
-                proxy.cut();
+            let fault = deck.pop().unwrap_or_else(|| match rng.below(100) {
+                0..35 => Cut,
+                35..60 => Hold,
+                60..85 => LateDelivery,
+                _ => HoldThenCut,
+            });
+            match fault {
+                Cut => {
+                    proxy.cut();
+                    self.tally.cql_cuts.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(rng.millis(300, 2_000)).await;
+                }
+                Hold => {
+                    proxy.hold();
+                    self.tally.cql_holds.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(rng.millis(300, 2_500)).await;
+                }
+                LateDelivery => {
+                    // Longer than a CQL request may take: what was sent
+                    // meanwhile failed for its sender and is applied all the
+                    // same when the path comes back (a counter batch, too).
+                    proxy.hold();
+                    self.tally.cql_long_holds.fetch_add(1, Ordering::SeqCst);
+                    let late = (CQL_REQUEST_TIMEOUT + Duration::from_secs(1)).as_millis() as u64;
+                    tokio::time::sleep(rng.millis(late, 12_000)).await;
+                }
+                HoldThenCut => {
+                    proxy.hold();
+                    self.tally.cql_hold_then_cut.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(rng.millis(300, 2_000)).await;
+                    proxy.cut();
+                }
             }
             proxy.restore().await;
         }
     }
 
+    /// Erases learners under the load, one at a time, each replaced by a
+    /// new sign-up first (so the clients always have learners).
+    async fn erasures(self: Arc<Self>, mut rng: Rng) {
+        while self.faults_on.load(Ordering::SeqCst) {
+            tokio::time::sleep(rng.millis(2_000, 6_000)).await;
+            if !self.faults_on.load(Ordering::SeqCst) {
+                break;
+            }
+            let newcomer = self.sign_up(&mut rng).await;
+            let learner = {
+                let mut learners = self.learners.write().expect("learners");
+                let at = rng.below(learners.len());
+                let learner = learners.remove(at);
+                learners.push(newcomer);
+                learner
+            };
+            self.erase(&mut rng, learner.user_id).await;
+        }
+    }
+
+    /// `DELETE /users/{id}` until answered 204 (or 404 once an attempt that
+    /// was not answered, or answered 503, may have erased them meanwhile).
+    async fn erase(&self, rng: &mut Rng, user: Uuid) {
+        self.erasing.write().expect("erasing").insert(user);
+        let started = Instant::now();
+        let mut tried = false;
+        loop {
+            if let Some(base) = self.any_base(rng) {
+                self.tally.erasure_attempts.fetch_add(1, Ordering::SeqCst);
+                match self
+                    .client
+                    .delete(format!("{base}/users/{user}"))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+                {
+                    Ok(StatusCode::NO_CONTENT) => break,
+                    Ok(StatusCode::NOT_FOUND) if tried => break,
+                    Ok(StatusCode::SERVICE_UNAVAILABLE) | Err(_) => tried = true,
+                    Ok(status) => panic!(
+                        "seed {}: erasing learner {user} answered {status}",
+                        self.seed
+                    ),
+                }
+            }
+            assert!(
+                started.elapsed() < REQUEST_DEADLINE,
+                "seed {}: learner {user}'s erasure was never answered 204",
+                self.seed
+            );
+            tokio::time::sleep(rng.millis(100, 500)).await;
+        }
+        self.erased.lock().expect("erased").push(user);
+        self.tally.erasures.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether every kind of fault has happened at least once.
+    fn every_fault_injected(&self) -> bool {
+        let t = &self.tally;
+        [
+            &t.replica_kills,
+            &t.replica_terms,
+            &t.redis_kills,
+            &t.stalls,
+            &t.cql_cuts,
+            &t.cql_holds,
+            &t.cql_long_holds,
+            &t.cql_hold_then_cut,
+            &t.erasures,
+        ]
+        .iter()
+        .all(|count| n(count) > 0)
+    }
+
     /// Stops the fault loops; each leaves everything up when it returns.
-    async fn lift_faults(&self, faults: [JoinHandle<()>; 2]) {
+    async fn lift_faults(&self, faults: [JoinHandle<()>; 3]) {
         self.faults_on.store(false, Ordering::SeqCst);
         for fault in faults {
             fault.await.expect("the fault loop");
@@ -493,11 +735,18 @@ impl Cluster {
         }
     }
 
-    /// `errata repair` of every learner of this test (the keyspace holds
-    /// other tests' learners too), once.
+    /// `errata repair` of every learner of this test, erased ones included
+    /// (the keyspace holds other tests' learners too), once.
     async fn repair(&self) -> Result<String, String> {
         let mut args = vec!["repair".to_owned()];
-        for user in self.learner_ids() {
+        let erasing: Vec<Uuid> = self
+            .erasing
+            .read()
+            .expect("erasing")
+            .iter()
+            .copied()
+            .collect();
+        for user in self.learner_ids().into_iter().chain(erasing) {
             args.extend(["--user".to_owned(), user.to_string()]);
         }
         let config = self.config.clone();
@@ -630,6 +879,9 @@ impl Cluster {
         let session = cql_session().await;
         let accounts = self.accounts.lock().expect("accounts").clone();
         for (email, user) in accounts {
+            if self.is_erasing(user) {
+                continue;
+            }
             let rows = session
                 .query_unpaged(
                     format!("SELECT user_id FROM {ks}.users_by_email WHERE email_key = ?"),
@@ -648,27 +900,96 @@ impl Cluster {
         }
     }
 
+    /// Every erased learner is gone: 404 on every read, no row in any
+    /// table, no Redis key but the erasure marker (until it expires), in no
+    /// dirty set. Returns how many learners were checked.
+    async fn check_erased(&self, moment: &str) -> usize {
+        let erased = self.erased.lock().expect("erased").clone();
+        let base = self.bases.read().expect("bases")[0]
+            .clone()
+            .expect("replica 0 is up");
+        let session = cql_session().await;
+        let port = self.redis.lock().expect("redis").port;
+        let mut conn = support::redis_server::client(port).await;
+        let emails: HashMap<Uuid, String> = self
+            .accounts
+            .lock()
+            .expect("accounts")
+            .iter()
+            .map(|(email, user)| (*user, email.to_lowercase()))
+            .collect();
+        for &user in &erased {
+            for path in [
+                format!("/users/{user}"),
+                format!("/users/{user}/errors"),
+                format!("/users/{user}/errors/recent"),
+                format!("/users/{user}/progress"),
+                format!("/users/{user}/schedule"),
+                format!("/users/{user}/answers"),
+                format!("/users/{user}/export"),
+                format!("/generate-exercise?user_id={user}"),
+            ] {
+                let status = self
+                    .client
+                    .get(format!("{base}{path}"))
+                    .send()
+                    .await
+                    .expect("a read with every fault lifted")
+                    .status();
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "seed {}: {moment}: erased learner's GET {path}",
+                    self.seed
+                );
+            }
+            let email = &emails[&user];
+            let rows = learner_rows(&session, &self.slot.keyspace, user, email).await;
+            assert_eq!(
+                rows,
+                vec![],
+                "seed {}: {moment}: erased learner {user} still has rows",
+                self.seed
+            );
+            let mut keys = learner_keys(&mut conn, user).await;
+            keys.retain(|k| *k != erased_key(user));
+            assert_eq!(
+                keys,
+                Vec::<String>::new(),
+                "seed {}: {moment}: erased learner {user} still has Redis keys",
+                self.seed
+            );
+        }
+        erased.len()
+    }
+
+    /// What the run did: faults, requests, learners erased.
     fn report(&self, name: &str, load: Duration, above: usize) {
         let t = &self.tally;
         let acked_learners = self.acked.lock().expect("acked").len();
         eprintln!(
             "{name}: seed {} | load {:?} | faults: {} replica SIGKILL, {} replica SIGTERM, \
-             {} Redis SIGKILL, {} CQL cut, {} CQL black-hole (+{} past the request timeout), \
-             {} black-hole then cut \
-             ({} replica starts refused) | acknowledged {} requests, {} points on {} learners \
-             ({} of them signed up under the faults); {} attempts failed and were retried, {} \
-             answered as duplicates; \
-             {} reads checked | repairs during the load: {} done, {} failed | after flush: \
-             none below, {above} counts above acknowledged",
+             {} replica stalled past the flush lock ({} repairs done meanwhile), \
+             {} Redis SIGKILL, {} CQL cut, {} CQL black-hole, {} CQL held past the request \
+             timeout then delivered late, {} black-hole then cut, {} learners erased \
+             ({} DELETEs sent) ({} replica starts refused) | acknowledged {} requests, \
+             {} points on {} learners ({} of them signed up under the faults); {} attempts \
+             failed and were retried, {} answered as duplicates, {} refused as their learner \
+             was being erased; {} reads checked | repairs during the load: {} done, {} failed | \
+             after flush: none below, {above} counts above acknowledged",
             self.seed,
             load,
             n(&t.replica_kills),
             n(&t.replica_terms),
+            n(&t.stalls),
+            n(&t.stall_repairs),
             n(&t.redis_kills),
             n(&t.cql_cuts),
             n(&t.cql_holds),
             n(&t.cql_long_holds),
             n(&t.cql_hold_then_cut),
+            n(&t.erasures),
+            n(&t.erasure_attempts),
             n(&t.failed_starts),
             n(&t.requests),
             n(&t.points),
@@ -676,6 +997,7 @@ impl Cluster {
             n(&t.sign_ups).saturating_sub(LEARNERS as u64),
             n(&t.failed_attempts),
             n(&t.duplicates),
+            n(&t.refused_for_erased),
             n(&t.reads),
             n(&t.repairs),
             n(&t.failed_repairs),
@@ -691,10 +1013,10 @@ impl Cluster {
     }
 }
 
-/// The tasks of a run: the clients and the two fault loops.
+/// The tasks of a run: the clients and the three fault loops.
 struct Load {
     clients: Vec<JoinHandle<()>>,
-    faults: [JoinHandle<()>; 2],
+    faults: [JoinHandle<()>; 3],
 }
 
 /// Starts the cluster, its learners, the clients and the fault loops.
@@ -712,25 +1034,29 @@ async fn under_load(seed: u64) -> (Arc<Cluster>, Load) {
     let faults = [
         tokio::spawn(cluster.clone().process_faults(rng.fork())),
         tokio::spawn(cluster.clone().network_faults(rng.fork())),
+        tokio::spawn(cluster.clone().erasures(rng.fork())),
     ];
     (cluster, Load { clients, faults })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_exact() {
-    let load = load_duration();
-    let (cluster, Load { clients, faults }) = under_load(seed()).await;
+/// The load's length: `load`, and then until every kind of fault has
+/// happened at least once.
+async fn run_load(cluster: &Cluster, load: Duration) -> Duration {
+    let started = Instant::now();
     tokio::time::sleep(load).await;
-    cluster.lift_faults(faults).await;
-    cluster.end_load(clients).await;
+    while !cluster.every_fault_injected() {
+        assert!(
+            started.elapsed() < load + COVERAGE_DEADLINE,
+            "seed {}: some fault never happened",
+            cluster.seed
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    started.elapsed()
+}
 
-    cluster.flush().await;
-    let above = cluster.check_after_flush("after errata flush").await;
-    cluster.report("random faults", load, above);
-    let out = cluster.repair().await;
-    assert!(out.is_ok(), "seed {}: repair failed: {out:?}", cluster.seed);
-    cluster.flush().await;
-    cluster.check_exact("after errata repair and a flush").await;
+/// Nothing left to flush in Redis: no pending or in-flight deltas.
+async fn nothing_left_to_flush(cluster: &Cluster) {
     let port = cluster.redis.lock().expect("redis").port;
     let mut conn = support::redis_server::client(port).await;
     let keys: Vec<String> = conn.keys("*").await.expect("KEYS");
@@ -743,13 +1069,38 @@ async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_ex
         "seed {}: left in Redis: {left:?}",
         cluster.seed
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_faults_lose_nothing_acknowledged_and_repair_makes_every_count_exact() {
+    let (cluster, Load { clients, faults }) = under_load(seed_or(SEED_REPAIR_AFTER)).await;
+    let load = run_load(&cluster, load_duration()).await;
+    cluster.lift_faults(faults).await;
+    cluster.end_load(clients).await;
+
+    cluster.flush().await;
+    let above = cluster.check_after_flush("after errata flush").await;
+    cluster.report("random faults", load, above);
+    let out = cluster.repair().await;
+    assert!(out.is_ok(), "seed {}: repair failed: {out:?}", cluster.seed);
+    cluster.flush().await;
+    cluster.check_exact("after errata repair and a flush").await;
+    let erased = cluster
+        .check_erased("after errata repair and a flush")
+        .await;
+    nothing_left_to_flush(&cluster).await;
+    eprintln!(
+        "random faults: seed {} | verdicts: none below acknowledged after flush; the event \
+         log exact; every count exact after repair; {erased} erased learners 404 on every \
+         read, no CQL row, no Redis key but the marker",
+        cluster.seed
+    );
     cluster.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_faults_with_repair_running_through_the_load_end_exact() {
-    let load = load_duration();
-    let (cluster, Load { clients, faults }) = under_load(seed()).await;
+    let (cluster, Load { clients, faults }) = under_load(seed_or(SEED_REPAIR_DURING)).await;
     // Repair over and over, beside the clients and the faults (a repair
     // cut off by a fault fails; the next one runs anyway).
     let repairing = Arc::new(AtomicBool::new(true));
@@ -761,7 +1112,7 @@ async fn random_faults_with_repair_running_through_the_load_end_exact() {
             }
         })
     };
-    tokio::time::sleep(load).await;
+    let load = run_load(&cluster, load_duration()).await;
     cluster.lift_faults(faults).await;
     // The faults are over, the load and the repairs go on. Once no flush cut
     // off by a fault is left to replay, the repairs that start from then on
@@ -787,5 +1138,12 @@ async fn random_faults_with_repair_running_through_the_load_end_exact() {
     cluster.report("random faults, repair during the load", load, above);
     assert_eq!(above, 0, "seed {}: counts above acknowledged", cluster.seed);
     cluster.check_exact("after the final flush").await;
+    let erased = cluster.check_erased("after the final flush").await;
+    eprintln!(
+        "random faults, repair during the load: seed {} | verdicts: none above or below \
+         acknowledged after the final flush; the event log exact; {erased} erased learners \
+         404 on every read, no CQL row, no Redis key but the marker",
+        cluster.seed
+    );
     cluster.stop();
 }
