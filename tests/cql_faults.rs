@@ -26,7 +26,8 @@
 //!   acknowledged (or, in the second test, where repair runs all through
 //!   the load, after the final flush alone);
 //! - every erased learner is 404 on every read, has no row in any table
-//!   (read in CQL) and no Redis key but its erasure marker.
+//!   (read in CQL) and no Redis key but its erasure marker (and, for at
+//!   most a lock period, the flush lock its erasure let expire).
 //!
 //! Seeded: the seed is printed first. Each test runs a fixed seed of its
 //! own (so CI repeats the same fault and request sequences);
@@ -901,8 +902,9 @@ impl Cluster {
     }
 
     /// Every erased learner is gone: 404 on every read, no row in any
-    /// table, no Redis key but the erasure marker (until it expires), in no
-    /// dirty set. Returns how many learners were checked.
+    /// table, no Redis key but the erasure marker (until it expires) and
+    /// the flush lock the erasure took (expiring within a lock period), in
+    /// no dirty set. Returns how many learners were checked.
     async fn check_erased(&self, moment: &str) -> usize {
         let erased = self.erased.lock().expect("erased").clone();
         let base = self.bases.read().expect("bases")[0]
@@ -951,8 +953,20 @@ impl Cluster {
                 "seed {}: {moment}: erased learner {user} still has rows",
                 self.seed
             );
+            // The marker stays until it expires; so does the flush lock the
+            // erasure took (it lets it expire, at most a lock period).
             let mut keys = learner_keys(&mut conn, user).await;
-            keys.retain(|k| *k != erased_key(user));
+            let (marker, lock) = (erased_key(user), lock_key(user));
+            keys.retain(|k| *k != marker);
+            if keys == [lock.clone()] {
+                let ttl: i64 = conn.pttl(&lock).await.expect("PTTL");
+                assert!(
+                    ttl > 0 && ttl <= FLUSH_LOCK.as_millis() as i64,
+                    "seed {}: {moment}: erased learner {user}'s flush lock lives {ttl} ms",
+                    self.seed
+                );
+                keys.clear();
+            }
             assert_eq!(
                 keys,
                 Vec::<String>::new(),
