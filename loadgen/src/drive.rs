@@ -97,7 +97,10 @@ pub struct PhaseResult {
     /// How long the phase waited for a quiet start (filled in by the
     /// caller; none before /healthz).
     pub quiet_start: Option<crate::quiet::QuietStart>,
-    /// The CPU the processes used in the measured window.
+    /// The CPU the processes used in the measured window
+    /// (`cpu_ms_per_request: {errata, redis, cassandra, loadgen}`, …, at the
+    /// phase's top level).
+    #[serde(flatten)]
     pub cpu: Option<crate::cpu::Usage>,
     /// errata's req/s over the raw phase's of the same mix and connections
     /// (filled in by the caller, errata's mix phases with --raw).
