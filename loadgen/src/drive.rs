@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::population::Learner;
+use crate::raw::Raw;
 
 /// A realistic taxonomy: what a tutoring AI reports, with the weight of each
 /// (common errors are reported more often), spelled as an AI might.
@@ -85,9 +86,28 @@ pub struct EndpointStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseResult {
     pub workload: String,
+    /// `errata` (through its HTTP API) or `raw` (its CQL work, straight
+    /// through the driver; see `raw.rs`).
+    pub via: &'static str,
     pub connections: usize,
     pub seconds: f64,
+    /// Measured requests per second, every endpoint together.
+    pub rps: f64,
     pub endpoints: Vec<EndpointStats>,
+    /// How long the phase waited for a quiet start (filled in by the
+    /// caller; none before /healthz).
+    pub quiet_start: Option<crate::quiet::QuietStart>,
+    /// The CPU the processes used in the measured window
+    /// (`cpu_ms_per_request: {errata, redis, cassandra, loadgen}`, …, at the
+    /// phase's top level).
+    #[serde(flatten)]
+    pub cpu: Option<crate::cpu::Usage>,
+    /// errata's req/s over the raw phase's of the same mix and connections
+    /// (filled in by the caller, errata's mix phases with --raw).
+    pub ratio_to_raw: Option<f64>,
+    /// What a raw phase sent per request (filled in by the caller once its
+    /// flusher drained).
+    pub raw_costs: Option<crate::raw::RawCosts>,
     /// Ingests done instead of a practice request because the learner drawn
     /// had no errors yet (even after redrawing).
     pub generate_redirected: u64,
@@ -108,6 +128,14 @@ const NAMES: [&str; ENDPOINTS] = [
     "GET /healthz",
     "GET /generate-exercise?rank=recent",
     "GET /users/{id}/progress",
+];
+/// What a raw phase sends for each (see `raw.rs`).
+const RAW_NAMES: [&str; ENDPOINTS] = [
+    "raw: report batch",
+    "raw: practice reads",
+    "-",
+    "raw: practice reads, recent",
+    "raw: progress reads",
 ];
 /// The reads of a mix, in equal shares: practice by frequency, practice by
 /// recency, progress (so each is measured against the others in one run).
@@ -146,6 +174,11 @@ pub struct PhaseConfig {
     pub zipf_exponent: f64,
     pub top_n: u32,
     pub per_error: u32,
+    /// Issue the CQL work of each request straight through the driver
+    /// instead of asking errata.
+    pub raw: Option<Arc<Raw>>,
+    /// Whose CPU to measure over the measured window.
+    pub cpu: crate::cpu::Processes,
 }
 
 pub async fn run_phase(
@@ -166,7 +199,21 @@ pub async fn run_phase(
         Workload::Healthz => "healthz".to_owned(),
         Workload::Mix(share) => format!("mix ingest={share}"),
     };
+    let label = match config.raw {
+        Some(_) => format!("raw {label}"),
+        None => label,
+    };
     let config = Arc::new(config);
+    // The CPU used from the start of the measurement to its end.
+    let cpu = {
+        let processes = config.cpu.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window.measure_from.into()).await;
+            let start = processes.sample();
+            tokio::time::sleep_until(window.until.into()).await;
+            (start, processes.sample())
+        })
+    };
     let progress = spawn_progress(live.clone(), label.clone(), config.clone(), window);
 
     let zipf = Zipf::new(
@@ -193,11 +240,29 @@ pub async fn run_phase(
     progress.abort();
     eprint!("\r{:100}\r", "");
     let seconds = config.duration.as_secs_f64();
+    let names = if config.raw.is_some() {
+        &RAW_NAMES
+    } else {
+        &NAMES
+    };
+    let endpoints = endpoint_stats(&total, seconds, names);
+    let requests: u64 = endpoints.iter().map(|e| e.requests).sum();
+    let (start, end) = cpu.await?;
     Ok(PhaseResult {
         workload: label,
+        via: if config.raw.is_some() {
+            "raw"
+        } else {
+            "errata"
+        },
         connections: config.connections,
         seconds,
-        endpoints: endpoint_stats(&total, seconds),
+        rps: requests as f64 / seconds,
+        endpoints,
+        quiet_start: None,
+        cpu: Some(start.usage(&end, seconds, requests)),
+        ratio_to_raw: None,
+        raw_costs: None,
         generate_redirected: total.redirected,
         costs: None,
     })
@@ -256,14 +321,14 @@ fn spawn_progress(
 }
 
 /// Per endpoint that saw requests: rates and latency quantiles.
-fn endpoint_stats(total: &Recorder, seconds: f64) -> Vec<EndpointStats> {
+fn endpoint_stats(total: &Recorder, seconds: f64, names: &[&str; ENDPOINTS]) -> Vec<EndpointStats> {
     (0..ENDPOINTS)
         .filter(|&i| !total.histograms[i].is_empty() || total.errors[i] > 0)
         .map(|i| {
             let h = &total.histograms[i];
             let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
             EndpointStats {
-                endpoint: NAMES[i].to_owned(),
+                endpoint: names[i].to_owned(),
                 requests: h.len(),
                 errors: total.errors[i],
                 rps: h.len() as f64 / seconds,
@@ -277,7 +342,25 @@ fn endpoint_stats(total: &Recorder, seconds: f64) -> Vec<EndpointStats> {
         .collect()
 }
 
-fn pick_errors(rng: &mut SmallRng) -> Vec<Value> {
+/// One error point of a report, as drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct Picked {
+    pub category: &'static str,
+    pub subcategory: &'static str,
+    pub correction: Option<&'static str>,
+}
+
+impl Picked {
+    fn json(&self) -> Value {
+        match self.correction {
+            Some(correction) => json!({"errorCategory": self.category,
+                "errorSubCategory": self.subcategory, "correction": correction}),
+            None => json!({"errorCategory": self.category, "errorSubCategory": self.subcategory}),
+        }
+    }
+}
+
+fn pick_errors(rng: &mut SmallRng) -> Vec<Picked> {
     let total: u32 = TAXONOMY.iter().map(|t| t.2).sum();
     let n = rng.random_range(1..=3);
     (0..n)
@@ -296,11 +379,12 @@ fn pick_errors(rng: &mut SmallRng) -> Vec<Value> {
                 .expect("weights add up");
             // Half the points carry the AI's correction, as a client that
             // sends them would.
-            if rng.random_bool(0.5) {
-                json!({"errorCategory": category, "errorSubCategory": subcategory,
-                       "correction": "She goes to work by bus every day."})
-            } else {
-                json!({"errorCategory": category, "errorSubCategory": subcategory})
+            Picked {
+                category,
+                subcategory,
+                correction: rng
+                    .random_bool(0.5)
+                    .then_some("She goes to work by bus every day."),
             }
         })
         .collect()
@@ -356,8 +440,25 @@ async fn worker(
         }
         let learner = &population.learners[index];
         let started = Instant::now();
-        let ok = if endpoint == INGEST {
-            let errors = pick_errors(&mut rng);
+        let ok = if let Some(raw) = &config.raw {
+            if endpoint == INGEST {
+                let errors = pick_errors(&mut rng);
+                let said = learner.utterance_ids[rng.random_range(0..learner.utterance_ids.len())];
+                let written = raw.ingest(learner, said, &errors).await;
+                if written {
+                    population.acked[index].fetch_add(errors.len() as u32, Ordering::Relaxed);
+                }
+                written
+            } else {
+                raw.read(
+                    learner.user_id,
+                    endpoint == GENERATE_RECENT,
+                    endpoint == PROGRESS,
+                )
+                .await
+            }
+        } else if endpoint == INGEST {
+            let errors: Vec<Value> = pick_errors(&mut rng).iter().map(Picked::json).collect();
             let points = errors.len() as u32;
             let said = learner.utterance_ids[rng.random_range(0..learner.utterance_ids.len())];
             let body = json!({

@@ -14,15 +14,26 @@
 //!    server (CQL and Redis round trips, from its `/metrics`); then the
 //!    correctness check: every touched learner's frequencies add up to the
 //!    points acknowledged (in cql mode after `errata flush`).
+//! 4. Before each mix, a quiet start (`quiet.rs`): errata's flushers have
+//!    nothing left, and `--settle COMMAND` succeeds; the waits are reported.
+//!    Each phase reports the CPU per request of errata, its Redis, the CQL
+//!    server (`--cassandra-pid`) and the load generator over its measured
+//!    window, and the machine's (`cpu.rs`).
+//! 5. `--raw` (cql): after the check, each mix again as raw CQL through the
+//!    driver, errata's statements per request without errata (`raw.rs`);
+//!    each errata mix gets its `ratio_to_raw`.
 //!
 //! `--store cql` runs the spawned binary as `--replicas` replicas on the
 //! CQL nodes of `--cql-nodes`, in a fresh keyspace, with a Redis of its own
 //! (or `--redis-url`).
 
+mod cpu;
 mod drive;
 mod metrics;
 mod plot;
 mod population;
+mod quiet;
+mod raw;
 mod server;
 mod stack;
 
@@ -125,6 +136,32 @@ struct Args {
     /// a bulk-written population); the run fails if it fails.
     #[arg(long, value_name = "COMMAND")]
     after_setup: Option<String>,
+    /// A shell command that must succeed before each measured workload
+    /// phase (after errata's flushers have nothing left), e.g. one that
+    /// checks that the CQL server has no compactions pending; run again
+    /// every 2 s until it succeeds, at most --quiet-timeout (then the run
+    /// fails).
+    #[arg(long, value_name = "COMMAND")]
+    settle: Option<String>,
+    /// Longest wait, in seconds, for a quiet start before each workload
+    /// phase: for errata's flushers (then the phase goes ahead, noted) and
+    /// for --settle (then the run fails).
+    #[arg(long, default_value_t = 600.0)]
+    quiet_timeout: f64,
+    /// The CQL server's process id, to report its CPU per request.
+    #[arg(long, value_name = "PID")]
+    cassandra_pid: Option<u32>,
+    /// cql: after errata's phases and the correctness check, one raw phase
+    /// per --ingest-share at each --connections: the same CQL work per
+    /// request, issued straight through the driver (no HTTP, no Redis, no
+    /// errata), in the same keyspace with the same learners; each errata
+    /// mix gets its ratio to the raw one.
+    #[arg(long, requires = "spawn")]
+    raw: bool,
+    /// --raw: how often the emulated flusher sends the buffered counts, in
+    /// milliseconds (errata's ERRATA_FLUSH_INTERVAL_MS default).
+    #[arg(long, default_value_t = 1000)]
+    raw_flush_interval_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -221,7 +258,14 @@ async fn main() -> anyhow::Result<()> {
     learners.shuffle(&mut rand::rng());
     let population = Arc::new(Population::new(learners));
 
-    let (phases, memory) = measure(&args, &setup.bases, &population, &pids).await?;
+    let mut processes = cpu::Processes(pids.iter().map(|&pid| ("errata", pid)).collect());
+    if let Some(pid) = setup.stack.as_ref().and_then(stack::Cql::redis_pid) {
+        processes.0.push(("redis", pid));
+    }
+    if let Some(pid) = args.cassandra_pid {
+        processes.0.push(("cassandra", pid));
+    }
+    let (mut phases, memory) = measure(&args, &setup.bases, &population, &pids, &processes).await?;
     if let (Some(stack), Some(binary)) = (&setup.stack, &args.spawn) {
         stack.run(binary, "flush")?;
     }
@@ -231,6 +275,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Some(check(&setup.bases[0], &population).await?)
     };
+    // After the check: the raw phases' counts are not errata's.
+    if let (true, Some(stack)) = (args.raw, &setup.stack) {
+        let raw = measure_raw(&args, stack, &setup.bases, &population, &processes).await?;
+        compare(&mut phases, raw);
+    }
     let report = Report {
         machine: machine(loadavg_before),
         learners: args.learners,
@@ -271,6 +320,9 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     }
     if args.replicas == 0 || (args.replicas > 1 && args.store != "cql") {
         bail!("--replicas must be 1, or more with --store cql");
+    }
+    if args.raw && args.store != "cql" {
+        bail!("--raw needs --store cql");
     }
     Ok(())
 }
@@ -355,13 +407,127 @@ async fn via_api(args: &Args, base: &str) -> anyhow::Result<Vec<population::Lear
     population::via_api(base, args.learners, args.utterances, args.setup_concurrency).await
 }
 
-/// For each connection count: the /healthz ceiling, then every mix; the
-/// server's memory after each phase.
+fn phase_config(
+    args: &Args,
+    bases: &[String],
+    workload: Workload,
+    connections: usize,
+    raw: Option<Arc<raw::Raw>>,
+    processes: &cpu::Processes,
+) -> PhaseConfig {
+    let duration = match workload {
+        Workload::Healthz => args.healthz_duration,
+        Workload::Mix(_) => args.duration,
+    };
+    PhaseConfig {
+        bases: bases.to_vec(),
+        workload,
+        connections,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(duration),
+        zipf_exponent: args.zipf,
+        top_n: args.top_n,
+        per_error: args.per_error,
+        raw,
+        cpu: processes.clone(),
+    }
+}
+
+/// Waits for a quiet start (see `quiet.rs`).
+async fn quiet_start(
+    args: &Args,
+    client: &reqwest::Client,
+    bases: &[String],
+) -> anyhow::Result<quiet::QuietStart> {
+    let timeout = Duration::from_secs_f64(args.quiet_timeout);
+    quiet::wait(client, bases, args.settle.as_deref(), timeout).await
+}
+
+/// The raw phases: for each connection count, every mix, its CQL work
+/// straight through the driver (see `raw.rs`).
+async fn measure_raw(
+    args: &Args,
+    stack: &stack::Cql,
+    bases: &[String],
+    population: &Arc<Population>,
+    processes: &cpu::Processes,
+) -> anyhow::Result<Vec<PhaseResult>> {
+    let raw = Arc::new(raw::Raw::connect(&stack.nodes, &stack.keyspace).await?);
+    let client = reqwest::Client::new();
+    let mut phases = Vec::new();
+    for &connections in &args.connections {
+        for &share in &args.ingest_share {
+            let quiet = quiet_start(args, &client, bases).await?;
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let interval = Duration::from_millis(args.raw_flush_interval_ms.max(1));
+            let flusher = tokio::spawn(raw.clone().flusher(interval, stop.clone()));
+            let workload = Workload::Mix(share);
+            let config = phase_config(
+                args,
+                bases,
+                workload,
+                connections,
+                Some(raw.clone()),
+                processes,
+            );
+            let result = drive::run_phase(config, population.clone()).await;
+            stop.notify_one();
+            flusher.await?;
+            let mut result = result?;
+            result.quiet_start = Some(quiet);
+            result.raw_costs = Some(raw.take_costs());
+            print_phase(&result);
+            phases.push(result);
+        }
+    }
+    Ok(phases)
+}
+
+/// Each errata mix's throughput against the raw phase of the same mix and
+/// connections; the raw phases join the report.
+fn compare(phases: &mut Vec<PhaseResult>, raw: Vec<PhaseResult>) {
+    println!("errata against raw CQL (same mix, same connections):");
+    println!(
+        "  {:<24} {:>5} {:>10} {:>10} {:>8} {:>14} {:>14}",
+        "workload", "conn", "errata/s", "raw/s", "ratio", "cass ms/req", "raw cass ms/req"
+    );
+    let cassandra = |p: &PhaseResult| {
+        p.cpu
+            .as_ref()
+            .and_then(|c| c.cpu_ms_per_request.get("cassandra").copied())
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.3}"))
+    };
+    for phase in phases.iter_mut() {
+        let twin = raw.iter().find(|r| {
+            r.connections == phase.connections
+                && r.workload.strip_prefix("raw ") == Some(phase.workload.as_str())
+        });
+        let Some(twin) = twin else { continue };
+        phase.ratio_to_raw = (twin.rps > 0.0).then(|| phase.rps / twin.rps);
+        println!(
+            "  {:<24} {:>5} {:>10.0} {:>10.0} {:>8} {:>14} {:>14}",
+            phase.workload,
+            phase.connections,
+            phase.rps,
+            twin.rps,
+            phase
+                .ratio_to_raw
+                .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
+            cassandra(phase),
+            cassandra(twin)
+        );
+    }
+    phases.extend(raw);
+}
+
+/// For each connection count: the /healthz ceiling, then every mix (each
+/// after a quiet start); the server's memory after each phase.
 async fn measure(
     args: &Args,
     bases: &[String],
     population: &Arc<Population>,
     pids: &[u32],
+    processes: &cpu::Processes,
 ) -> anyhow::Result<(Vec<PhaseResult>, Vec<Memory>)> {
     let mut phases = Vec::new();
     let mut memory = Vec::new();
@@ -386,22 +552,14 @@ async fn measure(
         workloads.extend(args.ingest_share.iter().map(|&s| Workload::Mix(s)));
         let mut ceiling = None;
         for workload in workloads {
-            let duration = match workload {
-                Workload::Healthz => args.healthz_duration,
-                Workload::Mix(_) => args.duration,
+            let quiet = match workload {
+                Workload::Healthz => None,
+                Workload::Mix(_) => Some(quiet_start(args, &client, bases).await?),
             };
-            let config = PhaseConfig {
-                bases: bases.to_vec(),
-                workload,
-                connections,
-                warmup: Duration::from_secs_f64(args.warmup),
-                duration: Duration::from_secs_f64(duration),
-                zipf_exponent: args.zipf,
-                top_n: args.top_n,
-                per_error: args.per_error,
-            };
+            let config = phase_config(args, bases, workload, connections, None, processes);
             let before = metrics::scrape(&client, bases).await?;
             let mut result = drive::run_phase(config, population.clone()).await?;
+            result.quiet_start = quiet;
             let after = metrics::scrape(&client, bases).await?;
             if workload == Workload::Healthz {
                 ceiling = result.endpoints.first().map(|e| e.rps);
@@ -510,8 +668,17 @@ fn print_phase(phase: &PhaseResult) {
                 .map_or_else(|| "-".into(), |r| format!("{r:.2}"))
         );
     }
+    if let Some(quiet) = &phase.quiet_start {
+        quiet.print();
+    }
     if let Some(costs) = &phase.costs {
         costs.print();
+    }
+    if let Some(costs) = &phase.raw_costs {
+        costs.print();
+    }
+    if let Some(cpu) = &phase.cpu {
+        cpu.print();
     }
     if phase.generate_redirected > 0 {
         println!(

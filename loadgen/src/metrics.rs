@@ -77,6 +77,11 @@ impl Snapshot {
             .sum()
     }
 
+    /// The value of one series, if any replica has it.
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.0.get(series).copied()
+    }
+
     fn value(&self, series: &str) -> f64 {
         self.0.get(series).copied().unwrap_or(0.0)
     }

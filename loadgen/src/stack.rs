@@ -38,6 +38,11 @@ impl Cql {
         })
     }
 
+    /// The process id of the Redis this process started, if it did.
+    pub fn redis_pid(&self) -> Option<u32> {
+        self.redis.as_ref().and_then(|(child, _)| child.id())
+    }
+
     pub fn env(&self) -> Vec<(String, String)> {
         [
             ("ERRATA_STORE", "cql"),
