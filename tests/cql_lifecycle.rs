@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::Datelike;
 use errata::domain::ErrorKey;
 use errata::store::cql::buffer::{erased_key, Buffer, Commit, Lease, Take};
 use errata_testkit::{
@@ -194,10 +195,20 @@ async fn writes_that_passed_their_checks_before_the_erasure_stay_hidden() {
     let buffer = Buffer::connect(&app.redis().url())
         .await
         .expect("the buffer");
+    // It began a second before this month did, so its writes land in the
+    // month before, which the learner's bucket lists do not name.
     let fingerprint = Uuid::new_v4();
     let now = chrono::Utc::now();
+    let month = now
+        .date_naive()
+        .with_day(1)
+        .expect("the first of the month")
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    let began = month - chrono::Duration::seconds(1);
     let lease = buffer
-        .lease(user, fingerprint, now.timestamp_millis(), "racer")
+        .lease(user, fingerprint, began.timestamp_millis(), "racer")
         .await
         .expect("a lease");
     assert!(matches!(lease, Lease::Acquired { .. }));
@@ -213,8 +224,20 @@ async fn writes_that_passed_their_checks_before_the_erasure_stay_hidden() {
     // owner check passed before the erasure; then it commits.
     let session = cql_session().await;
     let keyspace = &app.config.cql_keyspace;
-    let bucket = errata::store::cql::bucket(now);
-    let ts = scylla::value::CqlTimestamp(now.timestamp_millis());
+    let bucket = errata::store::cql::bucket(began);
+    let ts = scylla::value::CqlTimestamp(began.timestamp_millis());
+    // Its lapse, in the review log of the same month.
+    session
+        .query_unpaged(
+            format!(
+                "INSERT INTO {keyspace}.answers (user_id, bucket, answered_at, answer_id, kind, \
+                 category_key, subcategory_key, category, subcategory) \
+                 VALUES (?, {bucket}, ?, ?, 'lapse', 'grammar', 'tense', 'Grammar', 'Tense')"
+            ),
+            (user, ts, Uuid::new_v4()),
+        )
+        .await
+        .expect("a late lapse");
     for cql in [
         format!(
             "INSERT INTO {keyspace}.error_events (user_id, bucket, occurred_at, event_id, \

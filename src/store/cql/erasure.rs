@@ -184,7 +184,7 @@ impl Erasure {
                 .filter_map(|ms| DateTime::from_timestamp_millis(*ms))
                 .map(bucket),
         );
-        self.memory.erase(user_id).await?;
+        self.memory.erase(user_id, &buckets).await?;
         let s = &self.statements;
         for bucket in buckets {
             self.run(&s.events, (shadow, user_id, bucket)).await?;

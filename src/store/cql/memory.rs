@@ -361,11 +361,14 @@ impl Memory {
 
     /// Erases the learner's reviews and states, under the same marker as
     /// the rest of their data: a write racing the erasure lands beneath
-    /// its tombstones.
-    pub async fn erase(&self, user_id: Uuid) -> Result<(), StoreError> {
+    /// its tombstones. `months` are buckets to erase besides the learner's
+    /// known ones and the current one: those of their open requests, whose
+    /// lapses may land in a month the bucket list does not name yet.
+    pub async fn erase(&self, user_id: Uuid, months: &BTreeSet<i32>) -> Result<(), StoreError> {
         let shadow = (Utc::now() + ERASURE).timestamp_micros();
         let mut buckets: BTreeSet<i32> = self.buckets(user_id).await?.into_iter().collect();
         buckets.insert(bucket(Utc::now()));
+        buckets.extend(months);
         let s = &self.statements;
         for b in buckets {
             self.run(&s.erase_bucket, (shadow, user_id, b)).await?;
