@@ -1,6 +1,7 @@
 //! CPU time of the processes under test, from `/proc/<pid>/stat` (utime +
 //! stime of the whole thread group) and of the machine, from `/proc/stat`,
-//! sampled at the start and the end of a phase's measured window.
+//! and their I/O from `/proc/<pid>/io`, sampled at the start and the end of
+//! a phase's measured window.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,63 @@ pub const ROLES: [&str; 4] = ["errata", "redis", "cassandra", "loadgen"];
 #[derive(Debug, Clone)]
 pub struct Sample {
     by_role: BTreeMap<&'static str, f64>,
+    io_by_role: BTreeMap<&'static str, Io>,
     machine_busy: f64,
+}
+
+/// A process's I/O counters (`/proc/<pid>/io`), in bytes: what it passed
+/// through read(2)/write(2) (`rchar`, `wchar`: file reads served from the
+/// page cache included; not socket traffic sent with send/recv, so not
+/// network bytes), and what reached or came from the disk (`write_bytes`,
+/// `read_bytes`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Io {
+    pub read_chars: f64,
+    pub written_chars: f64,
+    pub disk_read: f64,
+    pub disk_written: f64,
+}
+
+impl Io {
+    fn of(pid: u32) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let field = |name: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some(Self {
+            read_chars: field("rchar")?,
+            written_chars: field("wchar")?,
+            disk_read: field("read_bytes")?,
+            disk_written: field("write_bytes")?,
+        })
+    }
+
+    fn add(&mut self, other: Io) {
+        self.read_chars += other.read_chars;
+        self.written_chars += other.written_chars;
+        self.disk_read += other.disk_read;
+        self.disk_written += other.disk_written;
+    }
+
+    fn per_request(self, since: Io, requests: u64) -> Io {
+        let per = |after: f64, before: f64| {
+            if requests > 0 {
+                (after - before) / requests as f64
+            } else {
+                0.0
+            }
+        };
+        Io {
+            read_chars: per(self.read_chars, since.read_chars),
+            written_chars: per(self.written_chars, since.written_chars),
+            disk_read: per(self.disk_read, since.disk_read),
+            disk_written: per(self.disk_written, since.disk_written),
+        }
+    }
 }
 
 /// What a phase's measured window used.
@@ -30,6 +87,8 @@ pub struct Usage {
     pub cpu_seconds: BTreeMap<&'static str, f64>,
     /// Milliseconds of CPU per measured request, by role.
     pub cpu_ms_per_request: BTreeMap<&'static str, f64>,
+    /// Bytes per measured request, by role (see [`Io`]).
+    pub io_bytes_per_request: BTreeMap<&'static str, Io>,
     /// Busy CPU seconds of the whole machine (every process, the other
     /// work on it included) and its average busy cores.
     pub machine_cpu_seconds: f64,
@@ -84,9 +143,13 @@ fn machine_busy_seconds() -> f64 {
 impl Processes {
     pub fn sample(&self) -> Sample {
         let mut by_role = BTreeMap::new();
+        let mut io_by_role: BTreeMap<&'static str, Io> = BTreeMap::new();
         for (role, pid) in &self.0 {
             if let Some(seconds) = process_seconds(*pid) {
                 *by_role.entry(*role).or_insert(0.0) += seconds;
+            }
+            if let Some(io) = Io::of(*pid) {
+                io_by_role.entry(*role).or_default().add(io);
             }
         }
         if let Some(seconds) = process_seconds(std::process::id()) {
@@ -94,6 +157,7 @@ impl Processes {
         }
         Sample {
             by_role,
+            io_by_role,
             machine_busy: machine_busy_seconds(),
         }
     }
@@ -115,8 +179,19 @@ impl Sample {
             .filter_map(|(role, after)| Some((*role, after - self.by_role.get(role)?)))
             .collect();
         let machine = end.machine_busy - self.machine_busy;
+        let io_bytes_per_request = end
+            .io_by_role
+            .iter()
+            .filter_map(|(role, after)| {
+                Some((
+                    *role,
+                    after.per_request(*self.io_by_role.get(role)?, requests),
+                ))
+            })
+            .collect();
         Usage {
             cpu_ms_per_request: cpu_seconds.iter().map(|(r, s)| (*r, per(*s))).collect(),
+            io_bytes_per_request,
             cpu_seconds,
             machine_cpu_seconds: machine,
             machine_busy_cores: if seconds > 0.0 {
@@ -143,6 +218,13 @@ impl Usage {
             "  CPU ms per request: {roles}; machine {:.3} ({:.2} busy cores)",
             self.machine_cpu_ms_per_request, self.machine_busy_cores
         );
+        if let Some(io) = self.io_bytes_per_request.get("cassandra") {
+            println!(
+                "  Cassandra disk per request: {:.0} bytes written (commit log, flushes, \
+                 compactions), {:.0} read",
+                io.disk_written, io.disk_read
+            );
+        }
     }
 }
 
