@@ -12,7 +12,9 @@
 //!   (`Recorder::write_events`): the learner's event bucket and answer
 //!   bucket, per distinct error its spelling and its last-seen time (with
 //!   the sentence in its slot when the point has a correction), then per
-//!   point an event and per distinct error a lapse. Errata checks the
+//!   point an event and per distinct error a lapse; the bucket rows and
+//!   spellings already written are left out, as errata's replica leaves
+//!   out those it remembers writing (`written.rs`). Errata checks the
 //!   report's owners from its memory (`ownership.rs`) after the first
 //!   report of an utterance, so no read is issued for it here.
 //! - The counting errata leaves to its flusher is emulated: every flush
@@ -27,7 +29,7 @@
 //!   lookback (paged); progress the counters, the labels without sentences
 //!   and the weekly counters of its weeks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -184,7 +186,18 @@ pub struct Raw {
     session: Session,
     s: Statements,
     pending: Mutex<HashMap<Uuid, Deltas>>,
+    /// What errata's replica would remember having written
+    /// (`written.rs`), so that the same rewrites are left out.
+    written: Mutex<Written>,
     pub sent: Sent,
+}
+
+/// errata's `written.rs`: the (learner, month) bucket rows written, and
+/// the earliest report time (µs) whose spelling of an error was written.
+#[derive(Default)]
+struct Written {
+    buckets: HashSet<(Uuid, i32)>,
+    spellings: HashMap<(Uuid, Key), i64>,
 }
 
 async fn prepare(
@@ -241,6 +254,7 @@ impl Raw {
             session,
             s,
             pending: Mutex::new(HashMap::new()),
+            written: Mutex::new(Written::default()),
             sent: Sent::default(),
         })
     }
@@ -297,9 +311,27 @@ impl Raw {
             batch.append_statement(statement.clone());
             values.push(row);
         };
-        add(&s.insert_bucket, Box::new((user, month)));
-        add(&s.insert_answer_bucket, Box::new((user, month)));
-        for ((ck, sk), first, _) in &tally {
+        // errata leaves out the rewrites its replica knows it made.
+        let (bucket_written, spelled): (bool, Vec<bool>) = {
+            let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                written.buckets.contains(&(user, month)),
+                tally
+                    .iter()
+                    .map(|(key, _, _)| {
+                        written
+                            .spellings
+                            .get(&(user, key.clone()))
+                            .is_some_and(|t| *t <= micros)
+                    })
+                    .collect(),
+            )
+        };
+        if !bucket_written {
+            add(&s.insert_bucket, Box::new((user, month)));
+            add(&s.insert_answer_bucket, Box::new((user, month)));
+        }
+        for (((ck, sk), first, _), _) in tally.iter().zip(&spelled).filter(|(_, s)| !**s) {
             add(
                 &s.label_spelling,
                 Box::new((
@@ -379,6 +411,17 @@ impl Raw {
         self.sent.report_batches.fetch_add(1, Ordering::Relaxed);
         if self.session.batch(&batch, values).await.is_err() {
             return false;
+        }
+        {
+            let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+            written.buckets.insert((user, month));
+            for (key, _, _) in &tally {
+                let t = written
+                    .spellings
+                    .entry((user, key.clone()))
+                    .or_insert(micros);
+                *t = (*t).min(micros);
+            }
         }
         let week = week_start(at);
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);

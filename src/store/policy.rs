@@ -187,6 +187,10 @@ pub const FACT_TTL: Duration = secs(5 * 60);
 pub const FACT_CACHE_BYTES: u64 = 32 << 20;
 /// Facts expected at that weight, for the cache's sizing.
 pub const FACT_CACHE_EXPECTED: usize = 200_000;
+/// How many of its learners' month buckets and first spellings a replica
+/// remembers having written (each a few dozen bytes), so that later
+/// reports leave those unchanged rewrites out of their batch.
+pub const WRITTEN_CACHE_ENTRIES: usize = 200_000;
 
 // ---------------------------------------------------------------------
 // The rules

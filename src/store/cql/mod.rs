@@ -45,6 +45,7 @@ pub mod schema;
 pub mod seed;
 mod session;
 mod statements;
+mod written;
 
 use std::sync::Arc;
 

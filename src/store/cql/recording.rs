@@ -21,6 +21,7 @@ use super::rows::{
 };
 use super::session::{cql_error, timestamp};
 use super::statements::{self, statements, IDEMPOTENT};
+use super::written::Written;
 use crate::domain::{ErrorKey, ErrorPoint, Grade, ReviewKind};
 use crate::store::policy::{BATCH_BYTES, EVENTS_PER_BATCH, FENCE_WAIT, LEASE_WAIT, POLL};
 use crate::store::retry::{retry_until, Poll};
@@ -70,6 +71,7 @@ pub struct Recorder {
     statements: RecordStatements,
     buffer: Arc<Buffer>,
     accounts: Arc<Accounts>,
+    written: Written,
 }
 
 impl Recorder {
@@ -83,6 +85,7 @@ impl Recorder {
             session,
             buffer,
             accounts,
+            written: Written::new(),
         })
     }
 
@@ -196,6 +199,7 @@ impl Recorder {
         // Each point's key, worked out once for all the writes.
         let keys: Vec<ErrorKey> = report.points.iter().map(ErrorPoint::key).collect();
         let mut writes = self.label_writes(report, &keys, at, snippet);
+        let spelled = keys.clone();
         let events = self.event_writes(report, keys, at, snippet);
         writes.extend(events);
         for (batch, values) in packed(writes) {
@@ -204,13 +208,17 @@ impl Recorder {
                 .await
                 .map_err(cql_error)?;
         }
+        self.written
+            .wrote(report.user_id, bucket(at), at.timestamp_micros(), &spelled);
         Ok(())
     }
 
     /// The report's writes to the learner's partition: the event bucket,
     /// the errors' spellings (the earliest write wins) and last-seen times,
     /// and for each error the sentence it was found in when its correction
-    /// is known and short enough to practise (see [`sentence_slot`]).
+    /// is known and short enough to practise (see [`sentence_slot`]). The
+    /// bucket rows and spellings this replica knows it wrote already are
+    /// left out ([`Written`]).
     fn label_writes(
         &self,
         report: &ErrorReport,
@@ -220,15 +228,21 @@ impl Recorder {
     ) -> Vec<Write> {
         let s = &self.statements;
         let (user, at_micros) = (report.user_id, at.timestamp_micros());
-        let mut writes = vec![
-            Write::new(Partition::Learner, &s.insert_bucket, (user, bucket(at)), 0),
-            Write::new(
+        let mut writes = Vec::new();
+        if !self.written.has_bucket(user, bucket(at)) {
+            writes.push(Write::new(
+                Partition::Learner,
+                &s.insert_bucket,
+                (user, bucket(at)),
+                0,
+            ));
+            writes.push(Write::new(
                 Partition::Learner,
                 &s.insert_answer_bucket,
                 (user, bucket(at)),
                 0,
-            ),
-        ];
+            ));
+        }
         let mut seen = Vec::new();
         let slot = sentence_slot(report.utterance_id);
         for PointTally {
@@ -236,21 +250,23 @@ impl Recorder {
         } in report.tally()
         {
             let key_bytes = key.category.len() + key.subcategory.len();
-            let spelling = SpellingWrite {
-                write_time: spelling_write_time(at),
-                category: point.category.as_str().to_owned(),
-                subcategory: point.subcategory.as_str().to_owned(),
-                user_id: user,
-                category_key: key.category.clone(),
-                subcategory_key: key.subcategory.clone(),
-            };
-            let bytes = spelling.category.len() + spelling.subcategory.len() + key_bytes;
-            writes.push(Write::new(
-                Partition::Learner,
-                &s.label_spelling,
-                spelling,
-                bytes,
-            ));
+            if !self.written.spelling_loses(user, &key, at_micros) {
+                let spelling = SpellingWrite {
+                    write_time: spelling_write_time(at),
+                    category: point.category.as_str().to_owned(),
+                    subcategory: point.subcategory.as_str().to_owned(),
+                    user_id: user,
+                    category_key: key.category.clone(),
+                    subcategory_key: key.subcategory.clone(),
+                };
+                let bytes = spelling.category.len() + spelling.subcategory.len() + key_bytes;
+                writes.push(Write::new(
+                    Partition::Learner,
+                    &s.label_spelling,
+                    spelling,
+                    bytes,
+                ));
+            }
             // The first of the error's points whose sentence can be
             // practised.
             let sentence = report
