@@ -14,7 +14,8 @@ use chrono::Datelike;
 use errata::domain::ErrorKey;
 use errata::store::cql::buffer::{erased_key, Buffer, Commit, Lease, Take};
 use errata_testkit::{
-    cql_session, durable_counts, learner_rows, redis_keys, Errata, Learner, TestApp, TestRedis,
+    cql_session, dirty_sets_holding, durable_counts, learner_rows, redis_keys, Errata, Learner,
+    TestApp, TestRedis,
 };
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -53,15 +54,7 @@ async fn left_in_redis(redis: &TestRedis, user: Uuid) -> (Vec<String>, bool) {
         .filter(|k| k.contains(&user.to_string()))
         .collect();
     let mut conn = redis.client().await;
-    let mut dirty = false;
-    for shard in 0..errata::store::cql::buffer::DIRTY_SHARDS {
-        let key = errata::store::cql::buffer::dirty_key(shard);
-        let member: bool = conn
-            .sismember(key, user.to_string())
-            .await
-            .expect("SISMEMBER");
-        dirty |= member;
-    }
+    let dirty = !dirty_sets_holding(&mut conn, user).await.is_empty();
     (keys, dirty)
 }
 

@@ -42,5 +42,7 @@ pub use http::{
 };
 pub use process::{Errata, ServeProcess};
 pub use redis_cluster::RedisCluster;
-pub use redis_server::{key_slot, learner_keys, redis_keys, RedisServer, TestRedis};
+pub use redis_server::{
+    dirty_sets_holding, key_slot, learner_keys, redis_keys, RedisServer, TestRedis,
+};
 pub use rng::{seed, seed_or, Rng};

@@ -369,15 +369,30 @@ pub fn key_slot(key: &str) -> u16 {
 }
 
 /// What Redis still holds of a learner: every key naming them, and the
-/// dirty sets (`errata:dirty:{N}`) that still list them. After an erasure
-/// the only key left is the erasure marker, until it expires.
+/// dirty sets (`errata:dirty:{N}`) that still list them (marked
+/// "(member)"). After an erasure the only key left is the erasure marker,
+/// until it expires.
 pub async fn learner_keys(
     conn: &mut redis::aio::MultiplexedConnection,
     user: uuid::Uuid,
 ) -> Vec<String> {
-    use errata::store::cql::buffer::{dirty_key, DIRTY_SHARDS};
     use redis::AsyncCommands;
     let mut left: Vec<String> = conn.keys(format!("*{user}*")).await.expect("KEYS");
+    for key in dirty_sets_holding(conn, user).await {
+        left.push(format!("{key} (member)"));
+    }
+    left.sort();
+    left
+}
+
+/// The dirty sets (`errata:dirty:{N}`, every shard) that list the learner.
+pub async fn dirty_sets_holding<C>(conn: &mut C, user: uuid::Uuid) -> Vec<String>
+where
+    C: redis::aio::ConnectionLike + Send + Sync,
+{
+    use errata::store::cql::buffer::{dirty_key, DIRTY_SHARDS};
+    use redis::AsyncCommands;
+    let mut holding = Vec::new();
     for shard in 0..DIRTY_SHARDS {
         let key = dirty_key(shard);
         let member: bool = conn
@@ -385,11 +400,10 @@ pub async fn learner_keys(
             .await
             .expect("SISMEMBER");
         if member {
-            left.push(format!("{key} (member)"));
+            holding.push(key);
         }
     }
-    left.sort();
-    left
+    holding
 }
 
 #[cfg(test)]
