@@ -1,16 +1,21 @@
 //! CPU time of the processes under test, from `/proc/<pid>/stat` (utime +
 //! stime of the whole thread group) and of the machine, from `/proc/stat`,
-//! and their I/O from `/proc/<pid>/io`, sampled at the start and the end of
-//! a phase's measured window.
+//! their I/O from `/proc/<pid>/io`, and the bytes through the servers'
+//! listening ports (`ss -ti`), sampled at the start and the end of a
+//! phase's measured window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 /// The processes whose CPU a phase reports, by role; a role's processes
-/// are summed (every errata replica).
+/// are summed (every errata replica). And the ports whose traffic it
+/// reports, by the role of the server listening on them.
 #[derive(Debug, Clone, Default)]
-pub struct Processes(pub Vec<(&'static str, u32)>);
+pub struct Processes {
+    pub pids: Vec<(&'static str, u32)>,
+    pub ports: Vec<(&'static str, u16)>,
+}
 
 /// Every role a phase reports, in order, present or not.
 pub const ROLES: [&str; 4] = ["errata", "redis", "cassandra", "loadgen"];
@@ -21,7 +26,87 @@ pub const ROLES: [&str; 4] = ["errata", "redis", "cassandra", "loadgen"];
 pub struct Sample {
     by_role: BTreeMap<&'static str, f64>,
     io_by_role: BTreeMap<&'static str, Io>,
+    net_by_role: BTreeMap<&'static str, Connections>,
     machine_busy: f64,
+}
+
+/// The bytes through the established TCP connections to a server's port,
+/// as its side of them counts (`ss -ti`'s `bytes_received`, requests in,
+/// and `bytes_acked`, answers delivered): TCP payload, no headers. A
+/// window counts each connection open at its end from where it stood at
+/// the window's start (from its opening, if it opened since); connections
+/// that close during a window drop out of its count (the clients here
+/// keep theirs open while they measure).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Net {
+    pub received: f64,
+    pub sent: f64,
+}
+
+/// A port's connections (local and peer address) and their byte counts.
+type Connections = HashMap<(String, String), Net>;
+
+impl Net {
+    fn of(port: u16) -> Option<Connections> {
+        let out = std::process::Command::new("ss")
+            .args(["-tinH", "state", "established"])
+            .arg(format!("( sport = :{port} )"))
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(Self::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `ss -tinH state established`: a line per connection (Recv-Q,
+    /// Send-Q, local, peer), then an indented line of its TCP info.
+    fn parse(text: &str) -> Connections {
+        let mut connections = Connections::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if !line.starts_with(char::is_whitespace) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                current = match fields[..] {
+                    [_, _, local, peer, ..] => Some((local.to_owned(), peer.to_owned())),
+                    _ => None,
+                };
+                continue;
+            }
+            let Some(key) = &current else { continue };
+            let net = connections.entry(key.clone()).or_default();
+            for token in line.split_whitespace() {
+                let field = |name: &str| token.strip_prefix(name)?.parse::<f64>().ok();
+                if let Some(n) = field("bytes_received:") {
+                    net.received += n;
+                } else if let Some(n) = field("bytes_acked:") {
+                    net.sent += n;
+                }
+            }
+        }
+        connections
+    }
+
+    /// What the connections open at `end` moved since `start`, per request.
+    fn per_request(start: &Connections, end: &Connections, requests: u64) -> Net {
+        let mut total = Net::default();
+        for (key, after) in end {
+            let before = start.get(key).copied().unwrap_or_default();
+            total.received += (after.received - before.received).max(0.0);
+            total.sent += (after.sent - before.sent).max(0.0);
+        }
+        let per = |bytes: f64| {
+            if requests > 0 {
+                bytes / requests as f64
+            } else {
+                0.0
+            }
+        };
+        Net {
+            received: per(total.received),
+            sent: per(total.sent),
+        }
+    }
 }
 
 /// A process's I/O counters (`/proc/<pid>/io`), in bytes: what it passed
@@ -89,6 +174,9 @@ pub struct Usage {
     pub cpu_ms_per_request: BTreeMap<&'static str, f64>,
     /// Bytes per measured request, by role (see [`Io`]).
     pub io_bytes_per_request: BTreeMap<&'static str, Io>,
+    /// Network bytes per measured request through each server's port, by
+    /// the server's role (see [`Net`]).
+    pub net_bytes_per_request: BTreeMap<&'static str, Net>,
     /// Busy CPU seconds of the whole machine (every process, the other
     /// work on it included) and its average busy cores.
     pub machine_cpu_seconds: f64,
@@ -144,7 +232,7 @@ impl Processes {
     pub fn sample(&self) -> Sample {
         let mut by_role = BTreeMap::new();
         let mut io_by_role: BTreeMap<&'static str, Io> = BTreeMap::new();
-        for (role, pid) in &self.0 {
+        for (role, pid) in &self.pids {
             if let Some(seconds) = process_seconds(*pid) {
                 *by_role.entry(*role).or_insert(0.0) += seconds;
             }
@@ -155,9 +243,16 @@ impl Processes {
         if let Some(seconds) = process_seconds(std::process::id()) {
             by_role.insert("loadgen", seconds);
         }
+        let mut net_by_role: BTreeMap<&'static str, Connections> = BTreeMap::new();
+        for (role, port) in &self.ports {
+            if let Some(connections) = Net::of(*port) {
+                net_by_role.entry(*role).or_default().extend(connections);
+            }
+        }
         Sample {
             by_role,
             io_by_role,
+            net_by_role,
             machine_busy: machine_busy_seconds(),
         }
     }
@@ -189,7 +284,18 @@ impl Sample {
                 ))
             })
             .collect();
+        let net_bytes_per_request = end
+            .net_by_role
+            .iter()
+            .filter_map(|(role, after)| {
+                Some((
+                    *role,
+                    Net::per_request(self.net_by_role.get(role)?, after, requests),
+                ))
+            })
+            .collect();
         Usage {
+            net_bytes_per_request,
             cpu_ms_per_request: cpu_seconds.iter().map(|(r, s)| (*r, per(*s))).collect(),
             io_bytes_per_request,
             cpu_seconds,
@@ -225,6 +331,16 @@ impl Usage {
                 io.disk_written, io.disk_read
             );
         }
+        let net = ROLES
+            .iter()
+            .filter_map(|role| {
+                let n = self.net_bytes_per_request.get(role)?;
+                Some(format!("{role} {:.0} in / {:.0} out", n.received, n.sent))
+            })
+            .collect::<Vec<_>>();
+        if !net.is_empty() {
+            println!("  network bytes per request: {}", net.join(", "));
+        }
     }
 }
 
@@ -244,5 +360,42 @@ mod tests {
         let usage = start.usage(&watch.sample(), 1.0, 10);
         assert!(usage.cpu_seconds["loadgen"] >= 0.0);
         assert!(usage.machine_cpu_seconds >= 0.0);
+    }
+
+    #[test]
+    fn a_ports_bytes_are_counted_on_the_servers_side() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let watch = Processes {
+            pids: vec![],
+            ports: vec![("redis", port)],
+        };
+        let start = watch.sample();
+        client.write_all(&[7; 1000]).unwrap();
+        let mut got = [0; 1000];
+        server.read_exact(&mut got).unwrap();
+        server.write_all(&[9; 300]).unwrap();
+        let mut answer = [0; 300];
+        client.read_exact(&mut answer).unwrap();
+        let usage = start.usage(&watch.sample(), 1.0, 2);
+        let net = usage.net_bytes_per_request["redis"];
+        assert_eq!((net.received, net.sent), (500.0, 150.0));
+    }
+
+    #[test]
+    fn ss_output_is_read_per_connection() {
+        let start = "0 0 127.0.0.1:9042 127.0.0.1:5000\n\t cubic bytes_sent:12 bytes_acked:10 \
+                     bytes_received:40 segs_out:3\n0 0 127.0.0.1:9042 127.0.0.1:5001\n\t \
+                     bytes_acked:5 bytes_received:2\n";
+        let start = Net::parse(start);
+        assert_eq!(start.len(), 2);
+        // :5001 closed, :5000 moved on, :5002 opened.
+        let end = "0 0 127.0.0.1:9042 127.0.0.1:5000\n\t bytes_acked:110 bytes_received:140\n\
+                   0 0 127.0.0.1:9042 127.0.0.1:5002\n\t bytes_acked:1 bytes_received:2\n";
+        let net = Net::per_request(&start, &Net::parse(end), 2);
+        assert_eq!((net.received, net.sent), (51.0, 50.5));
     }
 }

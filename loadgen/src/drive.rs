@@ -199,7 +199,8 @@ pub async fn run_phase(
         Workload::Healthz => "healthz".to_owned(),
         Workload::Mix(share) => format!("mix ingest={share}"),
     };
-    let label = match config.raw {
+    let label = match &config.raw {
+        Some(raw) if raw.rewrites() => format!("raw+rewrites {label}"),
         Some(_) => format!("raw {label}"),
         None => label,
     };
@@ -229,8 +230,12 @@ pub async fn run_phase(
         }));
     }
     let mut total = Recorder::new();
+    // Each worker's connection stays open until the window's last sample,
+    // so that its bytes are counted.
+    let mut clients = Vec::with_capacity(workers.len());
     for worker in workers {
-        let r = worker.await??;
+        let (r, client) = worker.await??;
+        clients.push(client);
         for i in 0..ENDPOINTS {
             total.histograms[i].add(&r.histograms[i])?;
             total.errors[i] += r.errors[i];
@@ -248,6 +253,7 @@ pub async fn run_phase(
     let endpoints = endpoint_stats(&total, seconds, names);
     let requests: u64 = endpoints.iter().map(|e| e.requests).sum();
     let (start, end) = cpu.await?;
+    drop(clients);
     Ok(PhaseResult {
         workload: label,
         via: if config.raw.is_some() {
@@ -410,7 +416,7 @@ async fn worker(
     live: Arc<Live>,
     zipf: Zipf<f64>,
     window: Window,
-) -> anyhow::Result<Recorder> {
+) -> anyhow::Result<(Recorder, reqwest::Client)> {
     // One client per worker and one request at a time: one connection each.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -425,7 +431,7 @@ async fn worker(
     loop {
         let now = Instant::now();
         if now >= window.until {
-            return Ok(recorder);
+            return Ok((recorder, client));
         }
         let measured = now >= window.measure_from;
         let Workload::Mix(share) = config.workload else {

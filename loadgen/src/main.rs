@@ -18,10 +18,13 @@
 //!    nothing left, and `--settle COMMAND` succeeds; the waits are reported.
 //!    Each phase reports the CPU per request of errata, its Redis, the CQL
 //!    server (`--cassandra-pid`) and the load generator over its measured
-//!    window, and the machine's (`cpu.rs`).
+//!    window, and the machine's; the CQL server's disk bytes; and the
+//!    network bytes each server's port received and sent (`cpu.rs`).
 //! 5. `--raw` (cql): after the check, each mix again as raw CQL through the
 //!    driver, errata's statements per request without errata (`raw.rs`);
-//!    each errata mix gets its `ratio_to_raw`.
+//!    each errata mix gets its `ratio_to_raw`. `--raw-rewrites` runs each
+//!    raw mix with ingests again as errata's batch was before its replica
+//!    remembered its writes.
 //!
 //! `--store cql` runs the spawned binary as `--replicas` replicas on the
 //! CQL nodes of `--cql-nodes`, in a fresh keyspace, with a Redis of its own
@@ -162,6 +165,12 @@ struct Args {
     /// milliseconds (errata's ERRATA_FLUSH_INTERVAL_MS default).
     #[arg(long, default_value_t = 1000)]
     raw_flush_interval_ms: u64,
+    /// --raw: after each raw phase with ingest, the same phase again with
+    /// every bucket row and spelling written again, as errata's batch was
+    /// before its replica remembered its writes (`raw+rewrites` rows): the
+    /// data-model lever's A/B in one run.
+    #[arg(long, requires = "raw")]
+    raw_rewrites: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,6 +238,14 @@ fn machine(loadavg_before: String) -> Machine {
     }
 }
 
+/// The port of an address: `http://127.0.0.1:8000`, `redis://h:6379/0`,
+/// `127.0.0.1:9042`.
+fn port_of(address: &str) -> Option<u16> {
+    let rest = address.split_once("://").map_or(address, |(_, rest)| rest);
+    let host_port = rest.split('/').next()?;
+    host_port.rsplit_once(':')?.1.parse().ok()
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -258,12 +275,32 @@ async fn main() -> anyhow::Result<()> {
     learners.shuffle(&mut rand::rng());
     let population = Arc::new(Population::new(learners));
 
-    let mut processes = cpu::Processes(pids.iter().map(|&pid| ("errata", pid)).collect());
-    if let Some(pid) = setup.stack.as_ref().and_then(stack::Cql::redis_pid) {
-        processes.0.push(("redis", pid));
+    let mut processes = cpu::Processes {
+        pids: pids.iter().map(|&pid| ("errata", pid)).collect(),
+        ports: setup
+            .bases
+            .iter()
+            .filter_map(|base| port_of(base))
+            .map(|port| ("errata", port))
+            .collect(),
+    };
+    if let Some(stack) = &setup.stack {
+        if let Some(pid) = stack.redis_pid() {
+            processes.pids.push(("redis", pid));
+        }
+        processes
+            .ports
+            .extend(port_of(&stack.redis_url).map(|p| ("redis", p)));
+        processes.ports.extend(
+            stack
+                .nodes
+                .split(',')
+                .filter_map(port_of)
+                .map(|p| ("cassandra", p)),
+        );
     }
     if let Some(pid) = args.cassandra_pid {
-        processes.0.push(("cassandra", pid));
+        processes.pids.push(("cassandra", pid));
     }
     let (mut phases, memory) = measure(&args, &setup.bases, &population, &pids, &processes).await?;
     if let (Some(stack), Some(binary)) = (&setup.stack, &args.spawn) {
@@ -456,7 +493,19 @@ async fn measure_raw(
     let client = reqwest::Client::new();
     let mut phases = Vec::new();
     for &connections in &args.connections {
-        for &share in &args.ingest_share {
+        let variants: &[bool] = if args.raw_rewrites {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let runs = args.ingest_share.iter().flat_map(|&share| {
+            variants
+                .iter()
+                .filter(move |&&rewrites| !rewrites || share > 0.0)
+                .map(move |&rewrites| (share, rewrites))
+        });
+        for (share, rewrites) in runs {
+            raw.set_rewrites(rewrites);
             let quiet = quiet_start(args, &client, bases).await?;
             let stop = Arc::new(tokio::sync::Notify::new());
             let interval = Duration::from_millis(args.raw_flush_interval_ms.max(1));
@@ -755,4 +804,17 @@ async fn check(base: &str, population: &Arc<Population>) -> anyhow::Result<Check
         mismatched_learners: mismatched,
         passed: acknowledged == counted && mismatched == 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_of;
+
+    #[test]
+    fn ports_come_from_urls_and_contact_points() {
+        assert_eq!(port_of("http://127.0.0.1:8000"), Some(8000));
+        assert_eq!(port_of("redis://127.0.0.1:6390/0"), Some(6390));
+        assert_eq!(port_of("127.0.0.2:19142"), Some(19142));
+        assert_eq!(port_of("localhost"), None);
+    }
 }

@@ -14,7 +14,8 @@
 //!   the sentence in its slot when the point has a correction), then per
 //!   point an event and per distinct error a lapse; the bucket rows and
 //!   spellings already written are left out, as errata's replica leaves
-//!   out those it remembers writing (`written.rs`). Errata checks the
+//!   out those it remembers writing (`written.rs`; `--raw-rewrites` also
+//!   measures the batch with them, as it was before). Errata checks the
 //!   report's owners from its memory (`ownership.rs`) after the first
 //!   report of an utterance, so no read is issued for it here.
 //! - The counting errata leaves to its flusher is emulated: every flush
@@ -30,7 +31,7 @@
 //!   and the weekly counters of its weeks.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -189,6 +190,9 @@ pub struct Raw {
     /// What errata's replica would remember having written
     /// (`written.rs`), so that the same rewrites are left out.
     written: Mutex<Written>,
+    /// Write every bucket row and spelling again, remembered or not (what
+    /// errata did before `written.rs`): the lever's A/B in one run.
+    rewrites: AtomicBool,
     pub sent: Sent,
 }
 
@@ -255,8 +259,19 @@ impl Raw {
             s,
             pending: Mutex::new(HashMap::new()),
             written: Mutex::new(Written::default()),
+            rewrites: AtomicBool::new(false),
             sent: Sent::default(),
         })
+    }
+
+    /// Whether the phases from now on write every bucket row and spelling
+    /// again (see [`Raw::rewrites`]).
+    pub fn set_rewrites(&self, on: bool) {
+        self.rewrites.store(on, Ordering::Relaxed);
+    }
+
+    pub fn rewrites(&self) -> bool {
+        self.rewrites.load(Ordering::Relaxed)
     }
 
     /// What the phase sent per request (and forgets it for the next).
@@ -312,7 +327,9 @@ impl Raw {
             values.push(row);
         };
         // errata leaves out the rewrites its replica knows it made.
-        let (bucket_written, spelled): (bool, Vec<bool>) = {
+        let (bucket_written, spelled): (bool, Vec<bool>) = if self.rewrites() {
+            (false, vec![false; tally.len()])
+        } else {
             let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
             (
                 written.buckets.contains(&(user, month)),
