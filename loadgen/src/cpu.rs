@@ -95,17 +95,19 @@ impl Net {
             total.received += (after.received - before.received).max(0.0);
             total.sent += (after.sent - before.sent).max(0.0);
         }
-        let per = |bytes: f64| {
-            if requests > 0 {
-                bytes / requests as f64
-            } else {
-                0.0
-            }
-        };
         Net {
-            received: per(total.received),
-            sent: per(total.sent),
+            received: per_request(total.received, requests),
+            sent: per_request(total.sent, requests),
         }
+    }
+}
+
+/// `total` shared by `requests` (0 without any).
+fn per_request(total: f64, requests: u64) -> f64 {
+    if requests > 0 {
+        total / requests as f64
+    } else {
+        0.0
     }
 }
 
@@ -148,13 +150,7 @@ impl Io {
     }
 
     fn per_request(self, since: Io, requests: u64) -> Io {
-        let per = |after: f64, before: f64| {
-            if requests > 0 {
-                (after - before) / requests as f64
-            } else {
-                0.0
-            }
-        };
+        let per = |after: f64, before: f64| per_request(after - before, requests);
         Io {
             read_chars: per(self.read_chars, since.read_chars),
             written_chars: per(self.written_chars, since.written_chars),
@@ -261,13 +257,7 @@ impl Processes {
 impl Sample {
     /// What was used from `self` to `end`, over `seconds` and `requests`.
     pub fn usage(&self, end: &Sample, seconds: f64, requests: u64) -> Usage {
-        let per = |s: f64| {
-            if requests > 0 {
-                1000.0 * s / requests as f64
-            } else {
-                0.0
-            }
-        };
+        let per = |seconds: f64| per_request(1000.0 * seconds, requests);
         let cpu_seconds: BTreeMap<&'static str, f64> = end
             .by_role
             .iter()
