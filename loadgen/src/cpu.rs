@@ -254,36 +254,31 @@ impl Processes {
     }
 }
 
+/// `change(start, end)` of each role sampled at both ends of a window (a
+/// role missing from either is left out).
+fn between<T, U>(
+    start: &BTreeMap<&'static str, T>,
+    end: &BTreeMap<&'static str, T>,
+    change: impl Fn(&T, &T) -> U,
+) -> BTreeMap<&'static str, U> {
+    end.iter()
+        .filter_map(|(role, after)| Some((*role, change(start.get(role)?, after))))
+        .collect()
+}
+
 impl Sample {
     /// What was used from `self` to `end`, over `seconds` and `requests`.
     pub fn usage(&self, end: &Sample, seconds: f64, requests: u64) -> Usage {
         let per = |seconds: f64| per_request(1000.0 * seconds, requests);
-        let cpu_seconds: BTreeMap<&'static str, f64> = end
-            .by_role
-            .iter()
-            .filter_map(|(role, after)| Some((*role, after - self.by_role.get(role)?)))
-            .collect();
+        let cpu_seconds = between(&self.by_role, &end.by_role, |before, after| after - before);
         let machine = end.machine_busy - self.machine_busy;
-        let io_bytes_per_request = end
-            .io_by_role
-            .iter()
-            .filter_map(|(role, after)| {
-                Some((
-                    *role,
-                    after.per_request(*self.io_by_role.get(role)?, requests),
-                ))
-            })
-            .collect();
-        let net_bytes_per_request = end
-            .net_by_role
-            .iter()
-            .filter_map(|(role, after)| {
-                Some((
-                    *role,
-                    Net::per_request(self.net_by_role.get(role)?, after, requests),
-                ))
-            })
-            .collect();
+        let io_bytes_per_request = between(&self.io_by_role, &end.io_by_role, |before, after| {
+            after.per_request(*before, requests)
+        });
+        let net_bytes_per_request =
+            between(&self.net_by_role, &end.net_by_role, |before, after| {
+                Net::per_request(before, after, requests)
+            });
         Usage {
             net_bytes_per_request,
             cpu_ms_per_request: cpu_seconds.iter().map(|(r, s)| (*r, per(*s))).collect(),
